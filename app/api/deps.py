@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.kb.service import KnowledgeBaseService
+from app.retrieval.service import SearchService
+from app.services import Services
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def knowledge_bases(request: Request) -> KnowledgeBaseService:
+    return services(request).knowledge_bases
+
+
+def search_service(request: Request) -> SearchService:
+    return services(request).search

@@ -1,0 +1,62 @@
+"""The FastAPI application: routers, error mapping and the services' lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymilvus.exceptions import MilvusException
+
+from app.api.routes import documents, knowledge_bases, search
+from app.errors import KBQAError
+from app.kb.vector_store import VectorStoreUnavailable
+from app.services import Services
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services(settings)
+        app.state.services = services
+        services.query_embedder()
+        resumed = services.queue.resume_unfinished()
+        if resumed:
+            log.info("resumed indexing of %d unfinished documents", resumed)
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="kbqa",
+        description="Local knowledge-base question answering: knowledge bases, documents and retrieval.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(KBQAError)
+    async def _kbqa_error(_request: Request, exc: KBQAError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
+
+    @app.exception_handler(VectorStoreUnavailable)
+    @app.exception_handler(MilvusException)
+    async def _milvus_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("Milvus error: %s", exc)
+        return JSONResponse(status_code=503, content={"detail": f"vector store unavailable: {exc}"})
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(knowledge_bases.router)
+    app.include_router(documents.router)
+    app.include_router(search.router)
+    return app

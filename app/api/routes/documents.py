@@ -1,0 +1,55 @@
+"""Documents of a knowledge base: upload, list with status and progress, inspect chunks, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile, status
+
+from app.api.deps import knowledge_bases
+from app.kb.service import KnowledgeBaseService
+from app.kb.views import ChunkInfo, DocumentInfo, UploadOutcome
+
+router = APIRouter(prefix="/api/kbs/{kb_name}/documents", tags=["documents"])
+KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+def upload_documents(kb_name: str, kbs: KBs, files: Annotated[list[UploadFile], File()]) -> list[UploadOutcome]:
+    """Upload one or more files; each is stored and queued for indexing in the background.
+
+    Identical content already in the knowledge base is not indexed again (`duplicate: true`); a file with the
+    name of an existing document but new content replaces it once indexed. 415 for unsupported types, 413 over
+    the size limit, 422 for empty files or unusable names.
+    """
+    kbs.get(kb_name)
+    return [kbs.upload(kb_name, upload.filename or "", upload.file) for upload in files]
+
+
+@router.get("")
+def list_documents(kb_name: str, kbs: KBs) -> list[DocumentInfo]:
+    """Documents with status (queued, processing, ready, failed + reason), progress, pages, chunks, size, sha256."""
+    return kbs.list_documents(kb_name)
+
+
+@router.get("/{doc_id}")
+def get_document(kb_name: str, doc_id: str, kbs: KBs) -> DocumentInfo:
+    return kbs.get_document(kb_name, doc_id)
+
+
+@router.get("/{doc_id}/chunks")
+def document_chunks(
+    kb_name: str,
+    doc_id: str,
+    kbs: KBs,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ChunkInfo]:
+    """The document's chunks in order, as stored in Milvus."""
+    return kbs.document_chunks(kb_name, doc_id, offset, limit)
+
+
+@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_document(kb_name: str, doc_id: str, kbs: KBs) -> None:
+    """Delete the document, its vectors in Milvus and its stored file."""
+    kbs.delete_document(kb_name, doc_id)

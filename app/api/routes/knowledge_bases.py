@@ -1,0 +1,49 @@
+"""Knowledge bases: create, list, inspect, delete, rebuild."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+from pydantic import BaseModel, Field
+
+from app.api.deps import knowledge_bases
+from app.kb.service import KnowledgeBaseService
+from app.kb.views import KnowledgeBaseInfo
+
+router = APIRouter(prefix="/api/kbs", tags=["knowledge bases"])
+KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
+
+
+class CreateKnowledgeBase(BaseModel):
+    name: str = Field(description="Display name; Chinese and punctuation are fine (no '/', '\\\\' or control chars)")
+    description: str = Field("", max_length=2000)
+
+
+@router.get("")
+def list_knowledge_bases(kbs: KBs) -> list[KnowledgeBaseInfo]:
+    """All knowledge bases with their document and chunk counts."""
+    return kbs.list()
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_knowledge_base(body: CreateKnowledgeBase, kbs: KBs) -> KnowledgeBaseInfo:
+    """Create an empty knowledge base (409 if the name is taken, 422 if the name is unusable)."""
+    return kbs.create(body.name, body.description)
+
+
+@router.get("/{kb_name}")
+def get_knowledge_base(kb_name: str, kbs: KBs) -> KnowledgeBaseInfo:
+    return kbs.get(kb_name)
+
+
+@router.delete("/{kb_name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_knowledge_base(kb_name: str, kbs: KBs) -> None:
+    """Delete the knowledge base, its Milvus collection and its stored files."""
+    kbs.delete(kb_name)
+
+
+@router.post("/{kb_name}/rebuild", status_code=status.HTTP_202_ACCEPTED)
+def rebuild_knowledge_base(kb_name: str, kbs: KBs) -> KnowledgeBaseInfo:
+    """Re-index every stored file with the current chunking and embedding settings (in the background)."""
+    return kbs.rebuild(kb_name)

@@ -1,0 +1,244 @@
+"""Knowledge bases and their documents: create, list, upload, delete, rebuild, inspect chunks."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
+from app.kb.ingestion import IngestionQueue
+from app.kb.loaders import SUPPORTED_EXTENSIONS
+from app.kb.names import collection_name_for, file_extension, sanitize_filename, validate_kb_name
+from app.kb.vector_store import MilvusStore
+from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
+from app.settings import Settings
+
+_COPY_BLOCK = 1024 * 1024
+
+
+def supported_types_text() -> str:
+    return ", ".join(sorted(SUPPORTED_EXTENSIONS))
+
+
+class KnowledgeBaseService:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: MilvusStore,
+        queue: IngestionQueue,
+        embedding_dim: int,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.queue = queue
+        self.embedding_dim = embedding_dim
+
+    # -- knowledge bases ------------------------------------------------------------------------------------------
+
+    def create(self, name: str, description: str = "") -> KnowledgeBaseInfo:
+        name = validate_kb_name(name, self.settings.max_kb_name_chars)
+        with self.catalog.session() as session:
+            if kb_by_name(session, name):
+                raise Conflict(f"knowledge base {name!r} already exists")
+            kb = KnowledgeBase(
+                name=name,
+                description=description.strip(),
+                embedding_model=self.settings.resolved_embedding_model,
+                embedding_dim=self.embedding_dim,
+                chunk_size=self.settings.chunk_size,
+                chunk_overlap=self.settings.chunk_overlap,
+            )
+            kb.id = uuid.uuid4().hex
+            kb.collection_name = collection_name_for(kb.id)
+            session.add(kb)
+        self.store.create_collection(kb.collection_name, self.embedding_dim)
+        return KnowledgeBaseInfo.of(kb, [])
+
+    def list(self) -> list[KnowledgeBaseInfo]:
+        with self.catalog.session() as session:
+            kbs = session.scalars(select(KnowledgeBase).order_by(KnowledgeBase.created_at)).all()
+            return [KnowledgeBaseInfo.of(kb, list(kb.documents)) for kb in kbs]
+
+    def get(self, name: str) -> KnowledgeBaseInfo:
+        with self.catalog.session() as session:
+            kb = self._kb(session, name)
+            return KnowledgeBaseInfo.of(kb, list(kb.documents))
+
+    def delete(self, name: str) -> None:
+        with self.catalog.session() as session:
+            kb = self._kb(session, name)
+            kb_id, collection = kb.id, kb.collection_name
+            session.delete(kb)
+        self.store.drop_collection(collection)
+        shutil.rmtree(self.settings.files_dir / kb_id, ignore_errors=True)
+
+    def rebuild(self, name: str) -> KnowledgeBaseInfo:
+        """Drop the collection and index every stored file again, e.g. after changing chunk size or model."""
+        with self.catalog.session() as session:
+            kb = self._kb(session, name)
+            kb.chunk_size, kb.chunk_overlap = self.settings.chunk_size, self.settings.chunk_overlap
+            kb.embedding_model, kb.embedding_dim = self.settings.resolved_embedding_model, self.embedding_dim
+            collection = kb.collection_name
+            doc_ids = []
+            for doc in kb.documents:
+                doc.status, doc.error, doc.chunks_embedded = DocumentStatus.queued, None, 0
+                doc_ids.append(doc.id)
+        self.store.drop_collection(collection)
+        self.store.create_collection(collection, self.embedding_dim)
+        for doc_id in doc_ids:
+            self.queue.submit(doc_id)
+        return self.get(name)
+
+    def collection_and_ready_docs(self, name: str) -> tuple[str, set[str]]:
+        with self.catalog.session() as session:
+            kb = self._kb(session, name)
+            ready = session.scalars(
+                select(Document.id).where(Document.kb_id == kb.id, Document.status == DocumentStatus.ready)
+            ).all()
+            return kb.collection_name, set(ready)
+
+    # -- documents --------------------------------------------------------------------------------------------------
+
+    def upload(self, kb_name: str, raw_filename: str, source: BinaryIO) -> UploadOutcome:
+        """Store an uploaded file and queue it for indexing; the same content twice is indexed once."""
+        filename = sanitize_filename(raw_filename, self.settings.max_filename_chars)
+        extension = file_extension(filename)
+        if extension not in SUPPORTED_EXTENSIONS:
+            raise UnsupportedMediaType(
+                f"{filename!r}: file type {extension or '(none)'} is not supported; "
+                f"supported types: {supported_types_text()}"
+            )
+        kb_info = self.get(kb_name)
+        staged, sha256, size = self._stage(source, filename)
+        try:
+            return self._register(kb_info.id, kb_info.name, filename, extension, staged, sha256, size)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def _stage(self, source: BinaryIO, filename: str) -> tuple[Path, str, int]:
+        tmp_dir = self.settings.files_dir / "_incoming"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        staged = tmp_dir / uuid.uuid4().hex
+        digest, size, limit = hashlib.sha256(), 0, self.settings.max_upload_bytes
+        with staged.open("wb") as out:
+            while block := source.read(_COPY_BLOCK):
+                size += len(block)
+                if size > limit:
+                    out.close()
+                    staged.unlink(missing_ok=True)
+                    raise PayloadTooLarge(
+                        f"{filename!r} is larger than the upload limit of {self.settings.max_upload_mb:g} MB"
+                    )
+                digest.update(block)
+                out.write(block)
+        if size == 0:
+            staged.unlink(missing_ok=True)
+            raise InvalidInput(f"{filename!r} is empty (0 bytes)")
+        return staged, digest.hexdigest(), size
+
+    def _register(
+        self, kb_id: str, kb_name: str, filename: str, extension: str, staged: Path, sha256: str, size: int
+    ) -> UploadOutcome:
+        with self.catalog.session() as session:
+            same_content = session.scalars(
+                select(Document).where(
+                    Document.kb_id == kb_id, Document.sha256 == sha256, Document.status != DocumentStatus.failed
+                )
+            ).first()
+            if same_content:
+                info = DocumentInfo.of(same_content, kb_name)
+                return UploadOutcome(
+                    document=info,
+                    duplicate=True,
+                    message=f"identical content is already in this knowledge base as {same_content.filename!r}",
+                )
+            previous = session.scalars(
+                select(Document)
+                .where(Document.kb_id == kb_id, Document.filename == filename)
+                .order_by(Document.created_at.desc())
+            ).first()
+            doc = Document(
+                id=uuid.uuid4().hex,
+                kb_id=kb_id,
+                filename=filename,
+                file_type=extension.lstrip("."),
+                sha256=sha256,
+                size_bytes=size,
+                status=DocumentStatus.queued,
+                replaces_id=previous.id if previous else None,
+                stored_path="",
+            )
+            target = self.settings.files_dir / kb_id / doc.id / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, target)
+            doc.stored_path = str(target.relative_to(self.settings.files_dir))
+            session.add(doc)
+            session.flush()
+            info = DocumentInfo.of(doc, kb_name)
+        self.queue.submit(doc.id)
+        message = "queued for indexing" + (f"; replaces the earlier {filename!r} when ready" if previous else "")
+        return UploadOutcome(document=info, message=message)
+
+    def list_documents(self, kb_name: str) -> list[DocumentInfo]:
+        with self.catalog.session() as session:
+            kb = self._kb(session, kb_name)
+            docs = sorted(kb.documents, key=lambda d: d.created_at)
+            return [DocumentInfo.of(d, kb.name) for d in docs]
+
+    def get_document(self, kb_name: str, doc_id: str) -> DocumentInfo:
+        with self.catalog.session() as session:
+            kb = self._kb(session, kb_name)
+            return DocumentInfo.of(self._doc(session, kb, doc_id), kb.name)
+
+    def delete_document(self, kb_name: str, doc_id: str) -> None:
+        with self.catalog.session() as session:
+            kb = self._kb(session, kb_name)
+            doc = self._doc(session, kb, doc_id)
+            collection, folder = kb.collection_name, self.settings.files_dir / kb.id / doc.id
+            session.delete(doc)
+        self.store.delete_documents(collection, [doc_id])
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def document_chunks(self, kb_name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[ChunkInfo]:
+        with self.catalog.session() as session:
+            kb = self._kb(session, kb_name)
+            self._doc(session, kb, doc_id)
+            collection = kb.collection_name
+        hits = self.store.document_chunks(collection, doc_id, offset=offset, limit=limit)
+        return [
+            ChunkInfo(
+                chunk_id=h.chunk_id,
+                doc_id=h.doc_id,
+                chunk_index=h.chunk_index,
+                text=h.text,
+                file_name=h.file_name,
+                page=h.page,
+                heading=h.heading,
+            )
+            for h in hits
+        ]
+
+    # -- lookups ------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _kb(session: Session, name: str) -> KnowledgeBase:
+        kb = kb_by_name(session, name.strip())
+        if kb is None:
+            raise NotFound(f"knowledge base {name!r} does not exist")
+        return kb
+
+    @staticmethod
+    def _doc(session: Session, kb: KnowledgeBase, doc_id: str) -> Document:
+        doc = session.get(Document, doc_id)
+        if doc is None or doc.kb_id != kb.id:
+            raise NotFound(f"document {doc_id!r} does not exist in knowledge base {kb.name!r}")
+        return doc

@@ -1,0 +1,226 @@
+"""Milvus access: one collection per knowledge base, dense + BM25 sparse vectors, through MilvusClient.
+
+The URI is either a Milvus Lite file (embedded, the default) or http://host:port for a Milvus server; the code
+is the same for both. Filter expressions only ever contain ids this program generated (checked by
+`_safe_id`), never user text, so no file or knowledge-base name can change what a filter selects.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+TEXT_MAX_BYTES = 65535
+NAME_MAX_BYTES = 1024
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_OUTPUT_FIELDS = ["id", "doc_id", "text", "file_name", "page", "chunk_index", "heading"]
+
+
+class VectorStoreUnavailable(RuntimeError):
+    """Milvus cannot be reached or refused an operation."""
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    doc_id: str
+    chunk_index: int
+    text: str
+    file_name: str
+    page: int | None
+    heading: str | None
+    vector: np.ndarray
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.doc_id}_{self.chunk_index}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: str
+    doc_id: str
+    text: str
+    file_name: str
+    page: int | None
+    chunk_index: int
+    heading: str | None
+    raw_score: float
+
+
+def _safe_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError(f"not an internal id: {value!r}")
+    return value
+
+
+def _clip_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _hit_from_entity(entity: dict[str, Any], raw_score: float) -> Hit:
+    page = int(entity.get("page", -1))
+    return Hit(
+        chunk_id=str(entity["id"]),
+        doc_id=str(entity["doc_id"]),
+        text=str(entity["text"]),
+        file_name=str(entity["file_name"]),
+        page=page if page >= 0 else None,
+        chunk_index=int(entity["chunk_index"]),
+        heading=entity.get("heading") or None,
+        raw_score=float(raw_score),
+    )
+
+
+class MilvusStore:
+    """Thin, typed wrapper over MilvusClient for the knowledge-base collections."""
+
+    def __init__(self, uri: str, token: str = "") -> None:
+        self.uri = uri
+        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        if self.is_lite:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self.client = MilvusClient(uri=uri, token=token)
+        except MilvusException as exc:
+            raise VectorStoreUnavailable(f"cannot connect to Milvus at {uri}: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+    def has_collection(self, name: str) -> bool:
+        return self.client.has_collection(name)
+
+    def create_collection(self, name: str, dim: int) -> None:
+        if self.client.has_collection(name):
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=80)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=32)
+        schema.add_field(
+            "text",
+            DataType.VARCHAR,
+            max_length=TEXT_MAX_BYTES,
+            enable_analyzer=True,
+            analyzer_params={"type": "chinese"},
+        )
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("file_name", DataType.VARCHAR, max_length=NAME_MAX_BYTES)
+        schema.add_field("page", DataType.INT64)
+        schema.add_field("chunk_index", DataType.INT64)
+        schema.add_field("heading", DataType.VARCHAR, max_length=NAME_MAX_BYTES)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
+        index_params = self.client.prepare_index_params()
+        index_params.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
+        index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self.client.create_collection(
+            name, schema=schema, index_params=index_params, consistency_level="Strong"
+        )
+
+    def drop_collection(self, name: str) -> None:
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)
+
+    def insert(self, name: str, rows: Sequence[ChunkRow]) -> int:
+        if not rows:
+            return 0
+        data = [
+            {
+                "id": row.chunk_id,
+                "doc_id": _safe_id(row.doc_id),
+                "text": _clip_utf8(row.text, TEXT_MAX_BYTES),
+                "dense": row.vector.astype(np.float32).tolist(),
+                "file_name": _clip_utf8(row.file_name, NAME_MAX_BYTES),
+                "page": row.page if row.page is not None else -1,
+                "chunk_index": row.chunk_index,
+                "heading": _clip_utf8(row.heading or "", NAME_MAX_BYTES),
+            }
+            for row in rows
+        ]
+        result = self.client.insert(name, data)
+        return int(result["insert_count"])
+
+    def delete_documents(self, name: str, doc_ids: Iterable[str]) -> None:
+        ids = [_safe_id(d) for d in doc_ids]
+        if not ids or not self.client.has_collection(name):
+            return
+        quoted = ", ".join(f'"{d}"' for d in ids)
+        self.client.delete(name, filter=f"doc_id in [{quoted}]")
+
+    def count_document_chunks(self, name: str, doc_id: str) -> int:
+        rows = self.client.query(
+            name, filter=f'doc_id == "{_safe_id(doc_id)}"', output_fields=["count(*)"]
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def count(self, name: str) -> int:
+        rows = self.client.query(name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def document_chunks(self, name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[Hit]:
+        rows = self.client.query(
+            name,
+            filter=f'doc_id == "{_safe_id(doc_id)}"',
+            output_fields=_OUTPUT_FIELDS,
+            limit=16384,
+        )
+        rows.sort(key=lambda r: int(r["chunk_index"]))
+        return [_hit_from_entity(r, 0.0) for r in rows[offset : offset + limit]]
+
+    def search_dense(self, name: str, vector: np.ndarray, limit: int) -> list[Hit]:
+        result = self.client.search(
+            name,
+            data=[vector.astype(np.float32).tolist()],
+            anns_field="dense",
+            limit=limit,
+            output_fields=_OUTPUT_FIELDS,
+            search_params={"metric_type": "COSINE"},
+        )
+        return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
+
+    def search_bm25(self, name: str, text: str, limit: int) -> list[Hit]:
+        result = self.client.search(
+            name,
+            data=[text],
+            anns_field="sparse",
+            limit=limit,
+            output_fields=_OUTPUT_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+        return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
+
+    def dense_vectors(self, name: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored dense vectors of some chunks, to score BM25 hits on the dense scale too."""
+        if not chunk_ids:
+            return {}
+        quoted = ", ".join(f'"{_safe_chunk_id(c)}"' for c in chunk_ids)
+        rows = self.client.query(name, filter=f"id in [{quoted}]", output_fields=["id", "dense"])
+        return {str(r["id"]): np.asarray(r["dense"], dtype=np.float32) for r in rows}
+
+
+_CHUNK_ID_RE = re.compile(r"^[0-9a-f]{32}_[0-9]+$")
+
+
+def _safe_chunk_id(value: str) -> str:
+    if not _CHUNK_ID_RE.match(value):
+        raise ValueError(f"not an internal chunk id: {value!r}")
+    return value

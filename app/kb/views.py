@@ -1,0 +1,118 @@
+"""What the knowledge-base services return: plain pydantic models, also used as API response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from app.kb.catalog import Document, DocumentStatus, KnowledgeBase
+
+
+class KnowledgeBaseInfo(BaseModel):
+    id: str
+    name: str
+    description: str
+    collection_name: str
+    embedding_model: str
+    chunk_size: int
+    chunk_overlap: int
+    created_at: datetime
+    document_count: int = 0
+    ready_count: int = 0
+    chunk_count: int = 0
+
+    @classmethod
+    def of(cls, kb: KnowledgeBase, documents: list[Document]) -> KnowledgeBaseInfo:
+        ready = [d for d in documents if d.status is DocumentStatus.ready]
+        return cls(
+            id=kb.id,
+            name=kb.name,
+            description=kb.description,
+            collection_name=kb.collection_name,
+            embedding_model=kb.embedding_model,
+            chunk_size=kb.chunk_size,
+            chunk_overlap=kb.chunk_overlap,
+            created_at=kb.created_at,
+            document_count=len(documents),
+            ready_count=len(ready),
+            chunk_count=sum(d.chunk_count for d in ready),
+        )
+
+
+class DocumentInfo(BaseModel):
+    id: str
+    kb_name: str
+    filename: str
+    file_type: str
+    status: DocumentStatus
+    error: str | None
+    pages: int | None
+    chunk_count: int
+    chunks_embedded: int
+    progress: float
+    size_bytes: int
+    sha256: str
+    replaces_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    indexed_at: datetime | None
+
+    @classmethod
+    def of(cls, doc: Document, kb_name: str) -> DocumentInfo:
+        if doc.status is DocumentStatus.ready:
+            progress = 1.0
+        elif doc.chunk_count:
+            progress = round(doc.chunks_embedded / doc.chunk_count, 4)
+        else:
+            progress = 0.0
+        return cls(
+            id=doc.id,
+            kb_name=kb_name,
+            filename=doc.filename,
+            file_type=doc.file_type,
+            status=doc.status,
+            error=doc.error,
+            pages=doc.pages,
+            chunk_count=doc.chunk_count,
+            chunks_embedded=doc.chunks_embedded,
+            progress=progress,
+            size_bytes=doc.size_bytes,
+            sha256=doc.sha256,
+            replaces_id=doc.replaces_id,
+            created_at=doc.created_at,
+            updated_at=doc.updated_at,
+            indexed_at=doc.indexed_at,
+        )
+
+
+class UploadOutcome(BaseModel):
+    document: DocumentInfo
+    duplicate: bool = False
+    message: str
+
+
+class ChunkInfo(BaseModel):
+    chunk_id: str
+    doc_id: str
+    chunk_index: int
+    text: str
+    file_name: str
+    page: int | None
+    heading: str | None
+
+
+class SearchHit(ChunkInfo):
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+
+class SearchResponse(BaseModel):
+    kb_name: str
+    question: str
+    mode: str
+    top_k: int
+    score_threshold: float
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]

@@ -1,0 +1,72 @@
+"""The 知识库测试 operation: validate a question, retrieve from one knowledge base, shape scored chunks."""
+
+from __future__ import annotations
+
+from app.errors import InvalidInput
+from app.kb.service import KnowledgeBaseService
+from app.kb.views import SearchHit, SearchResponse
+from app.retrieval.retriever import RetrievalMode, Retriever
+from app.settings import Settings
+
+
+class SearchService:
+    def __init__(self, settings: Settings, knowledge_bases: KnowledgeBaseService, retriever: Retriever) -> None:
+        self.settings = settings
+        self.knowledge_bases = knowledge_bases
+        self.retriever = retriever
+
+    def search(
+        self,
+        kb_name: str,
+        question: str,
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+        mode: RetrievalMode | str = RetrievalMode.hybrid,
+    ) -> SearchResponse:
+        question = self._validate_question(question)
+        top_k = self.settings.default_top_k if top_k is None else top_k
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
+        threshold = self.settings.default_score_threshold if score_threshold is None else score_threshold
+        if not 0.0 <= threshold <= 1.0:
+            raise InvalidInput(f"score_threshold must be between 0 and 1, got {threshold}")
+        try:
+            mode = RetrievalMode(mode)
+        except ValueError:
+            raise InvalidInput(f"mode must be one of {', '.join(m.value for m in RetrievalMode)}") from None
+        collection, ready = self.knowledge_bases.collection_and_ready_docs(kb_name)
+        result = self.retriever.search(collection, question, top_k, mode, threshold, allowed_doc_ids=ready)
+        hits = [
+            SearchHit(
+                chunk_id=c.hit.chunk_id,
+                doc_id=c.hit.doc_id,
+                chunk_index=c.hit.chunk_index,
+                text=c.hit.text,
+                file_name=c.hit.file_name,
+                page=c.hit.page,
+                heading=c.hit.heading,
+                score=round(c.score, 4),
+                dense_score=None if c.dense_score is None else round(c.dense_score, 4),
+                bm25_score=None if c.bm25_score is None else round(c.bm25_score, 4),
+            )
+            for c in result.chunks
+        ]
+        return SearchResponse(
+            kb_name=kb_name,
+            question=question,
+            mode=mode.value,
+            top_k=top_k,
+            score_threshold=threshold,
+            hits=hits,
+            timings_ms=result.timings_ms,
+        )
+
+    def _validate_question(self, question: str) -> str:
+        question = (question or "").strip()
+        if not question:
+            raise InvalidInput("question must not be empty")
+        if len(question) > self.settings.max_question_chars:
+            raise InvalidInput(
+                f"question is {len(question)} characters long; the limit is {self.settings.max_question_chars}"
+            )
+        return question

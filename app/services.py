@@ -1,0 +1,74 @@
+"""Builds every service once from the settings; the API, the CLI and the tests all start here."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from app.kb.catalog import Catalog
+from app.kb.ingestion import DocumentIndexer, IngestionQueue
+from app.kb.service import KnowledgeBaseService
+from app.kb.vector_store import MilvusStore
+from app.retrieval.embeddings import Embedder
+from app.retrieval.retriever import HybridFusion, Retriever
+from app.retrieval.scoring import ScoreCalibration
+from app.retrieval.service import SearchService
+from app.settings import Settings
+
+
+class _LazyEmbedder:
+    """Loads the model on first use. Queries and ingestion get separate instances so a search never waits
+    for a batch of passages to finish."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                s = self.settings
+                self._embedder = Embedder(
+                    s.resolved_embedding_model,
+                    backend=s.embedding_backend,
+                    batch_size=s.embedding_batch_size,
+                    threads=s.embedding_threads,
+                    query_prompt=s.query_prompt,
+                    passage_prompt=s.passage_prompt,
+                )
+            return self._embedder
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(settings.resolved_catalog_url)
+        self.store = MilvusStore(settings.resolved_milvus_uri, settings.milvus_token)
+        self.query_embedder = _LazyEmbedder(settings)
+        self.passage_embedder = _LazyEmbedder(settings)
+        self.indexer = DocumentIndexer(self.catalog, self.store, self.passage_embedder, settings.files_dir)
+        self.queue = IngestionQueue(self.indexer)
+
+    @cached_property
+    def knowledge_bases(self) -> KnowledgeBaseService:
+        return KnowledgeBaseService(
+            self.settings, self.catalog, self.store, self.queue, embedding_dim=self.query_embedder().dim
+        )
+
+    @cached_property
+    def search(self) -> SearchService:
+        s = self.settings
+        retriever = Retriever(
+            self.store,
+            lambda text: self.query_embedder().encode_query(text),
+            ScoreCalibration(s.score_dense_center, s.score_dense_scale, s.score_bm25_center, s.score_bm25_scale),
+            HybridFusion(s.hybrid_fusion, s.hybrid_dense_weight, s.rrf_k),
+        )
+        return SearchService(s, self.knowledge_bases, retriever)
+
+    def close(self) -> None:
+        self.queue.stop()
+        self.store.close()
+        self.catalog.dispose()
