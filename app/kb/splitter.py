@@ -1,0 +1,120 @@
+"""Cut loaded documents into chunks that end at sentence boundaries, in Chinese as in English.
+
+LangChain's default separators ("\\n\\n", "\\n", " ", "") know no Chinese punctuation, and Chinese has no spaces,
+so a long Chinese paragraph falls through to "" and is cut into hard `chunk_size`-character pieces in the middle
+of sentences. Here the separators go paragraph -> line -> sentence end (。！？；… and ". ", "! ", "? ", "; ") ->
+clause (，、： and ", ") -> space -> character, and each separator stays at the END of the piece before it, so a
+chunk ends with its full stop and the next one starts with a new sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from app.kb.documents import Chunk, LoadedDocument, Section
+
+_CLOSE = "[\"'”’」』）)\\]》〉】]*"
+SEPARATORS: list[str] = [
+    r"\n\n+",
+    r"\n",
+    # Sentence ends. ASCII marks count only before whitespace, so "3.14", "e.g.x" and URLs stay whole.
+    rf"(?:[。！？；]+|…+|\.{{3}}|[.!?;]+(?={_CLOSE}\s)){_CLOSE}",
+    rf"[，、：]{_CLOSE}|[,:](?=\s)",
+    r" +",
+    "",
+]
+_ENDS_SENTENCE = re.compile(rf"(?:[。！？；.!?;…]){_CLOSE}$")
+
+
+def split_document(doc: LoadedDocument, chunk_size: int = 500, chunk_overlap: int = 50) -> list[Chunk]:
+    """Split every Section separately so each chunk keeps one page and one heading; index runs over the document.
+
+    Sizes are in characters. Sections shorter than a few dozen characters (a heading on its own, a page
+    number) are merged into the next Section on the same page instead of becoming chunks of their own.
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if chunk_overlap < 0 or chunk_overlap >= chunk_size:
+        raise ValueError(f"chunk_overlap must be >= 0 and < chunk_size ({chunk_size}), got {chunk_overlap}")
+    splitter = RecursiveCharacterTextSplitter(
+        separators=SEPARATORS,
+        is_separator_regex=True,
+        keep_separator="end",
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        strip_whitespace=True,
+    )
+    tiny = min(50, chunk_size // 4)
+    chunks: list[Chunk] = []
+    for section in merge_tiny_sections(doc.sections, tiny):
+        texts = [text.strip() for text in splitter.split_text(section.text)]
+        for text in merge_tiny_pieces([t for t in texts if t], tiny, chunk_size):
+            chunks.append(Chunk(text=text, index=len(chunks), page=section.page, heading=section.heading))
+    return chunks
+
+
+def merge_tiny_pieces(pieces: list[str], tiny: int, chunk_size: int) -> list[str]:
+    """Attach each piece under `tiny` characters to a neighbour when the result still fits in `chunk_size`.
+
+    RecursiveCharacterTextSplitter emits the short text before an oversized paragraph as a chunk of its own,
+    so a heading line ("Introduction") would become a chunk that retrieval can only match by its title. A
+    short piece that ends a sentence joins the piece before it; any other (a heading, a label) joins the next.
+    """
+    out: list[str] = []
+    pending = ""
+    for piece in pieces:
+        if pending:
+            piece = _attach(pending, piece, chunk_size, out)
+            pending = ""
+        if len(piece) >= tiny:
+            out.append(piece)
+        elif out and _ENDS_SENTENCE.search(piece) and len(out[-1]) + 1 + len(piece) <= chunk_size:
+            out[-1] = f"{out[-1]}\n{piece}"
+        else:
+            pending = piece
+    if pending:
+        if out and len(out[-1]) + 1 + len(pending) <= chunk_size:
+            out[-1] = f"{out[-1]}\n{pending}"
+        else:
+            out.append(pending)
+    return out
+
+
+def _attach(pending: str, piece: str, chunk_size: int, out: list[str]) -> str:
+    """Return `pending` prepended to `piece` if that fits; otherwise emit `pending` (onto the previous piece
+    when it fits there) and return `piece` unchanged."""
+    if len(pending) + 1 + len(piece) <= chunk_size:
+        return f"{pending}\n{piece}"
+    if out and len(out[-1]) + 1 + len(pending) <= chunk_size:
+        out[-1] = f"{out[-1]}\n{pending}"
+    else:
+        out.append(pending)
+    return piece
+
+
+def merge_tiny_sections(sections: Iterable[Section], tiny: int) -> list[Section]:
+    """Prepend each Section under `tiny` characters to the next one on the same page, which keeps its heading.
+
+    A heading-only Section ("第二节 文档") then travels with the text it introduces.
+    """
+    merged: list[Section] = []
+    carry: Section | None = None
+    for section in sections:
+        text = section.text.strip()
+        if not text:
+            continue
+        if carry is not None:
+            if carry.page == section.page:
+                text = f"{carry.text}\n{text}"
+            else:
+                merged.append(carry)
+        current = Section(text=text, page=section.page, heading=section.heading)
+        carry = current if len(text) < tiny else None
+        if carry is None:
+            merged.append(current)
+    if carry is not None:
+        merged.append(carry)
+    return merged

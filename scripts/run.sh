@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing, then starts the product on its embedded defaults (Milvus Lite, SQLite).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+HOST="${KBQA_API_HOST:-127.0.0.1}"
+PORT="${KBQA_API_PORT:-7861}"
+echo
+echo "  kbqa API:      http://$HOST:$PORT"
+echo "  OpenAPI docs:  http://$HOST:$PORT/docs"
+echo "  CLI:           .venv/bin/kbqa --help   (e.g. .venv/bin/kbqa kb create 合同库)"
+echo
+exec .venv/bin/kbqa serve --host "$HOST" --port "$PORT"

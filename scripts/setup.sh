@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what is missing, idempotently: system packages, the .venv with the project, the prepared models.
+# A second run does nothing but checks (the venv is reused while pyproject.toml is unchanged; models stay
+# under the data folder).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+VENV="$ROOT/.venv"
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing system packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
+    return 0
+  fi
+  log "installing system packages: ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Fonts with CJK glyphs let the tests generate Chinese PDFs.
+apt_install fonts-wqy-zenhei
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.kbqa-installed"
+WANT="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  log "installing Python packages (pip's cache makes this quick the second time)"
+  "$VENV/bin/pip" install -q --upgrade "pip>=24" "setuptools<81" wheel
+  "$VENV/bin/pip" install -q -e ".[dev]"
+  echo "$WANT" > "$STAMP"
+fi
+
+log "preparing models"
+"$VENV/bin/kbqa" models prepare

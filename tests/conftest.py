@@ -1,0 +1,80 @@
+"""Shared fixtures: the real embedding model (prepared once), and per-module API instances over their own
+Milvus Lite file and SQLite catalog in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.main import create_app
+from app.settings import DEFAULT_EMBEDDING_DIRNAME, PROJECT_ROOT, Settings
+
+SHARED = PROJECT_ROOT.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file from ../shared, or a skip saying why it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared documents and eval sets live beside the project root")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedding_model_dir() -> Path:
+    from app.modelprep.prepare import prepare_embedding_model
+
+    data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
+    return prepare_embedding_model(data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME)
+
+
+def make_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=data_dir, embedding_model=str(model_dir), **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("kbqa-data"), embedding_model_dir)
+
+
+@pytest.fixture(scope="module")
+def client(module_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(module_settings)) as test_client:
+        yield test_client
+
+
+def wait_documents(
+    client: TestClient, kb: str, doc_ids: list[str] | None = None, timeout: float = 600
+) -> list[dict]:
+    """Poll until the documents (all of the knowledge base by default) are ready or failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = client.get(f"/api/kbs/{kb}/documents").json()
+        watched = [d for d in docs if doc_ids is None or d["id"] in doc_ids]
+        if all(d["status"] in {"ready", "failed"} for d in watched):
+            return watched
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"documents still indexing after {timeout} s: {watched}")
+        time.sleep(0.2)
+
+
+def upload(client: TestClient, kb: str, *files: tuple[str, bytes]) -> list[dict]:
+    response = client.post(f"/api/kbs/{kb}/documents", files=[("files", (name, data)) for name, data in files])
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def upload_ready(client: TestClient, kb: str, *files: tuple[str, bytes]) -> list[dict]:
+    outcomes = upload(client, kb, *files)
+    return wait_documents(client, kb, [o["document"]["id"] for o in outcomes])
+
+
+def create_kb(client: TestClient, name: str) -> dict:
+    response = client.post("/api/kbs", json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
