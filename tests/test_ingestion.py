@@ -58,7 +58,7 @@ def test_failure_midway_leaves_no_partial_chunks(client: TestClient, monkeypatch
 
     monkeypatch.setattr(ingestion, "INSERT_BATCH", 8)
     monkeypatch.setattr(store, "insert", failing_insert)
-    doc = upload(client, "半途失败", ("fails.txt", _big_chinese_text(40)))[0]["document"]
+    doc = upload(client, "半途失败", ("fails.txt", _big_chinese_text(200)))[0]["document"]
     doc = wait_documents(client, "半途失败", [doc["id"]])[0]
     monkeypatch.undo()
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 
 import pytest
-from fixtures_docs import (
+
+from app.kb.documents import (
+    CorruptDocument,
+    EmptyDocument,
+    EncryptedDocument,
+    LoadedDocument,
+    UnsupportedFileType,
+)
+from app.kb.loaders import SUPPORTED_EXTENSIONS, clean_pdf_text, load_document
+from tests.fixtures_docs import (
     BIG5_TEXT,
     DOCX_AFTER_TABLE,
     DOCX_BEFORE_TABLE,
@@ -37,15 +47,6 @@ from fixtures_docs import (
     make_two_column_pdf,
     make_utf8_bom_txt,
 )
-
-from app.kb.documents import (
-    CorruptDocument,
-    EmptyDocument,
-    EncryptedDocument,
-    LoadedDocument,
-    UnsupportedFileType,
-)
-from app.kb.loaders import SUPPORTED_EXTENSIONS, clean_pdf_text, load_document
 
 SHARED_DOCS = Path(__file__).resolve().parents[2] / "shared" / "docs"
 needs_cjk_fonts = pytest.mark.skipif(
@@ -371,13 +372,19 @@ def shared_doc(name: str) -> Path:
     return path
 
 
+@functools.cache
+def load_shared(name: str) -> LoadedDocument:
+    """Each shared document is loaded once per run (the table-heavy PDF takes ~2 s)."""
+    return load_document(shared_doc(name))
+
+
 SHARED_PDFS = [entry for entry in shared_manifest() if entry["file"].endswith(".pdf")]
 
 
 @pytest.mark.skipif(not SHARED_PDFS, reason=f"{SHARED_DOCS}/MANIFEST.json is absent (../shared not mounted)")
 @pytest.mark.parametrize("entry", SHARED_PDFS, ids=lambda entry: entry["file"])
 def test_shared_pdfs_pages_and_text(entry: dict) -> None:
-    doc = load_document(shared_doc(entry["file"]))
+    doc = load_shared(entry["file"])
     assert doc.pages == entry["pages"]
     pages = [s.page for s in doc.sections]
     assert pages == sorted(set(pages)) and pages[0] >= 1 and pages[-1] <= entry["pages"]
@@ -389,7 +396,7 @@ def test_shared_pdfs_pages_and_text(entry: dict) -> None:
 
 
 def test_shared_chinese_report_sentences_tables_and_line_joins() -> None:
-    doc = load_document(shared_doc("zh_gov_shanghai_putuo_finance_bureau_2024_final_accounts.pdf"))
+    doc = load_shared("zh_gov_shanghai_putuo_finance_bureau_2024_final_accounts.pdf")
     assert page_of(doc, "第二条上海市普陀区财政局是主管全区财政工作的区政府工作部门，为正处级。") == 4
     # wrapped over two lines in the PDF, joined without a break inside the sentence
     assert page_of(doc, "法规、规章和方针、政策；研究拟订本区财政发展战略") == 4
@@ -400,31 +407,31 @@ def test_shared_chinese_report_sentences_tables_and_line_joins() -> None:
 
 
 def test_shared_poems_join_wrapped_lines() -> None:
-    doc = load_document(shared_doc("zh_classical_poems_qwen_agent.pdf"))
+    doc = load_shared("zh_classical_poems_qwen_agent.pdf")
     assert page_of(doc, "鸥鹭飞难辨，沙汀望莫分。") == 1
     assert page_of(doc, "——孟郊《雪》") == 1
     assert page_of(doc, "好雨知时节，当春乃发生。随风潜入夜，润物细无声。") == 3
 
 
 def test_shared_two_column_register_keeps_sentences_whole() -> None:
-    doc = load_document(shared_doc("en_federal_register_2020_17221.pdf"))
+    doc = load_shared("en_federal_register_2020_17221.pdf")
     assert page_of(doc, "This proposed AD would also apply to a narrower set of airplanes than the superseded AD") == 1
     page1 = doc.sections[0].text
     assert page1.index("SUMMARY:") < page1.index("DATES:") < page1.index("FOR FURTHER INFORMATION CONTACT")
 
 
 def test_shared_table_report_keeps_rows() -> None:
-    doc = load_document(shared_doc("en_ca_warn_report_tables.pdf"))
+    doc = load_shared("en_ca_warn_report_tables.pdf")
     lines = full_text(doc).split("\n")
     assert any(line.endswith("Toyota Motor North America Torrance 3000 Closure Permanent") for line in lines)
     assert "Total 632 53,454 295 11 90 212 12 12" in lines
 
 
 def test_shared_docx_tables_as_rows_under_headings() -> None:
-    doc = load_document(shared_doc("en_accessible_sample_ragflow.docx"))
+    doc = load_shared("en_accessible_sample_ragflow.docx")
     simple = next(s for s in doc.sections if s.heading == "Sample Document > Tables > Simple Tables")
     assert simple.text.index("Simple tables have a uniform") < simple.text.index("Screen Reader | Responses | Share")
     assert "JAWS | 853 | 49%" in simple.text.split("\n")
-    paper = load_document(shared_doc("en_autogen_paper_markitdown.docx"))
+    paper = load_shared("en_autogen_paper_markitdown.docx")
     assert "1 | 2 | 3 | 4 | 5 | 6" in full_text(paper).split("\n")
     assert any(s.heading == "Abstract" for s in paper.sections)

@@ -177,7 +177,8 @@ class KnowledgeBaseService:
                 replaces_id=previous.id if previous else None,
                 stored_path="",
             )
-            target = self.settings.files_dir / kb_id / doc.id / filename
+            # On disk the file gets a fixed name: display names may exceed the file system's 255-byte limit.
+            target = self.settings.files_dir / kb_id / doc.id / f"original{extension}"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(staged, target)
             doc.stored_path = str(target.relative_to(self.settings.files_dir))
