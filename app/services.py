@@ -15,7 +15,6 @@ from app.retrieval.scoring import ScoreCalibration
 from app.retrieval.service import SearchService
 from app.settings import Settings
 
-
 _EMBEDDERS: dict[tuple[object, ...], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
@@ -30,8 +29,15 @@ class _LazyEmbedder:
 
     def __call__(self) -> Embedder:
         s = self.settings
-        key = (self.role, s.resolved_embedding_model, s.embedding_backend, s.embedding_batch_size,
-               s.embedding_threads, s.query_prompt, s.passage_prompt)
+        key = (
+            self.role,
+            s.resolved_embedding_model,
+            s.embedding_backend,
+            s.embedding_batch_size,
+            s.embedding_threads,
+            s.query_prompt,
+            s.passage_prompt,
+        )
         with _EMBEDDERS_LOCK:
             if key not in _EMBEDDERS:
                 _EMBEDDERS[key] = Embedder(

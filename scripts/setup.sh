@@ -24,8 +24,8 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Fonts with CJK glyphs let the tests generate Chinese PDFs.
-apt_install fonts-wqy-zenhei
+# CJK (Droid Sans Fallback) and Latin (DejaVu) fonts let the tests generate Chinese PDFs with fpdf2.
+apt_install fonts-droid-fallback fonts-dejavu-core
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"

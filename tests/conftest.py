@@ -48,9 +48,7 @@ def client(module_settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def wait_documents(
-    client: TestClient, kb: str, doc_ids: list[str] | None = None, timeout: float = 600
-) -> list[dict]:
+def wait_documents(client: TestClient, kb: str, doc_ids: list[str] | None = None, timeout: float = 600) -> list[dict]:
     """Poll until the documents (all of the knowledge base by default) are ready or failed."""
     deadline = time.monotonic() + timeout
     while True:

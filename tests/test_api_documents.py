@@ -149,7 +149,7 @@ def test_file_over_size_limit_is_413(client: TestClient, kb: str) -> None:
         ("C:\\Users\\me\\报告.txt", "报告.txt"),
         ("/abs/path/notes.md", "notes.md"),
         # Browsers and httpx send a double quote in a multipart file name as %22 (WHATWG form encoding).
-        ('quo"te\'s.txt', "quo%22te's.txt"),
+        ("quo\"te's.txt", "quo%22te's.txt"),
         ('x" or doc_id != "y.txt', "x%22 or doc_id != %22y.txt"),
         ("it's && x || y.txt", "it's && x || y.txt"),
         ("..hidden.txt", "hidden.txt"),

@@ -17,10 +17,11 @@ from tests.conftest import SHARED, create_kb, upload_ready
 EVAL = SHARED / "eval"
 QUESTIONS_PER_SOURCE = 60
 # The floor: with multilingual-e5-small, a dense-only pipeline reaches recall@5 0.99 on CMRC and ~0.91 on DRCD
-# (0.95 on the two together); plain BM25 reaches 0.98 on the full set. Hybrid measured 0.983 on this subset
-# (1.000 CMRC, 0.967 DRCD); the floor sits a few questions below that, above what dense alone gets on DRCD.
-RECALL_AT_5_FLOOR = 0.95
-DRCD_RECALL_AT_5_FLOOR = 0.92
+# (0.95 on the two together); plain BM25 reaches 0.98 on the full set. Hybrid measured 0.992 on this subset
+# (0.983 on its DRCD half); the floors allow a few misses below that (4 of 120, 3 of 60) and stay above what
+# dense retrieval alone reaches on DRCD, so losing either half of the hybrid fails the test.
+RECALL_AT_5_FLOOR = 0.96
+DRCD_RECALL_AT_5_FLOOR = 0.95
 
 pytestmark = pytest.mark.skipif(not EVAL.exists(), reason=f"{EVAL} is absent (eval sets live beside the project)")
 
@@ -41,7 +42,11 @@ def subset() -> tuple[list[dict], list[dict]]:
     questions = by_source["cmrc"] + by_source["drcd"]
     gold_articles = {corpus[q["doc_id"]].get("article_id") for q in by_source["drcd"]}
     wanted = {q["doc_id"] for q in questions}
-    wanted |= {doc_id for doc_id, row in corpus.items() if row.get("article_id") in gold_articles and row["source"].startswith("drcd")}
+    wanted |= {
+        doc_id
+        for doc_id, row in corpus.items()
+        if row.get("article_id") in gold_articles and row["source"].startswith("drcd")
+    }
     return [corpus[d] for d in sorted(wanted)], questions
 
 

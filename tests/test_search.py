@@ -41,7 +41,9 @@ def _search(client: TestClient, kb: str, question: str, **extra: object) -> dict
         ("night train Varnholm departure time", "train.txt"),
     ],
 )
-def test_each_mode_finds_the_right_passage(client: TestClient, kb: str, mode: str, question: str, expected: str) -> None:
+def test_each_mode_finds_the_right_passage(
+    client: TestClient, kb: str, mode: str, question: str, expected: str
+) -> None:
     result = _search(client, kb, question, mode=mode, top_k=3)
     assert result["mode"] == mode
     assert result["hits"][0]["file_name"] == expected

@@ -41,9 +41,7 @@ class _Job:
 
 
 class DocumentIndexer:
-    def __init__(
-        self, catalog: Catalog, store: MilvusStore, embedder: Callable[[], Embedder], files_dir: Path
-    ) -> None:
+    def __init__(self, catalog: Catalog, store: MilvusStore, embedder: Callable[[], Embedder], files_dir: Path) -> None:
         self.catalog = catalog
         self.store = store
         self.embedder = embedder

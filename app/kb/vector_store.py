@@ -132,9 +132,7 @@ class MilvusStore:
         index_params = self.client.prepare_index_params()
         index_params.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
         index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self.client.create_collection(
-            name, schema=schema, index_params=index_params, consistency_level="Strong"
-        )
+        self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong")
 
     def drop_collection(self, name: str) -> None:
         if self.client.has_collection(name):
@@ -167,9 +165,7 @@ class MilvusStore:
         self.client.delete(name, filter=f"doc_id in [{quoted}]")
 
     def count_document_chunks(self, name: str, doc_id: str) -> int:
-        rows = self.client.query(
-            name, filter=f'doc_id == "{_safe_id(doc_id)}"', output_fields=["count(*)"]
-        )
+        rows = self.client.query(name, filter=f'doc_id == "{_safe_id(doc_id)}"', output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def count(self, name: str) -> int:

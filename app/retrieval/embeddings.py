@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 ONNX_INT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
+# transformers 4.57 warns about a "Mistral regex" for any large local tokenizer (transformers#44031); the
+# warning does not apply to XLM-R's tokenizer, and asking for no fix silences it.
+_TOKENIZER_KWARGS = {"fix_mistral_regex": False}
 
 
 def _set_threads(threads: int) -> None:
@@ -52,19 +55,21 @@ class Embedder:
                     "or set embedding_backend: torch"
                 )
             self.model = SentenceTransformer(
-                model, device="cpu", backend="onnx", model_kwargs={"file_name": ONNX_INT8_FILE}
+                model,
+                device="cpu",
+                backend="onnx",
+                model_kwargs={"file_name": ONNX_INT8_FILE},
+                tokenizer_kwargs=_TOKENIZER_KWARGS,
             )
         else:
-            self.model = SentenceTransformer(model, device="cpu")
+            self.model = SentenceTransformer(model, device="cpu", tokenizer_kwargs=_TOKENIZER_KWARGS)
         self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
         self._lock = threading.Lock()
 
     def encode_query(self, text: str) -> np.ndarray:
         return self._encode([text], self.query_prompt)[0]
 
-    def encode_passages(
-        self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
-    ) -> np.ndarray:
+    def encode_passages(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Encode in batches of `batch_size`; `on_batch(n_done)` reports progress between batches."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         step = self.batch_size * 4
