@@ -1,8 +1,9 @@
 """Background indexing: file -> sections -> chunks -> embeddings (batched) -> Milvus.
 
 One worker thread runs the queue, so the API keeps answering while large uploads are indexed and their
-progress is visible in the catalog. A document's vectors become visible all at once when it is ready; any
-failure removes whatever part of it reached Milvus and records the reason.
+progress is visible in the catalog. Small documents waiting in the queue are embedded together, so a folder
+of short files keeps the model's batches full. A document's vectors become visible when it is marked ready;
+any failure removes whatever part of it reached Milvus and records the reason.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import queue
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
 from app.kb.catalog import Catalog, Document, DocumentStatus, utcnow
@@ -26,9 +28,12 @@ from app.retrieval.embeddings import Embedder
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 256
+# Documents taken from the queue at once, and the chunk count past which no more are added to the group.
+GROUP_DOCUMENTS = 64
+GROUP_CHUNKS = 256
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Job:
     doc_id: str
     kb_id: str
@@ -38,6 +43,13 @@ class _Job:
     chunk_size: int
     chunk_overlap: int
     replaces_id: str | None
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, DocumentLoadError):
+        return str(exc)[:2000]
+    return f"{type(exc).__name__}: {exc}"[:2000]
 
 
 class DocumentIndexer:
@@ -48,17 +60,56 @@ class DocumentIndexer:
         self.files_dir = files_dir
 
     def index(self, doc_id: str) -> None:
+        self.index_group([doc_id])
+
+    def index_group(self, doc_ids: list[str]) -> None:
+        """Load and split documents; embed their chunks in shared batches of about GROUP_CHUNKS; store each."""
+        pending: list[_Job] = []
+        for doc_id in doc_ids:
+            job = self._prepare(doc_id)
+            if job is not None:
+                pending.append(job)
+            if sum(len(j.chunks) for j in pending) >= GROUP_CHUNKS:
+                self._embed_and_store(pending)
+                pending = []
+        if pending:
+            self._embed_and_store(pending)
+
+    def _embed_and_store(self, jobs: list[_Job]) -> None:
+        try:
+            vectors = self._embed(jobs)
+        except Exception as exc:
+            log.exception("embedding failed")
+            for job in jobs:
+                self._fail(job, exc)
+            return
+        offset = 0
+        for job in jobs:
+            try:
+                self._store(job, vectors[offset : offset + len(job.chunks)])
+            except Exception as exc:
+                log.exception("storing %s failed", job.filename)
+                self._fail(job, exc)
+            offset += len(job.chunks)
+
+    def _prepare(self, doc_id: str) -> _Job | None:
         job = self._start(doc_id)
         if job is None:
-            return
+            return None
         try:
-            self._run(job)
+            if not job.path.exists():
+                raise DocumentLoadError(f"the stored file {job.filename!r} is missing; upload it again")
+            loaded = load_document(job.path, job.filename)
+            job.chunks = split_document(loaded, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
+            if not job.chunks:
+                raise DocumentLoadError(f"{job.filename!r} has no text to index")
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, DocumentLoadError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, DocumentLoadError):
-                log.exception("indexing %s failed", job.filename)
-            self._discard_vectors(job)
-            self._update(doc_id, status=DocumentStatus.failed, error=reason[:2000])
+                log.exception("loading %s failed", job.filename)
+            self._fail(job, exc)
+            return None
+        self._update(doc_id, pages=loaded.pages, chunk_count=len(job.chunks))
+        return job
 
     def _start(self, doc_id: str) -> _Job | None:
         with self.catalog.session() as session:
@@ -78,35 +129,28 @@ class DocumentIndexer:
                 replaces_id=doc.replaces_id,
             )
 
-    def _run(self, job: _Job) -> None:
-        if not job.path.exists():
-            raise DocumentLoadError(f"the stored file {job.filename!r} is missing; upload it again")
-        loaded = load_document(job.path, job.filename)
-        chunks = split_document(loaded, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
-        if not chunks:
-            raise DocumentLoadError(f"{job.filename!r} has no text to index")
-        self._update(job.doc_id, pages=loaded.pages, chunk_count=len(chunks))
-        vectors = self.embedder().encode_passages(
-            [c.text for c in chunks], on_batch=lambda done: self._update(job.doc_id, chunks_embedded=done)
-        )
+    def _embed(self, jobs: list[_Job]) -> np.ndarray:
+        texts = [chunk.text for job in jobs for chunk in job.chunks]
+        ends = np.cumsum([len(job.chunks) for job in jobs])
+        reported = [0] * len(jobs)
+
+        def on_batch(done: int) -> None:
+            for i, job in enumerate(jobs):
+                start = ends[i] - len(job.chunks)
+                count = int(min(max(done - start, 0), len(job.chunks)))
+                if count != reported[i]:
+                    reported[i] = count
+                    self._update(job.doc_id, chunks_embedded=count)
+
+        return self.embedder().encode_passages(texts, on_batch=on_batch)
+
+    def _store(self, job: _Job, vectors: np.ndarray) -> None:
         self.store.delete_documents(job.collection, [job.doc_id])
-        rows = [self._row(job, chunk, vectors[i]) for i, chunk in enumerate(chunks)]
+        rows = [_row(job, chunk, vectors[i]) for i, chunk in enumerate(job.chunks)]
         for start in range(0, len(rows), INSERT_BATCH):
             self.store.insert(job.collection, rows[start : start + INSERT_BATCH])
         if not self._finish(job):
             self._discard_vectors(job)
-
-    @staticmethod
-    def _row(job: _Job, chunk: Chunk, vector) -> ChunkRow:  # type: ignore[no-untyped-def]
-        return ChunkRow(
-            doc_id=job.doc_id,
-            chunk_index=chunk.index,
-            text=chunk.text,
-            file_name=job.filename,
-            page=chunk.page,
-            heading=chunk.heading,
-            vector=vector,
-        )
 
     def _finish(self, job: _Job) -> bool:
         """Mark ready and retire the document this one replaces; False if it was deleted meanwhile."""
@@ -116,12 +160,17 @@ class DocumentIndexer:
                 return False
             doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, utcnow(), doc.chunk_count
             old = session.get(Document, job.replaces_id) if job.replaces_id else None
-            if old is not None and old.kb_id == job.kb_id:
+            replaced = old is not None and old.kb_id == job.kb_id
+            if replaced:
                 session.delete(old)
-        if job.replaces_id and old is not None:
+        if replaced and job.replaces_id:
             self.store.delete_documents(job.collection, [job.replaces_id])
             shutil.rmtree(self.files_dir / job.kb_id / job.replaces_id, ignore_errors=True)
         return True
+
+    def _fail(self, job: _Job, exc: Exception) -> None:
+        self._discard_vectors(job)
+        self._update(job.doc_id, status=DocumentStatus.failed, error=_failure_reason(exc))
 
     def _discard_vectors(self, job: _Job) -> None:
         try:
@@ -135,6 +184,18 @@ class DocumentIndexer:
             if doc is not None:
                 for key, value in fields.items():
                     setattr(doc, key, value)
+
+
+def _row(job: _Job, chunk: Chunk, vector: np.ndarray) -> ChunkRow:
+    return ChunkRow(
+        doc_id=job.doc_id,
+        chunk_index=chunk.index,
+        text=chunk.text,
+        file_name=job.filename,
+        page=chunk.page,
+        heading=chunk.heading,
+        vector=vector,
+    )
 
 
 class IngestionQueue:
@@ -171,15 +232,26 @@ class IngestionQueue:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    def _next_group(self) -> list[str | None]:
+        group = [self._queue.get()]
+        while group[-1] is not None and len(group) < GROUP_DOCUMENTS:
+            try:
+                group.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return group
+
     def _work(self) -> None:
         while True:
-            doc_id = self._queue.get()
-            if doc_id is None:
-                return
+            group = self._next_group()
+            doc_ids = [d for d in group if d is not None]
             try:
-                self.indexer.index(doc_id)
+                if doc_ids:
+                    self.indexer.index_group(doc_ids)
             except Exception:
-                log.exception("ingestion worker error on %s", doc_id)
+                log.exception("ingestion worker error on %s", doc_ids)
             finally:
                 if self._queue.empty():
                     self._idle.set()
+            if None in group:
+                return

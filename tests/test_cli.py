@@ -1,0 +1,104 @@
+"""The `kbqa` command line against a real API server started in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.settings import PROJECT_ROOT
+
+KBQA = [sys.executable, "-m", "app.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[dict[str, str]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KBQA_DATA_DIR": str(tmp_path_factory.mktemp("cli-data")),
+        "KBQA_EMBEDDING_MODEL": str(embedding_model_dir),
+        "KBQA_API_PORT": str(port),
+    }
+    log = (tmp_path_factory.mktemp("cli-log") / "server.log").open("w")
+    process = subprocess.Popen([*KBQA, "serve"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("kbqa serve did not come up in 120 s")
+    yield env
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def kbqa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KBQA, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_full_round_trip(server: dict[str, str], tmp_path: Path) -> None:
+    assert kbqa(server, "kb", "create", "命令行库", "--description", "CLI test").returncode == 0
+    listed = json.loads(kbqa(server, "kb", "list", "--json").stdout)
+    assert [kb["name"] for kb in listed] == ["命令行库"]
+
+    note = tmp_path / "笔记.md"
+    note.write_text("# 航海\n\n## 灯塔\n\n石屿灯塔建于一八九三年，灯光射程二十二海里。\n", encoding="utf-8")
+    other = tmp_path / "notes.txt"
+    other.write_text("The Varnholm ferry runs twice a day in winter.", encoding="utf-8")
+    uploaded = kbqa(server, "doc", "upload", "命令行库", str(note), str(other))
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "笔记.md: ready" in uploaded.stdout and "notes.txt: ready" in uploaded.stdout
+
+    docs = json.loads(kbqa(server, "doc", "list", "命令行库", "--json").stdout)
+    assert {d["filename"]: d["status"] for d in docs} == {"笔记.md": "ready", "notes.txt": "ready"}
+    md = next(d for d in docs if d["filename"] == "笔记.md")
+    chunks = json.loads(kbqa(server, "doc", "chunks", "命令行库", md["id"], "--json").stdout)
+    assert "石屿灯塔" in chunks[0]["text"] and "灯塔" in chunks[0]["heading"]
+
+    found = json.loads(kbqa(server, "search", "命令行库", "石屿灯塔的射程", "--json", "-k", "1").stdout)
+    assert found["hits"][0]["file_name"] == "笔记.md" and 0 <= found["hits"][0]["score"] <= 1
+    readable = kbqa(server, "search", "命令行库", "ferry in winter", "--mode", "bm25")
+    assert readable.returncode == 0 and "notes.txt" in readable.stdout
+
+    assert kbqa(server, "doc", "delete", "命令行库", md["id"]).returncode == 0
+    docs = json.loads(kbqa(server, "doc", "list", "命令行库", "--json").stdout)
+    assert [d["filename"] for d in docs] == ["notes.txt"]
+    assert kbqa(server, "kb", "delete", "命令行库", "--yes").returncode == 0
+    assert json.loads(kbqa(server, "kb", "list", "--json").stdout) == []
+
+
+def test_errors_are_one_line_with_exit_code_1(server: dict[str, str]) -> None:
+    missing = kbqa(server, "kb", "show", "没有这个库")
+    assert missing.returncode == 1
+    assert "404" in missing.stdout and "没有这个库" in missing.stdout and "Traceback" not in missing.stderr
+    bad = kbqa(server, "search", "nope", "")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+def test_unreachable_api_says_how_to_start_it(server: dict[str, str]) -> None:
+    env = {**server, "KBQA_API_URL": f"http://127.0.0.1:{_free_port()}"}
+    result = kbqa(env, "kb", "list")
+    assert result.returncode == 1
+    assert "cannot reach the kbqa API" in result.stdout and "kbqa serve" in result.stdout
+    assert "Traceback" not in result.stderr
