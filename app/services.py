@@ -56,7 +56,7 @@ class Services:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(settings.resolved_catalog_url)
-        self.store = MilvusStore(settings.resolved_milvus_uri, settings.milvus_token)
+        self.store = MilvusStore(settings.resolved_milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")
         self.indexer = DocumentIndexer(self.catalog, self.store, self.passage_embedder, settings.files_dir)

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     milvus_uri: str = ""
     milvus_token: str = ""
+    milvus_timeout_s: float = Field(10.0, gt=0)
     catalog_url: str = ""
 
     embedding_model: str = ""

@@ -94,13 +94,15 @@ def test_milvus_down_is_503_and_catalog_untouched(
 ) -> None:
     server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-doomed"))
     server.start()
-    settings = make_settings(tmp_path_factory.mktemp("doomed-data"), embedding_model_dir, milvus_uri=server.uri)
+    settings = make_settings(
+        tmp_path_factory.mktemp("doomed-data"), embedding_model_dir, milvus_uri=server.uri, milvus_timeout_s=3
+    )
     with TestClient(create_app(settings)) as client:
         create_kb(client, "断线")
         upload_ready(client, "断线", ("a.txt", "断线测试文档。".encode()))
         server.stop()
         response = client.post("/api/kbs/断线/search", json={"question": "断线"})
         assert response.status_code == 503
-        assert "vector store unavailable" in response.json()["detail"]
+        assert "vector store unavailable at " + server.uri in response.json()["detail"]
         docs = client.get("/api/kbs/断线/documents").json()
         assert [d["status"] for d in docs] == ["ready"]

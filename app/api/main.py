@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(MilvusException)
     async def _milvus_error(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("Milvus error: %s", exc)
-        return JSONResponse(status_code=503, content={"detail": f"vector store unavailable: {exc}"})
+        reason = getattr(exc, "message", None) or str(exc)
+        detail = f"vector store unavailable at {settings.resolved_milvus_uri}: {reason.splitlines()[0][:300]}"
+        return JSONResponse(status_code=503, content={"detail": detail})
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

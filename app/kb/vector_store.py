@@ -85,14 +85,15 @@ def _hit_from_entity(entity: dict[str, Any], raw_score: float) -> Hit:
 class MilvusStore:
     """Thin, typed wrapper over MilvusClient for the knowledge-base collections."""
 
-    def __init__(self, uri: str, token: str = "") -> None:
+    def __init__(self, uri: str, token: str = "", timeout: float = 10.0) -> None:
         self.uri = uri
+        self.timeout = timeout
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
         if self.is_lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
-            self.client = MilvusClient(uri=uri, token=token)
+            self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
         except MilvusException as exc:
             raise VectorStoreUnavailable(f"cannot connect to Milvus at {uri}: {exc}") from exc
 
@@ -100,10 +101,10 @@ class MilvusStore:
         self.client.close()
 
     def has_collection(self, name: str) -> bool:
-        return self.client.has_collection(name)
+        return self.client.has_collection(name, timeout=self.timeout)
 
     def create_collection(self, name: str, dim: int) -> None:
-        if self.client.has_collection(name):
+        if self.client.has_collection(name, timeout=self.timeout):
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=80)
@@ -132,11 +133,13 @@ class MilvusStore:
         index_params = self.client.prepare_index_params()
         index_params.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
         index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self.client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong")
+        self.client.create_collection(
+            name, schema=schema, index_params=index_params, consistency_level="Strong", timeout=self.timeout
+        )
 
     def drop_collection(self, name: str) -> None:
-        if self.client.has_collection(name):
-            self.client.drop_collection(name)
+        if self.client.has_collection(name, timeout=self.timeout):
+            self.client.drop_collection(name, timeout=self.timeout)
 
     def insert(self, name: str, rows: Sequence[ChunkRow]) -> int:
         if not rows:
@@ -154,22 +157,24 @@ class MilvusStore:
             }
             for row in rows
         ]
-        result = self.client.insert(name, data)
+        result = self.client.insert(name, data, timeout=self.timeout)
         return int(result["insert_count"])
 
     def delete_documents(self, name: str, doc_ids: Iterable[str]) -> None:
         ids = [_safe_id(d) for d in doc_ids]
-        if not ids or not self.client.has_collection(name):
+        if not ids or not self.client.has_collection(name, timeout=self.timeout):
             return
         quoted = ", ".join(f'"{d}"' for d in ids)
-        self.client.delete(name, filter=f"doc_id in [{quoted}]")
+        self.client.delete(name, filter=f"doc_id in [{quoted}]", timeout=self.timeout)
 
     def count_document_chunks(self, name: str, doc_id: str) -> int:
-        rows = self.client.query(name, filter=f'doc_id == "{_safe_id(doc_id)}"', output_fields=["count(*)"])
+        rows = self.client.query(
+            name, filter=f'doc_id == "{_safe_id(doc_id)}"', output_fields=["count(*)"], timeout=self.timeout
+        )
         return int(rows[0]["count(*)"]) if rows else 0
 
     def count(self, name: str) -> int:
-        rows = self.client.query(name, filter="", output_fields=["count(*)"])
+        rows = self.client.query(name, filter="", output_fields=["count(*)"], timeout=self.timeout)
         return int(rows[0]["count(*)"]) if rows else 0
 
     def document_chunks(self, name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[Hit]:
@@ -178,6 +183,7 @@ class MilvusStore:
             filter=f'doc_id == "{_safe_id(doc_id)}"',
             output_fields=_OUTPUT_FIELDS,
             limit=16384,
+            timeout=self.timeout,
         )
         rows.sort(key=lambda r: int(r["chunk_index"]))
         return [_hit_from_entity(r, 0.0) for r in rows[offset : offset + limit]]
@@ -190,6 +196,7 @@ class MilvusStore:
             limit=limit,
             output_fields=_OUTPUT_FIELDS,
             search_params={"metric_type": "COSINE"},
+            timeout=self.timeout,
         )
         return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
 
@@ -201,6 +208,7 @@ class MilvusStore:
             limit=limit,
             output_fields=_OUTPUT_FIELDS,
             search_params={"metric_type": "BM25"},
+            timeout=self.timeout,
         )
         return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
 
@@ -209,7 +217,7 @@ class MilvusStore:
         if not chunk_ids:
             return {}
         quoted = ", ".join(f'"{_safe_chunk_id(c)}"' for c in chunk_ids)
-        rows = self.client.query(name, filter=f"id in [{quoted}]", output_fields=["id", "dense"])
+        rows = self.client.query(name, filter=f"id in [{quoted}]", output_fields=["id", "dense"], timeout=self.timeout)
         return {str(r["id"]): np.asarray(r["dense"], dtype=np.float32) for r in rows}
 
 
