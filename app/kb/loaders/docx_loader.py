@@ -1,0 +1,118 @@
+"""Word (.docx) loading with python-docx: paragraphs and tables in body order, sections cut at headings."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import docx
+from docx.document import Document as DocxDocument
+from docx.opc.exceptions import PackageNotFoundError
+from docx.oxml.ns import qn
+from docx.oxml.xmlchemy import BaseOxmlElement
+from docx.table import Table, _Cell
+from docx.text.paragraph import Paragraph
+from lxml import etree
+
+from app.kb.documents import CorruptDocument, EncryptedDocument, LoadedDocument
+from app.kb.loaders._common import _reason, _SectionBuilder
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
+_CN_CHAPTER = re.compile(r"^第[一二三四五六七八九十百零〇\d]{1,4}([章篇编部]|节)")
+
+
+def _load_docx(path: Path) -> LoadedDocument:
+    """Paragraphs and tables in body order; headings start new Sections and give them a heading path."""
+    _reject_ole_file(path)
+    try:
+        document = docx.Document(str(path))
+        blocks = list(_iter_blocks(document))
+    except Exception as exc:  # zip, XML and package errors all mean a damaged file
+        raise CorruptDocument(f"The Word file is damaged or not a .docx file ({_docx_reason(exc)}).") from exc
+    builder = _SectionBuilder()
+    for block in blocks:
+        if isinstance(block, Table):
+            builder.add_text("\n".join(_table_rows(block)))
+            continue
+        text = block.text.strip()
+        level = _heading_level(block, text) if text else None
+        if level is not None:
+            builder.start_heading(level, text)
+        builder.add_text(text)
+    metadata = {"file_type": "docx"}
+    title = (document.core_properties.title or "").strip()
+    if title:
+        metadata["title"] = title
+    return LoadedDocument(sections=builder.finish(), pages=None, metadata=metadata)
+
+
+def _docx_reason(exc: Exception) -> str:
+    if isinstance(exc, zipfile.BadZipFile):
+        return "it is not a valid zip package"
+    if isinstance(exc, PackageNotFoundError):
+        return "it is not a zip package with a Word document inside"
+    if isinstance(exc, etree.XMLSyntaxError):
+        return f"broken XML: {_reason(exc)}"
+    return f"{type(exc).__name__}: {_reason(exc)}"
+
+
+def _reject_ole_file(path: Path) -> None:
+    """Password-protected .docx files (and old .doc files) are OLE2 containers, not zip packages."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head != _OLE_MAGIC:
+        return
+    if "EncryptedPackage".encode("utf-16-le") in path.read_bytes():
+        raise EncryptedDocument("The Word file is encrypted with a password; remove it and upload it again.")
+    raise CorruptDocument("This is an old binary Word (.doc) file, not .docx; save it as .docx first.")
+
+
+def _iter_blocks(document: DocxDocument) -> Iterator[Paragraph | Table]:
+    """Body paragraphs and tables in document order, including those inside content controls."""
+    yield from _iter_children(document.element.body, document)
+
+
+def _iter_children(parent: BaseOxmlElement, document: DocxDocument) -> Iterator[Paragraph | Table]:
+    for child in parent.iterchildren():
+        if child.tag == qn("w:p"):
+            yield Paragraph(child, document)
+        elif child.tag == qn("w:tbl"):
+            yield Table(child, document)
+        elif child.tag == qn("w:sdt"):
+            content = child.find(qn("w:sdtContent"))
+            if content is not None:
+                yield from _iter_children(content, document)
+
+
+def _table_rows(table: Table) -> list[str]:
+    """One line per row, cells joined by " | "; a horizontally merged cell appears once."""
+    rows = []
+    for row in table.rows:
+        cells = [" ".join(_Cell(tc, table).text.split()) for tc in row._tr.tc_lst]
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return rows
+
+
+def _heading_level(paragraph: Paragraph, text: str) -> int | None:
+    """Heading level from the style ("Heading 2", "标题 2", Title), an outline level, or "第X章/节" text."""
+    element = paragraph._p
+    levels = element.xpath("./w:pPr/w:outlineLvl/@w:val")
+    style = paragraph.style if element.pPr is not None and element.pPr.pStyle is not None else None
+    while style is not None and not levels:
+        match = _HEADING_STYLE.match((style.name or "").strip())
+        if match:
+            return max(1, int(match.group(1)))
+        if (style.name or "").strip().lower() == "title":
+            return 1
+        levels = style.element.xpath("./w:pPr/w:outlineLvl/@w:val")
+        style = style.base_style
+    if levels and levels[0].isdigit() and int(levels[0]) < 9:
+        return int(levels[0]) + 1
+    chapter = _CN_CHAPTER.match(text)
+    if chapter and len(text) <= 40 and not text.endswith(("。", "；", ";")):
+        return 2 if chapter.group(1) == "节" else 1
+    return None
