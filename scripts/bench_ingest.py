@@ -282,6 +282,7 @@ def main() -> None:
     parser.add_argument("--scale-rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
     if not EVAL.exists():
         sys.exit(f"{EVAL} is absent: this benchmark needs ../shared/eval")
@@ -319,8 +320,9 @@ def main() -> None:
             print(f"scale: {scale}", flush=True)
         section = render(args, langs, scale)
         print(section)
-        write_section(section, args.output)
-        print(f"written to {args.output}")
+        if not args.dry_run:
+            write_section(section, args.output)
+            print(f"written to {args.output}")
     finally:
         services.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,7 @@ import logging
 import queue
 import shutil
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,17 +81,22 @@ class DocumentIndexer:
             vectors = self._embed(jobs)
         except Exception as exc:
             log.exception("embedding failed")
-            for job in jobs:
-                self._fail(job, exc)
+            self._fail(jobs, exc)
             return
+        by_collection: dict[str, list[tuple[_Job, np.ndarray]]] = defaultdict(list)
         offset = 0
         for job in jobs:
-            try:
-                self._store(job, vectors[offset : offset + len(job.chunks)])
-            except Exception as exc:
-                log.exception("storing %s failed", job.filename)
-                self._fail(job, exc)
+            by_collection[job.collection].append((job, vectors[offset : offset + len(job.chunks)]))
             offset += len(job.chunks)
+        for collection, items in by_collection.items():
+            group = [job for job, _ in items]
+            try:
+                self._insert(collection, items)
+            except Exception as exc:
+                log.exception("storing %d documents in %s failed", len(group), collection)
+                self._fail(group, exc)
+                continue
+            self._finish(group)
 
     def _prepare(self, doc_id: str) -> _Job | None:
         job = self._start(doc_id)
@@ -106,7 +112,7 @@ class DocumentIndexer:
         except Exception as exc:
             if not isinstance(exc, DocumentLoadError):
                 log.exception("loading %s failed", job.filename)
-            self._fail(job, exc)
+            self._fail([job], exc)
             return None
         self._update(doc_id, pages=loaded.pages, chunk_count=len(job.chunks))
         return job
@@ -135,55 +141,69 @@ class DocumentIndexer:
         reported = [0] * len(jobs)
 
         def on_batch(done: int) -> None:
+            changes: dict[str, dict[str, object]] = {}
             for i, job in enumerate(jobs):
                 start = ends[i] - len(job.chunks)
                 count = int(min(max(done - start, 0), len(job.chunks)))
                 if count != reported[i]:
                     reported[i] = count
-                    self._update(job.doc_id, chunks_embedded=count)
+                    changes[job.doc_id] = {"chunks_embedded": count}
+            self._update_many(changes)
 
         return self.embedder().encode_passages(texts, on_batch=on_batch)
 
-    def _store(self, job: _Job, vectors: np.ndarray) -> None:
-        self.store.delete_documents(job.collection, [job.doc_id])
-        rows = [_row(job, chunk, vectors[i]) for i, chunk in enumerate(job.chunks)]
+    def _insert(self, collection: str, items: list[tuple[_Job, np.ndarray]]) -> None:
+        """One delete (leftovers of an interrupted run) and batched inserts for all documents of a group."""
+        self.store.delete_documents(collection, [job.doc_id for job, _ in items])
+        rows = [_row(job, chunk, vectors[i]) for job, vectors in items for i, chunk in enumerate(job.chunks)]
         for start in range(0, len(rows), INSERT_BATCH):
-            self.store.insert(job.collection, rows[start : start + INSERT_BATCH])
-        if not self._finish(job):
-            self._discard_vectors(job)
+            self.store.insert(collection, rows[start : start + INSERT_BATCH])
 
-    def _finish(self, job: _Job) -> bool:
-        """Mark ready and retire the document this one replaces; False if it was deleted meanwhile."""
+    def _finish(self, jobs: list[_Job]) -> None:
+        """Mark the documents ready and retire the ones they replace; drop the vectors of any deleted meanwhile."""
+        orphans: list[tuple[str, str]] = []
+        retired: list[tuple[_Job, str]] = []
         with self.catalog.session() as session:
-            doc = session.get(Document, job.doc_id)
-            if doc is None:
-                return False
-            doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, utcnow(), doc.chunk_count
-            old = session.get(Document, job.replaces_id) if job.replaces_id else None
-            replaced = old is not None and old.kb_id == job.kb_id
-            if replaced:
-                session.delete(old)
-        if replaced and job.replaces_id:
-            self.store.delete_documents(job.collection, [job.replaces_id])
-            shutil.rmtree(self.files_dir / job.kb_id / job.replaces_id, ignore_errors=True)
-        return True
+            for job in jobs:
+                doc = session.get(Document, job.doc_id)
+                if doc is None:
+                    orphans.append((job.collection, job.doc_id))
+                    continue
+                doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, utcnow(), doc.chunk_count
+                old = session.get(Document, job.replaces_id) if job.replaces_id else None
+                if old is not None and old.kb_id == job.kb_id:
+                    session.delete(old)
+                    retired.append((job, old.id))
+        for job, old_id in retired:
+            orphans.append((job.collection, old_id))
+            shutil.rmtree(self.files_dir / job.kb_id / old_id, ignore_errors=True)
+        self._delete_vectors(orphans)
 
-    def _fail(self, job: _Job, exc: Exception) -> None:
-        self._discard_vectors(job)
-        self._update(job.doc_id, status=DocumentStatus.failed, error=_failure_reason(exc))
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        self._delete_vectors([(job.collection, job.doc_id) for job in jobs])
+        reason = _failure_reason(exc)
+        self._update_many({job.doc_id: {"status": DocumentStatus.failed, "error": reason} for job in jobs})
 
-    def _discard_vectors(self, job: _Job) -> None:
-        try:
-            self.store.delete_documents(job.collection, [job.doc_id])
-        except Exception:
-            log.exception("could not remove partial vectors of %s", job.doc_id)
+    def _delete_vectors(self, targets: list[tuple[str, str]]) -> None:
+        by_collection: dict[str, list[str]] = defaultdict(list)
+        for collection, doc_id in targets:
+            by_collection[collection].append(doc_id)
+        for collection, doc_ids in by_collection.items():
+            try:
+                self.store.delete_documents(collection, doc_ids)
+            except Exception:
+                log.exception("could not remove the vectors of %s", doc_ids)
 
     def _update(self, doc_id: str, **fields: object) -> None:
+        self._update_many({doc_id: fields})
+
+    def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
         with self.catalog.session() as session:
-            doc = session.get(Document, doc_id)
-            if doc is not None:
-                for key, value in fields.items():
-                    setattr(doc, key, value)
+            for doc_id, fields in changes.items():
+                doc = session.get(Document, doc_id)
+                if doc is not None:
+                    for key, value in fields.items():
+                        setattr(doc, key, value)
 
 
 def _row(job: _Job, chunk: Chunk, vector: np.ndarray) -> ChunkRow:

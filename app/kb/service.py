@@ -117,10 +117,12 @@ class KnowledgeBaseService:
                 f"{filename!r}: file type {extension or '(none)'} is not supported; "
                 f"supported types: {supported_types_text()}"
             )
-        kb_info = self.get(kb_name)
+        with self.catalog.session() as session:
+            kb = self._kb(session, kb_name)
+            kb_id, kb_name = kb.id, kb.name
         staged, sha256, size = self._stage(source, filename)
         try:
-            return self._register(kb_info.id, kb_info.name, filename, extension, staged, sha256, size)
+            return self._register(kb_id, kb_name, filename, extension, staged, sha256, size)
         finally:
             staged.unlink(missing_ok=True)
 
