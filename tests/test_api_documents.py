@@ -115,6 +115,14 @@ def test_unsupported_type_is_415_listing_supported(client: TestClient, kb: str) 
     assert client.get(f"/api/kbs/{kb}/documents").json() == before
 
 
+def test_one_unsupported_file_rejects_the_whole_request(client: TestClient, kb: str) -> None:
+    before = client.get(f"/api/kbs/{kb}/documents").json()
+    files = [("files", ("fine.txt", "本来可以接受的文件。".encode())), ("files", ("bad.exe", b"MZ"))]
+    response = client.post(f"/api/kbs/{kb}/documents", files=files)
+    assert response.status_code == 415 and "bad.exe" in response.json()["detail"]
+    assert client.get(f"/api/kbs/{kb}/documents").json() == before
+
+
 def test_empty_file_is_rejected(client: TestClient, kb: str) -> None:
     response = client.post(f"/api/kbs/{kb}/documents", files=[("files", ("empty.txt", b""))])
     assert response.status_code == 422

@@ -14,6 +14,7 @@ import shutil
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,8 @@ from app.retrieval.embeddings import Embedder
 log = logging.getLogger(__name__)
 INSERT_BATCH = 256
 # Documents taken from the queue at once, and the chunk count past which no more are added to the group.
-GROUP_DOCUMENTS = 64
-GROUP_CHUNKS = 256
+GROUP_DOCUMENTS = 256
+GROUP_CHUNKS = 512
 
 
 @dataclass
@@ -44,6 +45,7 @@ class _Job:
     chunk_size: int
     chunk_overlap: int
     replaces_id: str | None
+    pages: int | None = None
     chunks: list[Chunk] = field(default_factory=list)
 
 
@@ -64,25 +66,30 @@ class DocumentIndexer:
         self.index_group([doc_id])
 
     def index_group(self, doc_ids: list[str]) -> None:
-        """Load and split documents; embed their chunks in shared batches of about GROUP_CHUNKS; store each."""
-        pending: list[_Job] = []
-        for doc_id in doc_ids:
-            job = self._prepare(doc_id)
-            if job is not None:
-                pending.append(job)
-            if sum(len(j.chunks) for j in pending) >= GROUP_CHUNKS:
-                self._embed_and_store(pending)
-                pending = []
-        if pending:
-            self._embed_and_store(pending)
+        """Load and split documents and embed their chunks in shared batches of about GROUP_CHUNKS. Each batch
+        is stored by a second thread while the next one is embedded, so Milvus' insert time is hidden."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbqa-store") as storer:
+            pending: list[_Job] = []
+            for job in self._start(doc_ids):
+                if self._load(job):
+                    pending.append(job)
+                if sum(len(j.chunks) for j in pending) >= GROUP_CHUNKS:
+                    self._embed_then_store(pending, storer)
+                    pending = []
+            if pending:
+                self._embed_then_store(pending, storer)
 
-    def _embed_and_store(self, jobs: list[_Job]) -> None:
+    def _embed_then_store(self, jobs: list[_Job], storer: ThreadPoolExecutor) -> None:
+        self._update_many({job.doc_id: {"pages": job.pages, "chunk_count": len(job.chunks)} for job in jobs})
         try:
             vectors = self._embed(jobs)
         except Exception as exc:
             log.exception("embedding failed")
             self._fail(jobs, exc)
             return
+        storer.submit(self._store, jobs, vectors)
+
+    def _store(self, jobs: list[_Job], vectors: np.ndarray) -> None:
         by_collection: dict[str, list[tuple[_Job, np.ndarray]]] = defaultdict(list)
         offset = 0
         for job in jobs:
@@ -98,14 +105,12 @@ class DocumentIndexer:
                 continue
             self._finish(group)
 
-    def _prepare(self, doc_id: str) -> _Job | None:
-        job = self._start(doc_id)
-        if job is None:
-            return None
+    def _load(self, job: _Job) -> bool:
         try:
             if not job.path.exists():
                 raise DocumentLoadError(f"the stored file {job.filename!r} is missing; upload it again")
             loaded = load_document(job.path, job.filename)
+            job.pages = loaded.pages
             job.chunks = split_document(loaded, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
             if not job.chunks:
                 raise DocumentLoadError(f"{job.filename!r} has no text to index")
@@ -113,27 +118,32 @@ class DocumentIndexer:
             if not isinstance(exc, DocumentLoadError):
                 log.exception("loading %s failed", job.filename)
             self._fail([job], exc)
-            return None
-        self._update(doc_id, pages=loaded.pages, chunk_count=len(job.chunks))
-        return job
+            return False
+        return True
 
-    def _start(self, doc_id: str) -> _Job | None:
+    def _start(self, doc_ids: list[str]) -> list[_Job]:
+        """Mark the documents processing (one transaction) and read what indexing needs to know of them."""
+        jobs = []
         with self.catalog.session() as session:
-            doc = session.get(Document, doc_id)
-            if doc is None:
-                return None
-            doc.status, doc.error, doc.chunks_embedded = DocumentStatus.processing, None, 0
-            kb = doc.knowledge_base
-            return _Job(
-                doc_id=doc.id,
-                kb_id=kb.id,
-                collection=kb.collection_name,
-                filename=doc.filename,
-                path=self.files_dir / doc.stored_path,
-                chunk_size=kb.chunk_size,
-                chunk_overlap=kb.chunk_overlap,
-                replaces_id=doc.replaces_id,
-            )
+            for doc_id in doc_ids:
+                doc = session.get(Document, doc_id)
+                if doc is None:
+                    continue
+                doc.status, doc.error, doc.chunks_embedded = DocumentStatus.processing, None, 0
+                kb = doc.knowledge_base
+                jobs.append(
+                    _Job(
+                        doc_id=doc.id,
+                        kb_id=kb.id,
+                        collection=kb.collection_name,
+                        filename=doc.filename,
+                        path=self.files_dir / doc.stored_path,
+                        chunk_size=kb.chunk_size,
+                        chunk_overlap=kb.chunk_overlap,
+                        replaces_id=doc.replaces_id,
+                    )
+                )
+        return jobs
 
     def _embed(self, jobs: list[_Job]) -> np.ndarray:
         texts = [chunk.text for job in jobs for chunk in job.chunks]

@@ -108,8 +108,9 @@ class KnowledgeBaseService:
 
     # -- documents --------------------------------------------------------------------------------------------------
 
-    def upload(self, kb_name: str, raw_filename: str, source: BinaryIO) -> UploadOutcome:
-        """Store an uploaded file and queue it for indexing; the same content twice is indexed once."""
+    def check_upload_name(self, raw_filename: str) -> str:
+        """The cleaned file name, or 422 (unusable name) / 415 (unsupported type). Cheap: call it for every
+        file of a request before storing any of them."""
         filename = sanitize_filename(raw_filename, self.settings.max_filename_chars)
         extension = file_extension(filename)
         if extension not in SUPPORTED_EXTENSIONS:
@@ -117,6 +118,12 @@ class KnowledgeBaseService:
                 f"{filename!r}: file type {extension or '(none)'} is not supported; "
                 f"supported types: {supported_types_text()}"
             )
+        return filename
+
+    def upload(self, kb_name: str, raw_filename: str, source: BinaryIO) -> UploadOutcome:
+        """Store an uploaded file and queue it for indexing; the same content twice is indexed once."""
+        filename = self.check_upload_name(raw_filename)
+        extension = file_extension(filename)
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
             kb_id, kb_name = kb.id, kb.name

@@ -20,9 +20,12 @@ def upload_documents(kb_name: str, kbs: KBs, files: Annotated[list[UploadFile], 
 
     Identical content already in the knowledge base is not indexed again (`duplicate: true`); a file with the
     name of an existing document but new content replaces it once indexed. 415 for unsupported types, 413 over
-    the size limit, 422 for empty files or unusable names.
+    the size limit, 422 for empty files or unusable names. Names and types of all files are checked before any
+    is stored, so one unsupported file rejects the whole request.
     """
     kbs.get(kb_name)
+    for upload in files:
+        kbs.check_upload_name(upload.filename or "")
     return [kbs.upload(kb_name, upload.filename or "", upload.file) for upload in files]
 
 
