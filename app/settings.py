@@ -51,13 +51,16 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1)
     max_top_k: int = Field(100, ge=1, le=1000)
     default_score_threshold: float = Field(0.0, ge=0, le=1)
-    hybrid_fusion: Literal["weighted", "rrf"] = "weighted"
+    hybrid_fusion: Literal["calibrated", "rrf"] = "calibrated"
     hybrid_dense_weight: float = Field(0.5, ge=0, le=1)
     rrf_k: int = Field(60, ge=1)
-    score_dense_center: float = 0.82
-    score_dense_scale: float = Field(40.0, gt=0)
-    score_bm25_center: float = 2.0
-    score_bm25_scale: float = Field(3.0, gt=0)
+    score_dense_center: float = 0.8564
+    score_dense_scale: float = Field(26.849, gt=0)
+    score_bm25_center: float = 2.5882
+    score_bm25_scale: float = Field(3.6684, gt=0)
+    score_hybrid_dense: float = 21.2991
+    score_hybrid_bm25: float = 0.8240
+    score_hybrid_bias: float = -19.7014
 
     api_host: str = "127.0.0.1"
     api_port: int = 7861

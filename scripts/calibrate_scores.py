@@ -4,8 +4,8 @@
 
 Ingests passages of ../shared/eval (zh and en) with the configured embedding model, asks the questions, and
 labels every retrieved chunk by whether it comes from the question's gold passage. A logistic regression of
-that label on the raw score (cosine for dense, ln(1 + BM25) for bm25) gives `center` (the raw score where a
-chunk is as likely gold as not) and `scale` (the slope). Prints the lines for configs/settings.yaml.
+that label on the raw score (cosine for dense, ln(1 + BM25) for bm25; both for hybrid, over the union of
+the two modes' hits) gives the curves of app/retrieval/scoring.py. Prints the lines for configs/settings.yaml.
 Questions are taken from the end of each question file, away from the ones the tests use.
 """
 
@@ -48,10 +48,30 @@ def pick(lang: str, passages: int, questions: int) -> tuple[list[dict], list[dic
     return [row for row in corpus if row["doc_id"] in wanted], chosen
 
 
-def fit(features: list[float], labels: list[int]) -> tuple[float, float]:
-    model = LogisticRegression(C=100.0).fit(np.asarray(features).reshape(-1, 1), np.asarray(labels))
-    slope, intercept = float(model.coef_[0][0]), float(model.intercept_[0])
-    return -intercept / slope, slope
+def fit(features: list[list[float]], labels: list[int]) -> tuple[list[float], float]:
+    """Class-balanced logistic regression: coefficients and intercept."""
+    model = LogisticRegression(C=100.0, class_weight="balanced").fit(np.asarray(features), np.asarray(labels))
+    return [float(c) for c in model.coef_[0]], float(model.intercept_[0])
+
+
+def label_question(services: Services, collection: str, question: dict, depth: int, out: dict[str, list]) -> None:
+    """Raw scores of the top `depth` hits of each mode (hybrid: their union), labelled gold or not."""
+    gold = f"{question['doc_id']}.txt"
+    vector = services.query_embedder().encode_query(question["question"])
+    dense = services.store.search_dense(collection, vector, depth)
+    bm25 = services.store.search_bm25(collection, question["question"], depth)
+    for hit in dense:
+        out["dense"].append(([hit.raw_score], int(hit.file_name == gold)))
+    for hit in bm25:
+        out["bm25"].append(([math.log1p(max(hit.raw_score, 0.0))], int(hit.file_name == gold)))
+    cosine = {h.chunk_id: h.raw_score for h in dense}
+    missing = [h.chunk_id for h in bm25 if h.chunk_id not in cosine]
+    for chunk_id, stored in services.store.dense_vectors(collection, missing).items():
+        cosine[chunk_id] = float(np.dot(stored, vector))
+    bm25_raw = {h.chunk_id: h.raw_score for h in bm25}
+    for hit in {h.chunk_id: h for h in [*dense, *bm25]}.values():
+        features = [cosine.get(hit.chunk_id, -1.0), math.log1p(max(bm25_raw.get(hit.chunk_id, 0.0), 0.0))]
+        out["hybrid"].append((features, int(hit.file_name == gold)))
 
 
 def main() -> None:
@@ -66,7 +86,7 @@ def main() -> None:
         update={"data_dir": work, "embedding_model": get_settings().resolved_embedding_model}
     )
     services = Services(settings)
-    dense_x, dense_y, bm25_x, bm25_y = [], [], [], []
+    labelled: dict[str, list] = {"dense": [], "bm25": [], "hybrid": []}
     try:
         for lang in ("zh", "en"):
             passages, questions = pick(lang, args.passages, args.questions)
@@ -74,28 +94,27 @@ def main() -> None:
             for p in passages:
                 services.knowledge_bases.upload(kb.name, f"{p['doc_id']}.txt", io.BytesIO(p["text"].encode()))
             services.queue.wait_idle()
-            embedder = services.query_embedder()
             for q in questions:
-                gold = f"{q['doc_id']}.txt"
-                vector = embedder.encode_query(q["question"])
-                for hit in services.store.search_dense(kb.collection_name, vector, args.depth):
-                    dense_x.append(hit.raw_score)
-                    dense_y.append(int(hit.file_name == gold))
-                for hit in services.store.search_bm25(kb.collection_name, q["question"], args.depth):
-                    bm25_x.append(math.log1p(max(hit.raw_score, 0.0)))
-                    bm25_y.append(int(hit.file_name == gold))
+                label_question(services, kb.collection_name, q, args.depth, labelled)
             print(f"[{lang}] {len(passages)} passages, {len(questions)} questions labelled", flush=True)
     finally:
         services.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    dense_center, dense_scale = fit(dense_x, dense_y)
-    bm25_center, bm25_scale = fit(bm25_x, bm25_y)
-    print(f"dense: {len(dense_x)} hits, {sum(dense_y)} gold; bm25: {len(bm25_x)} hits, {sum(bm25_y)} gold")
-    print(f"score_dense_center: {dense_center:.4f}")
-    print(f"score_dense_scale: {dense_scale:.2f}")
-    print(f"score_bm25_center: {bm25_center:.4f}")
-    print(f"score_bm25_scale: {bm25_scale:.3f}")
+    fitted = {}
+    for mode, rows in labelled.items():
+        fitted[mode] = fit([f for f, _ in rows], [y for _, y in rows])
+        print(f"{mode}: {len(rows)} hits, {sum(y for _, y in rows)} gold")
+    (dense_coef,), dense_bias = fitted["dense"]
+    (bm25_coef,), bm25_bias = fitted["bm25"]
+    (hybrid_dense, hybrid_bm25), hybrid_bias = fitted["hybrid"]
+    print(f"score_dense_center: {-dense_bias / dense_coef:.4f}")
+    print(f"score_dense_scale: {dense_coef:.3f}")
+    print(f"score_bm25_center: {-bm25_bias / bm25_coef:.4f}")
+    print(f"score_bm25_scale: {bm25_coef:.4f}")
+    print(f"score_hybrid_dense: {hybrid_dense:.4f}")
+    print(f"score_hybrid_bm25: {hybrid_bm25:.4f}")
+    print(f"score_hybrid_bias: {hybrid_bias:.4f}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ class RetrievalResult:
 
 @dataclass(frozen=True)
 class HybridFusion:
-    method: str = "weighted"  # "weighted" | "rrf"
+    method: str = "calibrated"  # "calibrated" | "rrf"
     dense_weight: float = 0.5
     rrf_k: int = 60
 
@@ -125,10 +125,13 @@ class Retriever:
         return sorted(scored, key=lambda c: c.score, reverse=True)
 
     def _fused(self, hit: Hit, cosine: float | None, bm25_raw: float) -> ScoredChunk:
-        dense_score = self.calibration.dense(cosine) if cosine is not None else 0.0
-        bm25_score = self.calibration.bm25(bm25_raw)
-        score = ScoreCalibration.hybrid(dense_score, bm25_score, self.fusion.dense_weight)
-        return ScoredChunk(hit, score, dense_score=dense_score, bm25_score=bm25_score)
+        cosine = -1.0 if cosine is None else cosine
+        return ScoredChunk(
+            hit,
+            self.calibration.hybrid(cosine, bm25_raw),
+            dense_score=self.calibration.dense(cosine),
+            bm25_score=self.calibration.bm25(bm25_raw),
+        )
 
     def _rrf_order(self, dense_hits: list[Hit], bm25_hits: list[Hit]) -> dict[str, float]:
         fused: dict[str, float] = {}
