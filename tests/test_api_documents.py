@@ -194,3 +194,23 @@ def test_rebuild_reindexes_stored_files(client: TestClient) -> None:
     assert [d["status"] for d in docs] == ["ready"] and docs[0]["id"] == doc["id"]
     assert _chunk_count_in_milvus(client, "rebuild", doc["id"]) == doc["chunk_count"]
     assert "银杏大道" in _search(client, "rebuild", "银杏大道有多少棵树")[0]["text"]
+
+
+def test_knowledge_base_from_another_embedding_model_asks_for_rebuild(client: TestClient) -> None:
+    """A knowledge base indexed with a model of another dimension (recorded so in the catalog, as after a
+    model change) cannot be searched until it is rebuilt with the configured model."""
+    from app.kb.catalog import KnowledgeBase, kb_by_name
+
+    create_kb(client, "换模型")
+    upload_ready(client, "换模型", ("m.txt", "模型更换测试：松鼠储存橡果过冬。".encode()))
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.catalog.session() as session:
+        kb: KnowledgeBase = kb_by_name(session, "换模型")  # type: ignore[assignment]
+        kb.embedding_dim, kb.embedding_model = 768, "some-768-d-model"
+    response = client.post("/api/kbs/换模型/search", json={"question": "松鼠"})
+    assert response.status_code == 409
+    assert "some-768-d-model" in response.json()["detail"] and "rebuild" in response.json()["detail"]
+    assert client.post("/api/kbs/换模型/rebuild").status_code == 202
+    wait_documents(client, "换模型")
+    hits = client.post("/api/kbs/换模型/search", json={"question": "松鼠"}).json()["hits"]
+    assert "松鼠" in hits[0]["text"]

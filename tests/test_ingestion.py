@@ -39,6 +39,10 @@ def test_api_answers_while_a_large_upload_is_indexed(client: TestClient) -> None
     final = wait_documents(client, "后台", [doc["id"]])[0]
     assert final["status"] == "ready" and final["chunk_count"] > 100
     assert final["chunks_embedded"] == final["chunk_count"]
+    page = client.get(f"/api/kbs/后台/documents/{doc['id']}/chunks", params={"offset": 100, "limit": 5}).json()
+    assert [c["chunk_index"] for c in page] == [100, 101, 102, 103, 104]
+    last = client.get(f"/api/kbs/后台/documents/{doc['id']}/chunks", params={"offset": final["chunk_count"] - 1}).json()
+    assert [c["chunk_index"] for c in last] == [final["chunk_count"] - 1]
 
 
 def test_failure_midway_leaves_no_partial_chunks(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

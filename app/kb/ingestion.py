@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.kb.catalog import Catalog, Document, DocumentStatus, utcnow
 from app.kb.documents import Chunk, DocumentLoadError
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 INSERT_BATCH = 256
 # Documents taken from the queue at once, and the chunk count past which no more are added to the group.
 GROUP_DOCUMENTS = 256
-GROUP_CHUNKS = 512
+GROUP_CHUNKS = 256
 
 
 @dataclass
@@ -148,19 +147,15 @@ class DocumentIndexer:
     def _embed(self, jobs: list[_Job]) -> np.ndarray:
         texts = [chunk.text for job in jobs for chunk in job.chunks]
         ends = np.cumsum([len(job.chunks) for job in jobs])
-        reported = [0] * len(jobs)
+        done = np.zeros(len(jobs), dtype=np.int64)
 
-        def on_batch(done: int) -> None:
-            changes: dict[str, dict[str, object]] = {}
-            for i, job in enumerate(jobs):
-                start = ends[i] - len(job.chunks)
-                count = int(min(max(done - start, 0), len(job.chunks)))
-                if count != reported[i]:
-                    reported[i] = count
-                    changes[job.doc_id] = {"chunks_embedded": count}
-            self._update_many(changes)
+        def on_progress(indices: np.ndarray) -> None:
+            owners = np.searchsorted(ends, indices, side="right")
+            touched = np.unique(owners)
+            np.add.at(done, owners, 1)
+            self._update_many({jobs[i].doc_id: {"chunks_embedded": int(done[i])} for i in touched})
 
-        return self.embedder().encode_passages(texts, on_batch=on_batch)
+        return self.embedder().encode_passages(texts, on_progress=on_progress)
 
     def _insert(self, collection: str, items: list[tuple[_Job, np.ndarray]]) -> None:
         """One delete (leftovers of an interrupted run) and batched inserts for all documents of a group."""
@@ -172,7 +167,7 @@ class DocumentIndexer:
     def _finish(self, jobs: list[_Job]) -> None:
         """Mark the documents ready and retire the ones they replace; drop the vectors of any deleted meanwhile."""
         orphans: list[tuple[str, str]] = []
-        retired: list[tuple[_Job, str]] = []
+        retired: list[tuple[str, str, str]] = []
         with self.catalog.session() as session:
             for job in jobs:
                 doc = session.get(Document, job.doc_id)
@@ -183,10 +178,10 @@ class DocumentIndexer:
                 old = session.get(Document, job.replaces_id) if job.replaces_id else None
                 if old is not None and old.kb_id == job.kb_id:
                     session.delete(old)
-                    retired.append((job, old.id))
-        for job, old_id in retired:
-            orphans.append((job.collection, old_id))
-            shutil.rmtree(self.files_dir / job.kb_id / old_id, ignore_errors=True)
+                    retired.append((job.collection, old.id, old.stored_path))
+        for collection, old_id, stored_path in retired:
+            orphans.append((collection, old_id))
+            (self.files_dir / stored_path).unlink(missing_ok=True)
         self._delete_vectors(orphans)
 
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
@@ -208,12 +203,17 @@ class DocumentIndexer:
         self._update_many({doc_id: fields})
 
     def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
+        """One transaction; rows deleted meanwhile are skipped."""
+        if not changes:
+            return
         with self.catalog.session() as session:
-            for doc_id, fields in changes.items():
-                doc = session.get(Document, doc_id)
-                if doc is not None:
-                    for key, value in fields.items():
-                        setattr(doc, key, value)
+            existing = set(session.scalars(select(Document.id).where(Document.id.in_(list(changes)))))
+            rows = [{"id": doc_id, **fields} for doc_id, fields in changes.items() if doc_id in existing]
+            by_keys: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
+            for row in rows:
+                by_keys[tuple(sorted(row))].append(row)
+            for same_keys in by_keys.values():
+                session.execute(update(Document), same_keys)
 
 
 def _row(job: _Job, chunk: Chunk, vector: np.ndarray) -> ChunkRow:

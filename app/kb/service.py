@@ -101,6 +101,11 @@ class KnowledgeBaseService:
     def collection_and_ready_docs(self, name: str) -> tuple[str, set[str]]:
         with self.catalog.session() as session:
             kb = self._kb(session, name)
+            if kb.embedding_dim != self.embedding_dim:
+                raise Conflict(
+                    f"knowledge base {kb.name!r} was indexed with {kb.embedding_model} ({kb.embedding_dim}-d vectors); "
+                    f"the configured model makes {self.embedding_dim}-d vectors: rebuild the knowledge base"
+                )
             ready = session.scalars(
                 select(Document.id).where(Document.kb_id == kb.id, Document.status == DocumentStatus.ready)
             ).all()
@@ -135,7 +140,8 @@ class KnowledgeBaseService:
 
     def _stage(self, source: BinaryIO, filename: str) -> tuple[Path, str, int]:
         tmp_dir = self.settings.files_dir / "_incoming"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        if not tmp_dir.is_dir():
+            tmp_dir.mkdir(parents=True, exist_ok=True)
         staged = tmp_dir / uuid.uuid4().hex
         digest, size, limit = hashlib.sha256(), 0, self.settings.max_upload_bytes
         with staged.open("wb") as out:
@@ -186,9 +192,10 @@ class KnowledgeBaseService:
                 replaces_id=previous.id if previous else None,
                 stored_path="",
             )
-            # On disk the file gets a fixed name: display names may exceed the file system's 255-byte limit.
-            target = self.settings.files_dir / kb_id / doc.id / f"original{extension}"
-            target.parent.mkdir(parents=True, exist_ok=True)
+            # On disk the file is named by its id: display names may exceed the file system's 255-byte limit.
+            target = self.settings.files_dir / kb_id / f"{doc.id}{extension}"
+            if not target.parent.is_dir():
+                target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(staged, target)
             doc.stored_path = str(target.relative_to(self.settings.files_dir))
             session.add(doc)
@@ -213,10 +220,10 @@ class KnowledgeBaseService:
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
             doc = self._doc(session, kb, doc_id)
-            collection, folder = kb.collection_name, self.settings.files_dir / kb.id / doc.id
+            collection, stored = kb.collection_name, self.settings.files_dir / doc.stored_path
             session.delete(doc)
         self.store.delete_documents(collection, [doc_id])
-        shutil.rmtree(folder, ignore_errors=True)
+        stored.unlink(missing_ok=True)
 
     def document_chunks(self, kb_name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[ChunkInfo]:
         with self.catalog.session() as session:

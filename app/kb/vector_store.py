@@ -179,15 +179,13 @@ class MilvusStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def document_chunks(self, name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[Hit]:
-        rows = self.client.query(
-            name,
-            filter=f'doc_id == "{_safe_id(doc_id)}"',
-            output_fields=_OUTPUT_FIELDS,
-            limit=16384,
-            timeout=self.timeout,
+        """Chunks `offset`..`offset + limit - 1` of a document, in order (selected by chunk_index in the filter)."""
+        expr = (
+            f'doc_id == "{_safe_id(doc_id)}" and chunk_index >= {int(offset)} and chunk_index < {int(offset + limit)}'
         )
+        rows = self.client.query(name, filter=expr, output_fields=_OUTPUT_FIELDS, limit=limit, timeout=self.timeout)
         rows.sort(key=lambda r: int(r["chunk_index"]))
-        return [_hit_from_entity(r, 0.0) for r in rows[offset : offset + limit]]
+        return [_hit_from_entity(r, 0.0) for r in rows]
 
     def search_dense(self, name: str, vector: np.ndarray, limit: int) -> list[Hit]:
         result = self.client.search(

@@ -70,16 +70,19 @@ class Embedder:
     def encode_query(self, text: str) -> np.ndarray:
         return self._encode([text], self.query_prompt)[0]
 
-    def encode_passages(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Encode in batches of `batch_size`; `on_batch(n_done)` reports progress every `PROGRESS_STEP` texts
-        (sentence-transformers sorts each step's texts by length, so larger steps waste less padding)."""
+    def encode_passages(
+        self, texts: Sequence[str], on_progress: Callable[[np.ndarray], None] | None = None
+    ) -> np.ndarray:
+        """Encode longest first in steps of `PROGRESS_STEP` texts, calling `on_progress(indices)` after each step
+        with the indices just encoded. Ordering the whole input by length keeps padding low across steps."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
         step = max(PROGRESS_STEP, self.batch_size)
-        for start in range(0, len(texts), step):
-            part = texts[start : start + step]
-            out[start : start + len(part)] = self._encode(part, self.passage_prompt)
-            if on_batch:
-                on_batch(start + len(part))
+        for start in range(0, len(order), step):
+            indices = order[start : start + step]
+            out[indices] = self._encode([texts[i] for i in indices], self.passage_prompt)
+            if on_progress:
+                on_progress(indices)
         return out
 
     def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
