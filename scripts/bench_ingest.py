@@ -336,17 +336,21 @@ def main() -> None:
             print(f"[{lang}] {len(passages)} passages, {len(questions)} questions", flush=True)
             peer = run_peer(model_dir, passages, questions, work)
             print(f"[{lang}] peer: {peer}", flush=True)
-            ours = run_ours(services, lang, passages, questions)
+            ours = run_ours(services, f"bench-{lang}", as_files(passages, 1), questions)
             print(f"[{lang}] ours: {ours}", flush=True)
             rows = stored_chunks(services, f"bench-{lang}")
             bare = run_bare(services, model_dir, rows, questions)
             print(f"[{lang}] bare: {bare}", flush=True)
+            bundled = run_ours(services, f"bench-{lang}-bundled", as_files(passages, args.bundle), questions)
+            bundled["bare int8 chunks/s"] = bare_int8(services, stored_chunks(services, f"bench-{lang}-bundled"))
+            print(f"[{lang}] ours, {args.bundle} passages a file: {bundled}", flush=True)
             langs[lang] = {
                 "passages": len(passages),
                 "questions": len(questions),
                 "peer": peer,
                 "ours": ours,
                 "bare": bare,
+                "bundled": bundled,
             }
             all_questions += questions
             seed_rows += rows
