@@ -177,7 +177,8 @@ def doc_chunks(kb: str, doc_id: str, offset: int = 0, limit: int = 20, as_json: 
     if as_json:
         return _print_json(chunks)
     for chunk in chunks:
-        console.rule(f"#{chunk['chunk_index']}  page {chunk['page']}  {chunk['heading'] or ''}")
+        page = f"  page {chunk['page']}" if chunk["page"] is not None else ""
+        console.rule(f"#{chunk['chunk_index']}{page}  {chunk['heading'] or ''}")
         console.print(chunk["text"], highlight=False, markup=False)
 
 
@@ -202,7 +203,8 @@ def search(
     if as_json:
         return _print_json(result)
     for rank, hit in enumerate(result["hits"], start=1):
-        where = f"{hit['file_name']}  page {hit['page']}  #{hit['chunk_index']}"
+        page = f"  page {hit['page']}" if hit["page"] is not None else ""
+        where = f"{hit['file_name']}{page}  #{hit['chunk_index']}"
         console.rule(f"[{rank}] score {hit['score']:.3f}  {where}")
         console.print(hit["text"], highlight=False, markup=False)
     console.print(f"{len(result['hits'])} hits in {result['timings_ms'].get('total', 0):.0f} ms")

@@ -1,0 +1,56 @@
+"""The services without HTTP: what the API, the CLI and later the chat modes all call."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.kb.catalog import DocumentStatus
+from app.retrieval.retriever import RetrievalMode
+from app.services import Services
+from tests.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[Services]:
+    built = Services(make_settings(tmp_path_factory.mktemp("services"), embedding_model_dir))
+    yield built
+    built.close()
+
+
+def test_ingest_and_search_through_the_services(services: Services) -> None:
+    kbs = services.knowledge_bases
+    kbs.create("服务层")
+    outcome = kbs.upload("服务层", "a.txt", io.BytesIO("服务层测试：雪豹生活在海拔三千米以上的山区。".encode()))
+    assert outcome.document.status is DocumentStatus.queued and not outcome.duplicate
+    assert services.queue.wait_idle(120)
+    doc = kbs.get_document("服务层", outcome.document.id)
+    assert doc.status is DocumentStatus.ready and doc.chunk_count == 1
+    for mode in RetrievalMode:
+        result = services.search.search("服务层", "雪豹生活在哪里", top_k=3, mode=mode)
+        assert result.hits[0].doc_id == doc.id and 0 <= result.hits[0].score <= 1
+    kbs.delete_document("服务层", doc.id)
+    assert services.search.search("服务层", "雪豹", mode=RetrievalMode.dense).hits == []
+
+
+def test_service_errors_are_typed(services: Services) -> None:
+    kbs = services.knowledge_bases
+    kbs.create("错误")
+    with pytest.raises(Conflict):
+        kbs.create("错误")
+    with pytest.raises(NotFound):
+        kbs.get("不存在")
+    with pytest.raises(UnsupportedMediaType, match=r"\.pdf"):
+        kbs.upload("错误", "x.zip", io.BytesIO(b"PK"))
+    with pytest.raises(InvalidInput, match="empty"):
+        kbs.upload("错误", "x.txt", io.BytesIO(b""))
+    with pytest.raises(InvalidInput, match="top_k"):
+        services.search.search("错误", "问题", top_k=0)
+    with pytest.raises(InvalidInput, match="mode"):
+        services.search.search("错误", "问题", mode="fuzzy")
+    with pytest.raises(NotFound):
+        services.search.search("不存在", "问题")
