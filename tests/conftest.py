@@ -4,6 +4,7 @@ Milvus Lite file and SQLite catalog in a temporary folder."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,12 @@ def embedding_model_dir() -> Path:
 
     data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
     return prepare_embedding_model(data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,14 @@ import httpx
 import pytest
 
 from app.settings import PROJECT_ROOT
+from tests.conftest import free_port
 
 KBQA = [sys.executable, "-m", "app.cli"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KBQA_DATA_DIR": str(tmp_path_factory.mktemp("cli-data")),
@@ -97,7 +91,7 @@ def test_errors_are_one_line_with_exit_code_1(server: dict[str, str]) -> None:
 
 
 def test_unreachable_api_says_how_to_start_it(server: dict[str, str]) -> None:
-    env = {**server, "KBQA_API_URL": f"http://127.0.0.1:{_free_port()}"}
+    env = {**server, "KBQA_API_URL": f"http://127.0.0.1:{free_port()}"}
     result = kbqa(env, "kb", "list")
     assert result.returncode == 1
     assert "cannot reach the kbqa API" in result.stdout and "kbqa serve" in result.stdout

@@ -6,7 +6,6 @@ standalone, so the code path is the one a Milvus server or cluster gets. Also: M
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,18 +16,12 @@ from milvus_lite.server import Server
 from pymilvus import MilvusClient
 
 from app.api.main import create_app
-from tests.conftest import create_kb, make_settings, upload_ready
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import create_kb, free_port, make_settings, upload_ready
 
 
 class MilvusOverTcp:
     def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.server = Server(str(folder / "server.db"), address=f"127.0.0.1:{self.port}")
 
