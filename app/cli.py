@@ -33,6 +33,13 @@ class ApiClient:
         self.http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(120.0, connect=5.0))
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        ok, result = self.try_call(method, path, **kwargs)
+        if not ok:
+            _fail(result)
+        return result
+
+    def try_call(self, method: str, path: str, **kwargs: Any) -> tuple[bool, Any]:
+        """(True, parsed body) or (False, one-line error); an unreachable API always ends the command."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -42,8 +49,8 @@ class ApiClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            _fail(f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}")
-        return response.json() if response.content else None
+            return False, f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}"
+        return True, response.json() if response.content else None
 
 
 def _fail(message: str) -> None:
@@ -125,20 +132,41 @@ def kb_rebuild(name: str) -> None:
 @doc_app.command("upload")
 def doc_upload(
     kb: str,
-    files: list[Path],
+    paths: Annotated[list[Path], typer.Argument(help="Files, or folders to upload every supported file from")],
     wait: Annotated[bool, typer.Option(help="Wait until every file is ready or failed")] = True,
 ) -> None:
+    """Upload files (each is checked on its own: one bad file does not stop the others)."""
     client = ApiClient()
-    outcomes = []
-    for path in files:
-        if not path.is_file():
-            _fail(f"{path} is not a file")
+    outcomes, rejected = [], 0
+    for path in _expand(paths):
         with path.open("rb") as handle:
-            outcomes += client.call("POST", f"/api/kbs/{kb}/documents", files=[("files", (path.name, handle))])
-    for outcome in outcomes:
-        console.print(f"{outcome['document']['filename']}: {outcome['message']}")
-    if wait:
+            ok, result = client.try_call("POST", f"/api/kbs/{kb}/documents", files=[("files", (path.name, handle))])
+        if ok:
+            outcomes += result
+            console.print(f"{path.name}: {result[0]['message']}", highlight=False)
+        else:
+            rejected += 1
+            console.print(f"[red]{path.name}: {result}[/red]", highlight=False)
+    if wait and outcomes:
         _wait_ready(client, kb, {o["document"]["id"] for o in outcomes})
+    if rejected:
+        raise typer.Exit(1)
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    from app.kb.loaders import SUPPORTED_EXTENSIONS
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        else:
+            _fail(f"{path} is neither a file nor a folder")
+    if not files:
+        _fail(f"no supported files found (supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))})")
+    return files
 
 
 def _wait_ready(client: ApiClient, kb: str, doc_ids: set[str]) -> None:

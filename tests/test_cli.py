@@ -82,6 +82,23 @@ def test_full_round_trip(server: dict[str, str], tmp_path: Path) -> None:
     assert json.loads(kbqa(server, "kb", "list", "--json").stdout) == []
 
 
+def test_upload_a_folder_skips_unsupported_and_reports_bad_files(server: dict[str, str], tmp_path: Path) -> None:
+    assert kbqa(server, "kb", "create", "文件夹").returncode == 0
+    folder = tmp_path / "资料"
+    (folder / "子目录").mkdir(parents=True)
+    (folder / "a.txt").write_text("文件夹上传：第一份。", encoding="utf-8")
+    (folder / "子目录" / "b.md").write_text("# 标题\n\n文件夹上传：第二份。", encoding="utf-8")
+    (folder / "ignored.exe").write_bytes(b"MZ")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    result = kbqa(server, "doc", "upload", "文件夹", str(folder), str(empty))
+    assert result.returncode == 1
+    assert "a.txt: ready" in result.stdout and "b.md: ready" in result.stdout
+    assert "empty.txt: 422" in result.stdout and "ignored.exe" not in result.stdout
+    docs = json.loads(kbqa(server, "doc", "list", "文件夹", "--json").stdout)
+    assert sorted(d["filename"] for d in docs) == ["a.txt", "b.md"]
+
+
 def test_errors_are_one_line_with_exit_code_1(server: dict[str, str]) -> None:
     missing = kbqa(server, "kb", "show", "没有这个库")
     assert missing.returncode == 1
