@@ -26,8 +26,14 @@ class _LazyEmbedder:
     def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings
         self.role = role
+        self._embedder: Embedder | None = None
 
     def __call__(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = self._load()
+        return self._embedder
+
+    def _load(self) -> Embedder:
         s = self.settings
         key = (
             self.role,

@@ -172,7 +172,7 @@ def run_scale(services: Services, seed_rows: list[dict], questions: list[dict], 
     store.create_collection(collection, len(seed_rows[0]["dense"]))
     rng = np.random.default_rng(7)
     base = np.asarray([r["dense"] for r in seed_rows], dtype=np.float32)
-    inserted, copy = 0, 0
+    inserted = 0
     started = time.perf_counter()
     while inserted < total:
         n = min(len(seed_rows), total - inserted)
@@ -185,7 +185,6 @@ def run_scale(services: Services, seed_rows: list[dict], questions: list[dict], 
         for start in range(0, n, 2000):
             store.insert(collection, rows[start : start + 2000])
         inserted += n
-        copy += 1
     insert_seconds = time.perf_counter() - started
     count = store.count(collection)
     retriever = services.search.retriever

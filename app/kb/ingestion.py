@@ -29,7 +29,8 @@ from app.retrieval.embeddings import Embedder
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 256
-# Documents taken from the queue at once, and the chunk count past which no more are added to the group.
+# At most GROUP_DOCUMENTS queued documents are taken at once; their chunks are embedded (and then stored) in
+# batches of about GROUP_CHUNKS.
 GROUP_DOCUMENTS = 256
 GROUP_CHUNKS = 256
 
@@ -60,9 +61,6 @@ class DocumentIndexer:
         self.store = store
         self.embedder = embedder
         self.files_dir = files_dir
-
-    def index(self, doc_id: str) -> None:
-        self.index_group([doc_id])
 
     def index_group(self, doc_ids: list[str]) -> None:
         """Load and split documents and embed their chunks in shared batches of about GROUP_CHUNKS. Each batch
@@ -198,9 +196,6 @@ class DocumentIndexer:
                 self.store.delete_documents(collection, doc_ids)
             except Exception:
                 log.exception("could not remove the vectors of %s", doc_ids)
-
-    def _update(self, doc_id: str, **fields: object) -> None:
-        self._update_many({doc_id: fields})
 
     def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
         """One transaction; rows deleted meanwhile are skipped."""

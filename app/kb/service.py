@@ -113,9 +113,8 @@ class KnowledgeBaseService:
 
     # -- documents --------------------------------------------------------------------------------------------------
 
-    def check_upload_name(self, raw_filename: str) -> str:
-        """The cleaned file name, or 422 (unusable name) / 415 (unsupported type). Cheap: call it for every
-        file of a request before storing any of them."""
+    def _check_upload_name(self, raw_filename: str) -> str:
+        """The cleaned file name, or 422 (unusable name) / 415 (unsupported type)."""
         filename = sanitize_filename(raw_filename, self.settings.max_filename_chars)
         extension = file_extension(filename)
         if extension not in SUPPORTED_EXTENSIONS:
@@ -127,16 +126,25 @@ class KnowledgeBaseService:
 
     def upload(self, kb_name: str, raw_filename: str, source: BinaryIO) -> UploadOutcome:
         """Store an uploaded file and queue it for indexing; the same content twice is indexed once."""
-        filename = self.check_upload_name(raw_filename)
-        extension = file_extension(filename)
+        return self.upload_many(kb_name, [(raw_filename, source)])[0]
+
+    def upload_many(self, kb_name: str, files: list[tuple[str, BinaryIO]]) -> list[UploadOutcome]:
+        """Store files and queue them for indexing. Every name and type is checked before any file is stored,
+        so one unsupported file rejects them all (404 first for a missing knowledge base)."""
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
             kb_id, kb_name = kb.id, kb.name
-        staged, sha256, size = self._stage(source, filename)
-        try:
-            return self._register(kb_id, kb_name, filename, extension, staged, sha256, size)
-        finally:
-            staged.unlink(missing_ok=True)
+        names = [self._check_upload_name(raw_filename) for raw_filename, _ in files]
+        outcomes = []
+        for filename, (_, source) in zip(names, files, strict=True):
+            staged, sha256, size = self._stage(source, filename)
+            try:
+                outcomes.append(
+                    self._register(kb_id, kb_name, filename, file_extension(filename), staged, sha256, size)
+                )
+            finally:
+                staged.unlink(missing_ok=True)
+        return outcomes
 
     def _stage(self, source: BinaryIO, filename: str) -> tuple[Path, str, int]:
         tmp_dir = self.settings.files_dir / "_incoming"

@@ -8,7 +8,6 @@ is the same for both. Filter expressions only ever contain ids this program gene
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +90,6 @@ class MilvusStore:
         self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
         if self.is_lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
         try:
             self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
         except MilvusException as exc:
@@ -104,7 +102,7 @@ class MilvusStore:
         return self.client.has_collection(name, timeout=self.timeout)
 
     def create_collection(self, name: str, dim: int) -> None:
-        if self.client.has_collection(name, timeout=self.timeout):
+        if self.has_collection(name):
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=80)
@@ -138,7 +136,7 @@ class MilvusStore:
         )
 
     def drop_collection(self, name: str) -> None:
-        if self.client.has_collection(name, timeout=self.timeout):
+        if self.has_collection(name):
             self.client.drop_collection(name, timeout=self.timeout)
 
     def insert(self, name: str, rows: Sequence[ChunkRow]) -> int:
@@ -163,7 +161,7 @@ class MilvusStore:
 
     def delete_documents(self, name: str, doc_ids: Iterable[str]) -> None:
         ids = [_safe_id(d) for d in doc_ids]
-        if not ids or not self.client.has_collection(name, timeout=self.timeout):
+        if not ids or not self.has_collection(name):
             return
         quoted = ", ".join(f'"{d}"' for d in ids)
         self.client.delete(name, filter=f"doc_id in [{quoted}]", timeout=self.timeout)

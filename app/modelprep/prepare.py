@@ -61,9 +61,9 @@ def _export_onnx_int8(target: Path) -> None:
 
     staging = target.parent / f".{target.name}.onnx-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(target, staging)
+    # Exported in memory from the PyTorch weights; only the ONNX files are kept from the staging folder.
     model = SentenceTransformer(
-        str(staging), device="cpu", backend="onnx", tokenizer_kwargs={"fix_mistral_regex": False}
+        str(target), device="cpu", backend="onnx", tokenizer_kwargs={"fix_mistral_regex": False}
     )
     model.save_pretrained(str(staging))
     export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(staging))

@@ -23,10 +23,7 @@ def upload_documents(kb_name: str, kbs: KBs, files: Annotated[list[UploadFile], 
     the size limit, 422 for empty files or unusable names. Names and types of all files are checked before any
     is stored, so one unsupported file rejects the whole request.
     """
-    kbs.get(kb_name)
-    for upload in files:
-        kbs.check_upload_name(upload.filename or "")
-    return [kbs.upload(kb_name, upload.filename or "", upload.file) for upload in files]
+    return kbs.upload_many(kb_name, [(upload.filename or "", upload.file) for upload in files])
 
 
 @router.get("")
