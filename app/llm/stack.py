@@ -1,0 +1,294 @@
+"""Launching and stopping the FastChat stack: controller, openai_api_server and the model workers.
+
+Each part is its own process (`python -m app.llm.entrypoints <role>`), in its own process group, logging to
+`<data_dir>/logs/<name>.log`. `start()` returns once `/v1/models` lists every configured model; the pids go
+to `<data_dir>/run/llm-stack.json` so `kbqa llm down` can stop a stack started elsewhere. In the foreground
+the children are also told by the kernel to stop when their parent dies, so a killed launcher leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psutil
+
+from app.modelprep.llm_gguf import ModelFileError
+from app.settings import PROJECT_ROOT, Settings, WorkerSettings
+
+ENTRYPOINT = "app.llm.entrypoints"
+PID_FILE = "llm-stack.json"
+_PR_SET_PDEATHSIG = 1
+
+
+class StackError(RuntimeError):
+    """The stack could not start (port taken, model missing, a process died) or is not running."""
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    log_file: Path
+
+
+@dataclass
+class RunningProcess:
+    spec: ProcessSpec
+    popen: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the launching process dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LLMStack:
+    def __init__(self, settings: Settings, report: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.report = report
+        self.processes: list[RunningProcess] = []
+
+    @property
+    def pid_file(self) -> Path:
+        return self.settings.run_dir / PID_FILE
+
+    def worker_model_path(self, worker: WorkerSettings) -> str:
+        if worker.model_path:
+            return worker.model_path
+        if worker.kind != "llamacpp":
+            raise StackError(f"a {worker.kind} worker needs model_path (a Hugging Face model folder or name)")
+        return str(self.settings.default_llm_file)
+
+    def worker_model_name(self, worker: WorkerSettings) -> str:
+        return worker.model_name or self.settings.llm_model
+
+    def plan(self) -> list[ProcessSpec]:
+        s = self.settings
+        logs = s.logs_dir
+        controller = s.fastchat_controller_url
+        specs = [
+            ProcessSpec(
+                "controller",
+                ["controller", "--host", s.fastchat_host, "--port", str(s.fastchat_controller_port),
+                 "--dispatch-method", s.fastchat_dispatch_method],
+                logs / "fastchat-controller.log",
+            ),
+            ProcessSpec(
+                "openai_api_server",
+                ["openai_api_server", "--host", s.fastchat_host, "--port", str(s.fastchat_api_port),
+                 "--controller-address", controller],
+                logs / "fastchat-openai-api.log",
+            ),
+        ]
+        for worker in s.llm_workers:
+            specs.append(ProcessSpec(f"worker-{worker.port}", self._worker_argv(worker), logs / f"fastchat-worker-{worker.port}.log"))
+        return specs
+
+    def _worker_argv(self, worker: WorkerSettings) -> list[str]:
+        s = self.settings
+        common = [
+            "--host", s.fastchat_host,
+            "--port", str(worker.port),
+            "--worker-address", f"http://{s.fastchat_host}:{worker.port}",
+            "--controller-address", s.fastchat_controller_url,
+            "--model-path", self.worker_model_path(worker),
+            "--model-names", self.worker_model_name(worker),
+            "--limit-worker-concurrency", str(worker.concurrency),
+        ]
+        if worker.conv_template:
+            common += ["--conv-template", worker.conv_template]
+        if worker.kind == "llamacpp":
+            return ["llamacpp_worker", *common, "--context-length", str(worker.context_length),
+                    "--threads", str(worker.threads)]
+        if worker.kind == "hf":
+            return ["model_worker", *common, "--device", worker.device, *worker.extra_args]
+        return ["vllm_worker", *common, *worker.extra_args]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        heart_beat = self.settings.fastchat_heart_beat_s
+        env.update(
+            LOGDIR=str(self.settings.logs_dir / "fastchat"),  # FastChat's own loggers (copies of our logs)
+            FASTCHAT_WORKER_HEART_BEAT_INTERVAL=str(heart_beat),
+            FASTCHAT_CONTROLLER_HEART_BEAT_EXPIRATION=str(3 * heart_beat),
+            PYTHONUNBUFFERED="1",
+        )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def preflight(self) -> None:
+        if running_processes(self.settings):
+            raise StackError(f"an LLM stack is already running (see {self.pid_file}); stop it with `kbqa llm down`")
+        s = self.settings
+        ports = [s.fastchat_controller_port, s.fastchat_api_port, *(w.port for w in s.llm_workers)]
+        if len(set(ports)) != len(ports):
+            raise StackError(f"the FastChat ports must differ: {ports}")
+        for port in ports:
+            if not port_is_free(s.fastchat_host, port):
+                raise StackError(f"port {s.fastchat_host}:{port} is in use; free it or change the port in settings")
+        for worker in s.llm_workers:
+            path = Path(self.worker_model_path(worker))
+            if worker.kind == "llamacpp" and not path.is_file():
+                raise ModelFileError(f"model file {path} is missing; run `kbqa models prepare` to build it")
+
+    def start(self, *, detach: bool = False) -> None:
+        """Start everything and wait until the API lists every model; on any failure stop what was started."""
+        self.preflight()
+        (self.settings.logs_dir / "fastchat").mkdir(parents=True, exist_ok=True)
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        specs = self.plan()
+        try:
+            self._spawn(specs[0], detach)
+            self._wait_until(lambda: _answers(f"{self.settings.fastchat_controller_url}/test_connection"), "controller")
+            for spec in specs[1:]:
+                self._spawn(spec, detach)
+            self._write_pid_file()
+            self._wait_until(self.models_ready, "the model workers", self.settings.fastchat_start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.report(f"LLM ready: {self.settings.fastchat_api_url} serves {', '.join(self.model_names())}")
+
+    def model_names(self) -> list[str]:
+        return sorted({self.worker_model_name(w) for w in self.settings.llm_workers})
+
+    def models_ready(self) -> bool:
+        try:
+            response = httpx.get(f"{self.settings.fastchat_api_url}/models", timeout=5)
+            listed = {card["id"] for card in response.json().get("data", [])}
+        except (httpx.HTTPError, ValueError):
+            return False
+        return set(self.model_names()) <= listed
+
+    def _spawn(self, spec: ProcessSpec, detach: bool) -> None:
+        log = spec.log_file.open("ab")
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name} ====\n".encode())
+        log.flush()
+        popen = subprocess.Popen(
+            [sys.executable, "-m", ENTRYPOINT, *spec.argv],
+            cwd=PROJECT_ROOT,
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=None if detach else _die_with_parent,
+        )
+        self.processes.append(RunningProcess(spec, popen, log))
+
+    def _wait_until(self, ready: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.raise_if_died()
+            if ready():
+                return
+            time.sleep(0.3)
+        raise StackError(f"{what} did not become ready within {timeout_s:.0f} s; see the logs in {self.settings.logs_dir}")
+
+    def raise_if_died(self) -> None:
+        for proc in self.processes:
+            code = proc.popen.poll()
+            if code is not None:
+                raise StackError(
+                    f"{proc.spec.name} exited with code {code}; last lines of {proc.spec.log_file}:\n"
+                    + tail(proc.spec.log_file)
+                )
+
+    def _write_pid_file(self) -> None:
+        entries = [
+            {"name": p.spec.name, "pid": p.popen.pid, "started": psutil.Process(p.popen.pid).create_time()}
+            for p in self.processes
+        ]
+        self.pid_file.write_text(json.dumps({"api_url": self.settings.fastchat_api_url, "processes": entries}))
+
+    def wait(self) -> None:
+        """Block until a process dies (raises StackError) or the user presses Ctrl-C."""
+        while True:
+            self.raise_if_died()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        terminate([p.popen.pid for p in self.processes])
+        for proc in self.processes:
+            proc.log.close()
+        self.processes.clear()
+        self.pid_file.unlink(missing_ok=True)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def terminate(pids: list[int], grace_s: float = 10.0) -> None:
+    """SIGTERM each process group, then SIGKILL what is still alive after `grace_s`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+
+
+def running_processes(settings: Settings) -> list[int]:
+    """Pids from the pid file that are still the processes we started (not reused pids)."""
+    path = settings.run_dir / PID_FILE
+    try:
+        entries = json.loads(path.read_text())["processes"]
+    except (OSError, ValueError, KeyError):
+        return []
+    alive = []
+    for entry in entries:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc = psutil.Process(entry["pid"])
+            if abs(proc.create_time() - entry["started"]) < 1 and ENTRYPOINT in " ".join(proc.cmdline()):
+                alive.append(proc.pid)
+    return alive
+
+
+def stop_running(settings: Settings) -> int:
+    """Stop the stack recorded in the pid file; returns how many processes were stopped."""
+    pids = running_processes(settings)
+    terminate(pids)
+    (settings.run_dir / PID_FILE).unlink(missing_ok=True)
+    return len(pids)

