@@ -91,7 +91,9 @@ def models_prepare(
     if llm:
         started = time.perf_counter()
         try:
-            prepare_llm_model(settings.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True))
+            prepare_llm_model(
+                settings.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
+            )
         except ModelFileError as exc:
             _fail(str(exc))
         console.print(f"chat model step took {time.perf_counter() - started:.1f} s")

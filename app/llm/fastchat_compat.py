@@ -22,11 +22,11 @@ from typing import Any
 
 import aiohttp
 import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from fastchat.constants import ErrorCode
 from fastchat.protocol import api_protocol, openai_api_protocol
 from fastchat.serve import openai_api_server
-from fastapi import Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 _applied = False
@@ -87,8 +87,11 @@ async def _stream_with_error_event(payload: dict[str, Any], worker_addr: str) ->
             yield content
     except (httpx.HTTPError, OSError) as exc:
         message = f"the model worker at {worker_addr} stopped answering mid-stream ({type(exc).__name__})"
-        yield {"text": message, "error_code": int(ErrorCode.CONTROLLER_WORKER_TIMEOUT),
-               **error_body(ErrorCode.CONTROLLER_WORKER_TIMEOUT, message)}
+        yield {
+            "text": message,
+            "error_code": int(ErrorCode.CONTROLLER_WORKER_TIMEOUT),
+            **error_body(ErrorCode.CONTROLLER_WORKER_TIMEOUT, message),
+        }
 
 
 async def _no_worker_handler(_request: Request, exc: Exception) -> JSONResponse:

@@ -191,10 +191,8 @@ class LlamaCppWorker(BaseModelWorker):
             cancelled.set()  # the thread finishes its current token, then frees the model
 
     def generate_gate(self, params: dict[str, Any]) -> dict[str, Any]:
-        output: dict[str, Any] = {}
-        for output in self._safe_generate(params, threading.Event()):
-            pass
-        return output
+        *_, last = self._safe_generate(params, threading.Event())
+        return last
 
     def _safe_generate(self, params: dict[str, Any], cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         try:

@@ -84,37 +84,68 @@ class LLMStack:
         specs = [
             ProcessSpec(
                 "controller",
-                ["controller", "--host", s.fastchat_host, "--port", str(s.fastchat_controller_port),
-                 "--dispatch-method", s.fastchat_dispatch_method],
+                [
+                    "controller",
+                    "--host",
+                    s.fastchat_host,
+                    "--port",
+                    str(s.fastchat_controller_port),
+                    "--dispatch-method",
+                    s.fastchat_dispatch_method,
+                ],
                 logs / "fastchat-controller.log",
             ),
             ProcessSpec(
                 "openai_api_server",
-                ["openai_api_server", "--host", s.fastchat_host, "--port", str(s.fastchat_api_port),
-                 "--controller-address", controller],
+                [
+                    "openai_api_server",
+                    "--host",
+                    s.fastchat_host,
+                    "--port",
+                    str(s.fastchat_api_port),
+                    "--controller-address",
+                    controller,
+                ],
                 logs / "fastchat-openai-api.log",
             ),
         ]
         for worker in s.llm_workers:
-            specs.append(ProcessSpec(f"worker-{worker.port}", self._worker_argv(worker), logs / f"fastchat-worker-{worker.port}.log"))
+            specs.append(
+                ProcessSpec(
+                    f"worker-{worker.port}", self._worker_argv(worker), logs / f"fastchat-worker-{worker.port}.log"
+                )
+            )
         return specs
 
     def _worker_argv(self, worker: WorkerSettings) -> list[str]:
         s = self.settings
         common = [
-            "--host", s.fastchat_host,
-            "--port", str(worker.port),
-            "--worker-address", f"http://{s.fastchat_host}:{worker.port}",
-            "--controller-address", s.fastchat_controller_url,
-            "--model-path", self.worker_model_path(worker),
-            "--model-names", self.worker_model_name(worker),
-            "--limit-worker-concurrency", str(worker.concurrency),
+            "--host",
+            s.fastchat_host,
+            "--port",
+            str(worker.port),
+            "--worker-address",
+            f"http://{s.fastchat_host}:{worker.port}",
+            "--controller-address",
+            s.fastchat_controller_url,
+            "--model-path",
+            self.worker_model_path(worker),
+            "--model-names",
+            self.worker_model_name(worker),
+            "--limit-worker-concurrency",
+            str(worker.concurrency),
         ]
         if worker.conv_template:
             common += ["--conv-template", worker.conv_template]
         if worker.kind == "llamacpp":
-            return ["llamacpp_worker", *common, "--context-length", str(worker.context_length),
-                    "--threads", str(worker.threads)]
+            return [
+                "llamacpp_worker",
+                *common,
+                "--context-length",
+                str(worker.context_length),
+                "--threads",
+                str(worker.threads),
+            ]
         if worker.kind == "hf":
             return ["model_worker", *common, "--device", worker.device, *worker.extra_args]
         return ["vllm_worker", *common, *worker.extra_args]
@@ -198,7 +229,9 @@ class LLMStack:
             if ready():
                 return
             time.sleep(0.3)
-        raise StackError(f"{what} did not become ready within {timeout_s:.0f} s; see the logs in {self.settings.logs_dir}")
+        raise StackError(
+            f"{what} did not become ready within {timeout_s:.0f} s; see the logs in {self.settings.logs_dir}"
+        )
 
     def raise_if_died(self) -> None:
         for proc in self.processes:

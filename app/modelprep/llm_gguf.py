@@ -78,7 +78,9 @@ def check_model_file(path: Path, model: ChunkedGGUF = DEFAULT_LLM) -> None:
         )
 
 
-def prepare_llm_model(models_dir: Path, model: ChunkedGGUF = DEFAULT_LLM, *, report: Callable[[str], None] = log.info) -> Path:
+def prepare_llm_model(
+    models_dir: Path, model: ChunkedGGUF = DEFAULT_LLM, *, report: Callable[[str], None] = log.info
+) -> Path:
     """Make sure `models_dir/<filename>` is the verified model; rebuild it when missing or damaged."""
     target = models_dir / model.filename
     try:
