@@ -4,10 +4,11 @@ REST API (the one door to the data), whose address is KBQA_API_URL or api_host/a
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -16,13 +17,18 @@ from rich.table import Table
 
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, get_settings
 
+if TYPE_CHECKING:
+    from app.llm.stack import LLMStack
+
 app = typer.Typer(help="Local knowledge-base question answering.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare the offline models.", no_args_is_help=True)
 kb_app = typer.Typer(help="Knowledge bases.", no_args_is_help=True)
 doc_app = typer.Typer(help="Documents in a knowledge base.", no_args_is_help=True)
+llm_app = typer.Typer(help="The local LLM: the FastChat stack (controller, OpenAI-compatible API, workers).")
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
 app.add_typer(doc_app, name="doc")
+app.add_typer(llm_app, name="llm", no_args_is_help=True)
 console = Console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")]
 
@@ -54,7 +60,7 @@ class ApiClient:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -111,6 +117,131 @@ def serve(
 
     settings = get_settings()
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+
+
+def _sigterm_as_interrupt() -> None:
+    """`kill <pid>` then stops everything as cleanly as Ctrl-C does."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _start_llm_stack(detach: bool) -> LLMStack:
+    from app.llm.stack import LLMStack, StackError
+    from app.modelprep.llm_gguf import ModelFileError
+
+    settings = get_settings()
+    stack = LLMStack(settings, report=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    console.print(f"starting FastChat ({len(settings.llm_workers)} worker(s)); logs in {settings.logs_dir}")
+    try:
+        stack.start(detach=detach)
+    except (StackError, ModelFileError) as exc:
+        _fail(str(exc))
+    console.print(f"  OpenAI-compatible API: {settings.fastchat_api_url}", highlight=False)
+    console.print(f"  controller:            {settings.fastchat_controller_url}", highlight=False)
+    return stack
+
+
+@llm_app.command("up")
+def llm_up(
+    detach: Annotated[
+        bool, typer.Option(help="Leave it running in the background; stop it with `kbqa llm down`.")
+    ] = False,
+) -> None:
+    """Start the FastChat controller, its OpenAI-compatible API server and the model workers; wait until ready."""
+    from app.llm.stack import StackError
+
+    _sigterm_as_interrupt()
+    stack = _start_llm_stack(detach)
+    if detach:
+        return
+    console.print("press Ctrl-C to stop")
+    try:
+        stack.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the LLM stack")
+    except StackError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    finally:
+        stack.stop()
+
+
+@llm_app.command("down")
+def llm_down() -> None:
+    """Stop an LLM stack started with `kbqa llm up --detach` (or left behind by a crashed launcher)."""
+    from app.llm.stack import stop_running
+
+    stopped = stop_running(get_settings())
+    console.print(f"stopped {stopped} process(es)" if stopped else "no LLM stack is running")
+
+
+@llm_app.command("status")
+def llm_status() -> None:
+    """Show the models the OpenAI-compatible API serves."""
+    from app.errors import KBQAError
+    from app.llm.client import LLMClient
+
+    client = LLMClient(get_settings())
+    try:
+        models = client.list_models()
+    except KBQAError as exc:
+        _fail(exc.message)
+    console.print(f"{client.base_url} serves: {', '.join(models) or '(no model yet)'}", highlight=False)
+
+
+@app.command()
+def chat(
+    question: str,
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default llm_model).")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0, max=2)] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.")] = True,
+) -> None:
+    """Ask the LLM directly through its OpenAI-compatible API (no knowledge base)."""
+    from app.errors import KBQAError
+    from app.llm.client import LLMClient
+
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": question})
+    client = LLMClient(get_settings())
+    options = {"model": model, "temperature": temperature, "max_tokens": max_tokens}
+    try:
+        if not stream:
+            sys.stdout.write(client.chat(messages, **options).text + "\n")
+            return
+        for delta in client.stream(messages, **options):
+            sys.stdout.write(delta.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    except KBQAError as exc:
+        sys.stdout.write("\n")
+        _fail(exc.message)
+
+
+@app.command()
+def up(
+    llm: Annotated[bool, typer.Option(help="Start the local LLM stack too (off: use llm_base_url as it is).")] = True,
+) -> None:
+    """Start everything: the LLM stack, then the REST API; Ctrl-C stops all of it."""
+    import uvicorn
+
+    from app.api.main import create_app
+
+    settings = get_settings()
+    _sigterm_as_interrupt()
+    stack = _start_llm_stack(detach=False) if llm else None
+    try:
+        console.print(f"  kbqa API:              {settings.api_url}  (docs: {settings.api_url}/docs)", highlight=False)
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if stack:
+            console.print("stopping the LLM stack")
+            stack.stop()
 
 
 @kb_app.command("create")

@@ -7,13 +7,18 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from app.llm.stack import LLMStack
 
 SHARED = PROJECT_ROOT.parent / "shared"
 
@@ -32,6 +37,50 @@ def embedding_model_dir() -> Path:
 
     data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
     return prepare_embedding_model(data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME)
+
+
+@pytest.fixture(scope="session")
+def llm_model_file() -> Path:
+    from app.modelprep.llm_gguf import prepare_llm_model
+
+    data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
+    return prepare_llm_model(data_dir / "models")
+
+
+def llm_settings(data_dir: Path, model_file: Path, workers: int = 1, **overrides: object) -> Settings:
+    """Settings for a FastChat stack of its own (free ports, logs under data_dir) serving the real model."""
+    from app.settings import WorkerSettings
+
+    worker_options = {"model_path": str(model_file), "context_length": 2048, "threads": 2 if workers == 1 else 1}
+    options: dict[str, object] = {
+        "data_dir": data_dir,
+        "fastchat_controller_port": free_port(),
+        "fastchat_api_port": free_port(),
+        "fastchat_heart_beat_s": 5,
+        "llm_workers": [WorkerSettings(port=free_port(), **worker_options) for _ in range(workers)],
+        "llm_temperature": 0.0,
+        "llm_max_tokens": 128,
+    }
+    return Settings(**(options | overrides))  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_llm_stack(settings: Settings) -> Iterator[LLMStack]:
+    from app.llm.stack import LLMStack
+
+    stack = LLMStack(settings, report=lambda _line: None)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def llm_stack(tmp_path_factory: pytest.TempPathFactory, llm_model_file: Path) -> Iterator[LLMStack]:
+    """The real FastChat stack (controller, openai_api_server, llama.cpp worker), once per test session."""
+    with running_llm_stack(llm_settings(tmp_path_factory.mktemp("llm-stack"), llm_model_file)) as stack:
+        yield stack
 
 
 def free_port() -> int:

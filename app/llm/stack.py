@@ -207,6 +207,9 @@ class LLMStack:
         return set(self.model_names()) <= listed
 
     def _spawn(self, spec: ProcessSpec, detach: bool) -> None:
+        self.processes.append(self._launch(spec, detach))
+
+    def _launch(self, spec: ProcessSpec, detach: bool) -> RunningProcess:
         log = spec.log_file.open("ab")
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name} ====\n".encode())
         log.flush()
@@ -220,7 +223,7 @@ class LLMStack:
             start_new_session=True,
             preexec_fn=None if detach else _die_with_parent,
         )
-        self.processes.append(RunningProcess(spec, popen, log))
+        return RunningProcess(spec, popen, log)
 
     def _wait_until(self, ready: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -249,11 +252,31 @@ class LLMStack:
         ]
         self.pid_file.write_text(json.dumps({"api_url": self.settings.fastchat_api_url, "processes": entries}))
 
-    def wait(self) -> None:
-        """Block until a process dies (raises StackError) or the user presses Ctrl-C."""
+    def revive(self) -> list[str]:
+        """Restart every process that has exited (a crashed worker comes back on its port and re-registers)."""
+        revived = []
+        for index, proc in enumerate(self.processes):
+            code = proc.popen.poll()
+            if code is None:
+                continue
+            self.report(f"{proc.spec.name} exited with code {code}; restarting it (log: {proc.spec.log_file})")
+            proc.log.close()
+            self.processes[index] = self._launch(proc.spec, detach=False)
+            revived.append(proc.spec.name)
+        if revived:
+            self._write_pid_file()
+        return revived
+
+    def wait(self, max_restarts_per_minute: int = 3) -> None:
+        """Supervise until Ctrl-C: restart what dies, give up (StackError) on a process that keeps dying."""
+        restarts: list[float] = []
         while True:
-            self.raise_if_died()
             time.sleep(0.5)
+            if self.revive():
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < 60] + [now]
+                if len(restarts) > max_restarts_per_minute:
+                    raise StackError(f"processes keep dying; see the logs in {self.settings.logs_dir}")
 
     def stop(self) -> None:
         terminate([p.popen.pid for p in self.processes])

@@ -1,0 +1,304 @@
+"""The real FastChat stack (stock controller and openai_api_server, our llama.cpp worker, the real Qwen2.5 GGUF),
+reached through the `openai` package exactly as the backend reaches it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app as cli_app
+from app.llm.client import LLMClient, LLMRequestRejected, LLMStreamError, LLMUnavailable
+from app.llm.stack import LLMStack, port_is_free, running_processes, stop_running
+from app.settings import PROJECT_ROOT, Settings
+from tests.conftest import free_port, llm_settings, running_llm_stack
+
+ZH_QUESTION = [{"role": "user", "content": "中国的首都是哪个城市？只回答城市名。"}]
+EN_QUESTION = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
+LONG_ANSWER = [{"role": "user", "content": "Write a long essay about the history of printing, in English."}]
+
+
+def test_models_lists_the_configured_model(llm_stack: LLMStack) -> None:
+    assert LLMClient(llm_stack.settings).list_models() == [llm_stack.settings.llm_model]
+
+
+def test_chinese_chat_completion(llm_stack: LLMStack) -> None:
+    result = LLMClient(llm_stack.settings).chat(ZH_QUESTION)
+    assert "北京" in result.text
+    assert result.finish_reason == "stop"
+    assert result.usage["prompt_tokens"] > 10
+    assert result.usage["completion_tokens"] >= 1
+    assert result.usage["total_tokens"] == result.usage["prompt_tokens"] + result.usage["completion_tokens"]
+
+
+def test_english_chat_completion_streams_token_by_token(llm_stack: LLMStack) -> None:
+    question = "Name the capital of France, then the capital of Italy, in one sentence."
+    deltas = list(LLMClient(llm_stack.settings).stream([{"role": "user", "content": question}]))
+    text = "".join(d.text for d in deltas)
+    assert "Paris" in text and "Rome" in text
+    assert len([d for d in deltas if d.text]) >= 5, "the answer must arrive in pieces, not at once"
+    assert deltas[-1].finish_reason == "stop"
+
+
+def test_stream_and_non_stream_agree_at_temperature_zero(llm_stack: LLMStack) -> None:
+    client = LLMClient(llm_stack.settings)
+    streamed = "".join(d.text for d in client.stream(ZH_QUESTION))
+    assert streamed == client.chat(ZH_QUESTION).text
+
+
+def test_raw_sse_events_are_valid_json_with_unicode(llm_stack: LLMStack) -> None:
+    """The pydantic 2 fix: FastChat's stream used to fail on `chunk.json(ensure_ascii=False)`."""
+    body = {"model": llm_stack.settings.llm_model, "messages": ZH_QUESTION, "stream": True, "temperature": 0}
+    with httpx.stream("POST", f"{llm_stack.settings.fastchat_api_url}/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        events = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert "北京" in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+
+
+def test_max_tokens_ends_with_length(llm_stack: LLMStack) -> None:
+    result = LLMClient(llm_stack.settings).chat(LONG_ANSWER, max_tokens=8)
+    assert result.finish_reason == "length"
+    assert result.usage["completion_tokens"] == 8
+
+
+def test_prompt_over_the_context_length_is_a_clear_4xx(llm_stack: LLMStack) -> None:
+    too_long = [{"role": "user", "content": "上下文长度测试。" * 800}]  # far over the 2,048-token context
+    with pytest.raises(LLMRequestRejected, match="maximum context length is 2048 tokens"):
+        LLMClient(llm_stack.settings).chat(too_long)
+    with pytest.raises(LLMRequestRejected):
+        list(LLMClient(llm_stack.settings).stream(too_long))
+    body = {"model": llm_stack.settings.llm_model, "messages": too_long}
+    response = httpx.post(f"{llm_stack.settings.fastchat_api_url}/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == 40303
+
+
+def test_unknown_model_is_404(llm_stack: LLMStack) -> None:
+    with pytest.raises(LLMUnavailable, match="does not serve"):
+        LLMClient(llm_stack.settings).chat(EN_QUESTION, model="no-such-model")
+
+
+def test_llm_down_names_the_url_it_tried(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")  # type: ignore[arg-type]
+    client = LLMClient(settings)
+    with pytest.raises(LLMUnavailable, match=f"LLM server at {settings.llm_base_url} is not reachable"):
+        client.chat(EN_QUESTION)
+    with pytest.raises(LLMUnavailable, match="kbqa llm up"):
+        list(client.stream(EN_QUESTION))
+
+
+def test_cli_chat_streams_the_answer(llm_stack: LLMStack) -> None:
+    env = {"KBQA_LLM_BASE_URL": llm_stack.settings.fastchat_api_url, "KBQA_LLM_TEMPERATURE": "0"}
+    result = CliRunner().invoke(cli_app, ["chat", "中国的首都是哪个城市？只回答城市名。"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "北京" in result.output
+
+
+def test_cli_chat_with_llm_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import get_settings
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    monkeypatch.setenv("KBQA_LLM_BASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["chat", "你好"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: LLM server at {url} is not reachable (ConnectError); start it with `kbqa llm up` "
+                     "or point llm_base_url at a running OpenAI-compatible server"]
+
+
+def test_worker_dying_mid_stream_ends_the_stream_with_an_error_then_recovers(
+    tmp_path: Path, llm_model_file: Path
+) -> None:
+    with running_llm_stack(llm_settings(tmp_path, llm_model_file, llm_max_tokens=400)) as stack:
+        client = LLMClient(stack.settings)
+        worker = next(p for p in stack.processes if p.spec.name.startswith("worker-"))
+        received = []
+        with pytest.raises(LLMStreamError, match="stopped answering mid-stream"):
+            for delta in client.stream(LONG_ANSWER):
+                received.append(delta.text)
+                if len(received) == 3:
+                    os.killpg(worker.popen.pid, signal.SIGKILL)
+        assert len(received) >= 3
+
+        with pytest.raises((LLMUnavailable, LLMStreamError)):
+            client.chat(EN_QUESTION)  # no worker: a clear error, not a hang
+
+        assert stack.revive() == [worker.spec.name]
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                result = client.chat(EN_QUESTION)
+                break
+            except (LLMUnavailable, LLMStreamError):
+                assert time.monotonic() < deadline, "the restarted worker never served again"
+                time.sleep(0.5)
+        assert "Paris" in result.text
+
+
+def test_two_workers_behind_one_controller_share_the_requests(tmp_path: Path, llm_model_file: Path) -> None:
+    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm_max_tokens=16)
+    with running_llm_stack(settings):
+        client = LLMClient(settings)
+        assert client.list_models() == [settings.llm_model]  # one model name, two workers
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            answers = list(pool.map(lambda _i: client.chat(EN_QUESTION).text, range(4)))
+        assert all("Paris" in answer for answer in answers)
+        served = [
+            httpx.post(f"http://{settings.fastchat_host}:{w.port}/worker_get_status", timeout=5).json()["call_ct"]
+            for w in settings.llm_workers
+        ]
+        assert sum(served) == 4
+        assert min(served) >= 1, f"the controller sent every request to one worker: {served}"
+
+
+def test_stop_leaves_no_process_and_frees_the_ports(tmp_path: Path, llm_model_file: Path) -> None:
+    settings = llm_settings(tmp_path, llm_model_file)
+    with running_llm_stack(settings) as stack:
+        pids = [p.popen.pid for p in stack.processes]
+        assert running_processes(settings) == pids
+        assert (settings.logs_dir / "fastchat-controller.log").stat().st_size > 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+    ports = [settings.fastchat_controller_port, settings.fastchat_api_port, settings.llm_workers[0].port]
+    assert all(port_is_free(settings.fastchat_host, port) for port in ports)
+    assert not (settings.run_dir / "llm-stack.json").exists()
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    worker = settings.llm_workers[0]
+    return {
+        **os.environ,
+        "KBQA_DATA_DIR": str(settings.data_dir),
+        "KBQA_FASTCHAT_CONTROLLER_PORT": str(settings.fastchat_controller_port),
+        "KBQA_FASTCHAT_API_PORT": str(settings.fastchat_api_port),
+        "KBQA_LLM_WORKERS": json.dumps([worker.model_dump()]),
+    }
+
+
+def _wait_for_ready(settings: Settings, launcher: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while not LLMStack(settings).models_ready():
+        assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
+        assert time.monotonic() < deadline, "kbqa llm up never got ready"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -9 of the launcher"])
+def test_kbqa_llm_up_leaves_no_orphans(tmp_path: Path, llm_model_file: Path, how: str) -> None:
+    settings = llm_settings(tmp_path, llm_model_file)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "llm", "up"], cwd=PROJECT_ROOT, env=_cli_env(settings),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_for_ready(settings, launcher)
+        children = [psutil.Process(pid) for pid in running_processes(settings)]
+        assert len(children) == 3
+        launcher.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+        launcher.wait(timeout=30)
+        _gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, f"orphans left after {how}: {alive}"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        stop_running(settings)
+
+
+def test_kbqa_llm_up_detached_then_down(tmp_path: Path, llm_model_file: Path) -> None:
+    settings = llm_settings(tmp_path, llm_model_file)
+    env = _cli_env(settings)
+    up = subprocess.run([sys.executable, "-m", "app.cli", "llm", "up", "--detach"], cwd=PROJECT_ROOT, env=env,
+                        capture_output=True, text=True, timeout=180)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert settings.fastchat_api_url in up.stdout
+        assert LLMStack(settings).models_ready()
+        again = subprocess.run([sys.executable, "-m", "app.cli", "llm", "up", "--detach"], cwd=PROJECT_ROOT,
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "already running" in again.stdout
+    finally:
+        down = subprocess.run([sys.executable, "-m", "app.cli", "llm", "down"], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert "stopped 3 process(es)" in down.stdout
+    assert running_processes(settings) == []
+    assert not LLMStack(settings).models_ready()
+
+
+def test_missing_model_file_is_reported_with_the_fix(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, fastchat_controller_port=free_port(),  # type: ignore[arg-type]
+                        fastchat_api_port=free_port())
+    env = _cli_env(settings) | {"KBQA_LLM_WORKERS": json.dumps([{"kind": "llamacpp", "port": free_port()}])}
+    result = subprocess.run([sys.executable, "-m", "app.cli", "llm", "up"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"model file {settings.default_llm_file} is missing; run `kbqa models prepare`" in result.stdout
+
+
+def test_port_in_use_is_refused_before_starting(tmp_path: Path, llm_model_file: Path) -> None:
+    settings = llm_settings(tmp_path, llm_model_file)
+    with socket.socket() as busy:
+        busy.bind((settings.fastchat_host, settings.fastchat_api_port))
+        busy.listen()
+        stack = LLMStack(settings, report=lambda _line: None)
+        with pytest.raises(Exception, match=f"port {settings.fastchat_host}:{settings.fastchat_api_port} is in use"):
+            stack.start()
+    assert stack.processes == []
+
+
+def test_worker_kinds_launch_the_matching_fastchat_worker(tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        llm_workers=[
+            {"kind": "llamacpp", "port": 21002, "threads": 4},
+            {"kind": "hf", "port": 21003, "model_path": "/models/qwen", "device": "cuda", "model_name": "big"},
+            {"kind": "vllm", "port": 21004, "model_path": "/models/qwen", "extra_args": ["--num-gpus", "2"]},
+        ],
+    )
+    plan = {spec.name: spec.argv for spec in LLMStack(settings).plan()}
+    assert plan["worker-21002"][0] == "llamacpp_worker"
+    assert plan["worker-21002"][plan["worker-21002"].index("--model-path") + 1] == str(settings.default_llm_file)
+    assert plan["worker-21003"][:1] == ["model_worker"] and "cuda" in plan["worker-21003"]
+    assert plan["worker-21003"][plan["worker-21003"].index("--model-names") + 1] == "big"
+    assert plan["worker-21004"][0] == "vllm_worker" and plan["worker-21004"][-2:] == ["--num-gpus", "2"]
+    with pytest.raises(Exception, match="needs model_path"):
+        LLMStack(Settings(data_dir=tmp_path, llm_workers=[{"kind": "hf"}])).plan()  # type: ignore[arg-type]
+
+
+def test_client_disconnect_stops_generation(llm_stack: LLMStack) -> None:
+    """Closing a stream frees the worker at once: the next request is answered without waiting for the first."""
+    client = LLMClient(llm_stack.settings)
+    stream = client.stream(LONG_ANSWER, max_tokens=1000)
+    for _ in zip(range(3), stream, strict=False):
+        pass
+    stream.close()
+    worker = llm_stack.settings.llm_workers[0]
+    status_url = f"http://{llm_stack.settings.fastchat_host}:{worker.port}/worker_get_status"
+    finished = threading.Event()
+    result: list[str] = []
+
+    def ask() -> None:
+        result.append(client.chat(EN_QUESTION, max_tokens=8).text)
+        finished.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    # 1,000 tokens would take ~40 s at 25 tokens/s; a freed worker answers the 8-token question in about 1 s.
+    assert finished.wait(20), "the abandoned generation kept the worker busy"
+    assert "Paris" in result[0]
+    assert httpx.post(status_url, timeout=5).json()["queue_length"] == 0
