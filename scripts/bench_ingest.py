@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -37,9 +36,9 @@ from app.kb.vector_store import ChunkRow  # noqa: E402
 from app.retrieval.retriever import RetrievalMode  # noqa: E402
 from app.services import Services  # noqa: E402
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings  # noqa: E402
+from scripts.benchdoc import BENCHMARKS_MD, machine, write_section  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
-MARK_START, MARK_END = "<!-- bench_ingest:start -->", "<!-- bench_ingest:end -->"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -209,24 +208,8 @@ def run_scale(services: Services, seed_rows: list[dict], questions: list[dict], 
     return result
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    if Path("/proc/meminfo").exists():
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    return f"{cpu}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
-
-
 def render(args: argparse.Namespace, langs: dict[str, dict], scale: dict | None) -> str:
     lines = [
-        MARK_START,
         "## Ingestion and search (`scripts/bench_ingest.py`)",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -294,18 +277,7 @@ def render(args: argparse.Namespace, langs: dict[str, dict], scale: dict | None)
                 f"| {mode.value} | {scale[f'{mode.value} p50 ms']:.1f} | {scale[f'{mode.value} p95 ms']:.1f} |"
             )
         lines.append(f"| (query embedding alone) | {scale['query embedding p50 ms']:.1f} | |")
-    lines += ["", MARK_END]
     return "\n".join(lines)
-
-
-def write_section(section: str, target: Path) -> None:
-    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    target.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -316,7 +288,7 @@ def main() -> None:
     parser.add_argument("--scale-rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--bundle", type=int, default=20, help="passages per file in the multi-passage run")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--output", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
     if not EVAL.exists():
@@ -360,7 +332,7 @@ def main() -> None:
         section = render(args, langs, scale)
         print(section)
         if not args.dry_run:
-            write_section(section, args.output)
+            write_section("bench_ingest", section, args.output)
             print(f"written to {args.output}")
     finally:
         services.close()

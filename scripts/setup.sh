@@ -36,7 +36,8 @@ WANT="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   log "installing Python packages (pip's cache makes this quick the second time)"
   "$VENV/bin/pip" install -q --upgrade "pip>=24" "setuptools<81" wheel
-  "$VENV/bin/pip" install -q -e ".[dev]"
+  # llama-cpp-python compiles llama.cpp on its first install (minutes); pip caches the wheel for the next one.
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" "$VENV/bin/pip" install -q -e ".[dev]"
   echo "$WANT" > "$STAMP"
 fi
 

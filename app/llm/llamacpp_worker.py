@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -85,7 +86,9 @@ class LlamaCppWorker(BaseModelWorker):
         self.llm = Llama(
             model_path=model_path,
             n_ctx=context_length,
-            n_threads=threads or None,
+            # llama-cpp-python's own default is half the cores, which decodes ~30% slower here.
+            n_threads=threads or os.cpu_count(),
+            n_threads_batch=threads or os.cpu_count(),
             n_batch=512,
             verbose=False,
         )
