@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 from functools import cached_property
 
+from app.chat.conversations import ConversationStore
+from app.chat.service import ChatService
 from app.kb.catalog import Catalog
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.service import KnowledgeBaseService
 from app.kb.vector_store import MilvusStore
+from app.llm.client import LLMClient
 from app.retrieval.embeddings import Embedder
 from app.retrieval.retriever import HybridFusion, Retriever
 from app.retrieval.scoring import ScoreCalibration
@@ -92,6 +95,18 @@ class Services:
             HybridFusion(s.hybrid_fusion, s.hybrid_dense_weight, s.rrf_k),
         )
         return SearchService(s, self.knowledge_bases, retriever)
+
+    @cached_property
+    def llm(self) -> LLMClient:
+        return LLMClient(self.settings)
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
+        return ConversationStore(self.catalog)
+
+    @cached_property
+    def chat(self) -> ChatService:
+        return ChatService(self.settings, self.knowledge_bases, self.search, self.llm, self.conversations)
 
     def close(self) -> None:
         self.queue.stop()

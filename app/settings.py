@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     llm_connect_timeout_s: float = Field(3.0, gt=0)
     llm_timeout_s: float = Field(120.0, gt=0)
 
+    prompts_file: Path = PROJECT_ROOT / "configs" / "prompts.yaml"
+    chat_history_turns: int = Field(5, ge=0, le=50)
+    chat_max_history_messages: int = Field(100, ge=0)
+    chat_max_kbs: int = Field(5, ge=1)
+    chat_rewrite_followups: bool = True
+    chat_no_hit_policy: Literal["refuse", "llm"] = "refuse"
+
     fastchat_host: str = "127.0.0.1"
     fastchat_controller_port: int = Field(20001, ge=1, le=65535)
     fastchat_api_port: int = Field(20000, ge=1, le=65535)
@@ -120,6 +127,8 @@ class Settings(BaseSettings):
     def model_post_init(self, _context: object) -> None:
         if not self.data_dir.is_absolute():
             self.data_dir = (Path.cwd() / self.data_dir).resolve()
+        if not self.prompts_file.is_absolute():
+            self.prompts_file = PROJECT_ROOT / self.prompts_file
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
 

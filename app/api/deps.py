@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.chat.conversations import ConversationStore
+from app.chat.service import ChatService
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.service import SearchService
 from app.services import Services
@@ -17,3 +19,11 @@ def knowledge_bases(request: Request) -> KnowledgeBaseService:
 
 def search_service(request: Request) -> SearchService:
     return services(request).search
+
+
+def chat_service(request: Request) -> ChatService:
+    return services(request).chat
+
+
+def conversations(request: Request) -> ConversationStore:
+    return services(request).conversations

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymilvus.exceptions import MilvusException
 
-from app.api.routes import documents, knowledge_bases, search
+from app.api.routes import chat, documents, knowledge_bases, openai_compat, search
 from app.errors import KBQAError
 from app.kb.vector_store import VectorStoreUnavailable
 from app.services import Services
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="kbqa",
-        description="Local knowledge-base question answering: knowledge bases, documents and retrieval.",
+        description="Local knowledge-base question answering: knowledge bases, documents, retrieval and chat.",
         version="0.1.0",
         lifespan=lifespan,
     )
@@ -61,4 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(knowledge_bases.router)
     app.include_router(documents.router)
     app.include_router(search.router)
+    app.include_router(chat.router)
+    app.include_router(openai_compat.router)
     return app

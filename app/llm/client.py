@@ -103,17 +103,29 @@ class LLMClient:
             raise self.translate(exc) from exc
         return _result(response)
 
-    async def astream(self, messages: list[Message], **overrides: Any) -> AsyncIterator[ChatDelta]:
-        """Closing this iterator (a client that went away) closes the connection, which stops the generation."""
+    async def aopen_stream(self, messages: list[Message], **overrides: Any) -> AsyncIterator[ChatDelta]:
+        """Open the stream now (a down server or a refused request raises here, before anything is sent on),
+        and return its pieces. Closing the iterator (a client that went away) closes the connection, which
+        stops the generation."""
         params = self.request(messages, **overrides)
         try:
             chunks = await self._async.chat.completions.create(**params, stream=True)
+        except openai.OpenAIError as exc:
+            raise self.translate(exc) from exc
+        return self._deltas(chunks)
+
+    async def _deltas(self, chunks: openai.AsyncStream[Any]) -> AsyncIterator[ChatDelta]:
+        try:
             async with chunks:
                 async for chunk in chunks:
                     if delta := _delta(chunk):
                         yield delta
         except openai.OpenAIError as exc:
             raise self.translate(exc) from exc
+
+    async def astream(self, messages: list[Message], **overrides: Any) -> AsyncIterator[ChatDelta]:
+        async for delta in await self.aopen_stream(messages, **overrides):
+            yield delta
 
     def list_models(self) -> list[str]:
         try:

@@ -23,7 +23,7 @@ class SearchService:
         score_threshold: float | None = None,
         mode: RetrievalMode | str = RetrievalMode.hybrid,
     ) -> SearchResponse:
-        question = self._validate_question(question)
+        question = self.validate_question(question)
         top_k = self.settings.default_top_k if top_k is None else top_k
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
@@ -61,7 +61,7 @@ class SearchService:
             timings_ms=result.timings_ms,
         )
 
-    def _validate_question(self, question: str) -> str:
+    def validate_question(self, question: str) -> str:
         question = (question or "").strip()
         if not question:
             raise InvalidInput("question must not be empty")

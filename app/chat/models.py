@@ -1,0 +1,80 @@
+"""What a chat request carries and what comes back: sources, streamed events, the whole answer."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.retrieval.retriever import RetrievalMode
+
+
+class ChatMode(enum.StrEnum):
+    llm = "llm"  # LLM 对话
+    kb = "kb"  # 知识库问答
+    kb_test = "kb_test"  # 知识库测试: retrieval only
+
+
+class HistoryMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=20_000)
+
+
+class ChatRequest(BaseModel):
+    question: str = Field(description="Not empty; at most max_question_chars characters")
+    mode: ChatMode = ChatMode.kb
+    kb_names: list[str] = Field(default_factory=list, description="Knowledge bases to search (kb and kb_test)")
+    history: list[HistoryMessage] | None = Field(
+        None, description="Earlier turns, oldest first; or leave empty and send conversation_id"
+    )
+    conversation_id: str | None = Field(None, description="A conversation the server keeps (see /api/conversations)")
+    top_k: int | None = Field(None, description="1..max_top_k chunks; default default_top_k")
+    score_threshold: float | None = Field(None, ge=0, le=1, description="0-1; chunks scoring lower are dropped")
+    retrieval_mode: RetrievalMode = RetrievalMode.hybrid
+    template: str | None = Field(None, description="A kb template name from configs/prompts.yaml")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    history_turns: int | None = Field(None, ge=0, le=50, description="Earlier question/answer pairs to use")
+    rewrite: bool | None = Field(None, description="Rewrite a follow-up before retrieval (kb mode)")
+    no_hit_policy: Literal["refuse", "llm"] | None = None
+    stream: bool = True
+
+
+class Source(BaseModel):
+    number: int
+    kb_name: str
+    doc_id: str
+    file_name: str
+    page: int | None
+    chunk_index: int
+    heading: str | None = None
+    text: str
+    score: float
+
+
+class Timings(BaseModel):
+    rewrite_ms: float | None = None
+    retrieval_ms: float | None = None
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+
+
+class ChatAnswer(BaseModel):
+    """The whole answer: what the stream's events add up to."""
+
+    mode: ChatMode
+    question: str
+    rewritten_question: str | None = None
+    conversation_id: str | None = None
+    answer: str = ""
+    answered_from_kb: bool = False
+    sources: list[Source] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    timings_ms: Timings = Field(default_factory=Timings)
+    finish_reason: str | None = None

@@ -1,0 +1,57 @@
+"""The prompt templates from configs/prompts.yaml, and the filling of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from app.chat.models import Source
+from app.errors import InvalidInput
+
+DEFAULT_KB_TEMPLATE = "kb_default"
+
+
+@dataclass(frozen=True)
+class PromptBook:
+    kb_templates: dict[str, str]
+    rewrite: str
+    no_hit_refusal: str
+    no_hit_notice: str
+
+    def kb_prompt(self, question: str, sources: list[Source], template: str | None = None) -> str:
+        name = template or DEFAULT_KB_TEMPLATE
+        if name not in self.kb_templates:
+            raise InvalidInput(f"unknown prompt template {name!r}; known: {', '.join(sorted(self.kb_templates))}")
+        return self.kb_templates[name].replace("{context}", format_context(sources)).replace("{question}", question)
+
+    def rewrite_prompt(self, history: list[tuple[str, str]], question: str) -> str:
+        turns = "\n".join(f"{'用户' if role == 'user' else '助手'}：{text}" for role, text in history)
+        return self.rewrite.replace("{history}", turns).replace("{question}", question)
+
+
+def format_context(sources: list[Source]) -> str:
+    """Numbered blocks, each with where it comes from, so the answer can cite [n]."""
+    blocks = []
+    for source in sources:
+        where = source.file_name + (f" 第{source.page}页" if source.page else "")
+        blocks.append(f"[{source.number}] ({where}) {source.text}")
+    return "\n\n".join(blocks)
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path, mtime: float) -> PromptBook:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return PromptBook(
+        kb_templates=dict(data["kb_templates"]),
+        rewrite=data["rewrite"],
+        no_hit_refusal=data["no_hit_refusal"],
+        no_hit_notice=data["no_hit_notice"],
+    )
+
+
+def load_prompts(path: Path) -> PromptBook:
+    """Read once, and again whenever the file changes (templates can be edited while the server runs)."""
+    return _load(path, path.stat().st_mtime)

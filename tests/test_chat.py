@@ -1,0 +1,204 @@
+"""Chat against the real stack: Milvus Lite, the embedding model and FastChat serving the real Qwen2.5 model.
+
+The knowledge base holds facts the model cannot know (an invented project, its leader and budget)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.main import create_app
+from app.llm.stack import LLMStack
+from tests.conftest import create_kb, free_port, make_settings, upload_ready
+
+KB = "项目库"
+PROJECT_FILES = [  # one fact per file, so each is its own chunk
+    ("星河计划负责人.md", "星河计划由林晓澜负责，她在二〇二三年接手这个项目。"),
+    ("青松计划预算.md", "那它的预算呢？这是青松计划评审会上最常被问到的问题。青松计划的总预算为一千二百五十万元。"),
+    ("星河计划预算.md", "星河计划的总预算为三千八百七十万元，资金全部来自市科委专项拨款。"),
+    ("远航计划进度.md", "远航计划已完成第二阶段的测试，预计明年春季交付。"),
+]
+PROJECTS = [(name, text.encode()) for name, text in PROJECT_FILES]
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack
+) -> Iterator[TestClient]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("chat"),
+        embedding_model_dir,
+        llm_base_url=llm_stack.settings.fastchat_api_url,
+        llm_temperature=0.0,
+        llm_max_tokens=120,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        create_kb(test_client, KB)
+        docs = upload_ready(test_client, KB, *PROJECTS)
+        assert {d["status"] for d in docs} == {"ready"}, docs
+        yield test_client
+
+
+def ask(client: TestClient, **body: object) -> dict:
+    response = client.post("/api/chat", json={"stream": False, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def events_of(client: TestClient, **body: object) -> list[dict]:
+    with client.stream("POST", "/api/chat", json={"stream": True, **body}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    return [json.loads(line.removeprefix("data: ")) for line in lines]
+
+
+def test_kb_answers_with_the_fact_and_its_source(client: TestClient) -> None:
+    result = ask(client, question="星河计划的总预算是多少？", mode="kb", kb_names=[KB])
+    assert "三千八百七十万" in result["answer"] or "3870" in result["answer"]
+    assert result["answered_from_kb"] is True
+    top = result["sources"][0]
+    assert top["number"] == 1 and top["file_name"] == "星河计划预算.md" and top["kb_name"] == KB
+    assert "三千八百七十万元" in top["text"] and 0 < top["score"] <= 1
+    assert result["timings_ms"]["retrieval_ms"] > 0 and result["timings_ms"]["first_token_ms"] > 0
+
+
+def test_stream_sends_sources_then_tokens_then_done_and_matches_non_stream(client: TestClient) -> None:
+    body = {"question": "星河计划由谁负责？", "mode": "kb", "kb_names": [KB]}
+    events = events_of(client, **body)
+    assert [e["type"] for e in events[:1]] == ["sources"] and events[-1]["type"] == "done"
+    deltas = [e for e in events if e["type"] == "delta"]
+    assert len(deltas) >= 3 and {e["type"] for e in events[1:-1]} == {"delta"}
+    streamed = "".join(e["text"] for e in deltas)
+    assert "林晓澜" in streamed
+    assert [s["number"] for s in events[0]["sources"]] == list(range(1, len(events[0]["sources"]) + 1))
+    done = events[-1]
+    assert done["usage"]["completion_tokens"] == len(deltas)
+    assert done["timings_ms"]["total_ms"] >= done["timings_ms"]["first_token_ms"] >= done["timings_ms"]["retrieval_ms"]
+    whole = ask(client, **body)
+    assert whole["answer"] == streamed
+    assert whole["sources"] == events[0]["sources"]
+
+
+def test_llm_mode_gets_no_sources(client: TestClient) -> None:
+    result = ask(client, question="What is the capital of France? Answer with one word.", mode="llm")
+    assert "Paris" in result["answer"]
+    assert result["sources"] == [] and result["answered_from_kb"] is False
+    assert result["timings_ms"]["retrieval_ms"] is None
+
+
+def test_kb_test_returns_scored_chunks_without_the_llm(
+    tmp_path: Path, embedding_model_dir: Path, client: TestClient
+) -> None:
+    result = ask(client, question="星河计划的总预算", mode="kb_test", kb_names=[KB], top_k=2)
+    assert len(result["sources"]) == 2 and "三千八百七十万元" in result["sources"][0]["text"]
+    assert result["answer"] == "" and result["timings_ms"]["first_token_ms"] is None
+    # Proof that no LLM is involved: the same request succeeds with the LLM unreachable.
+    settings = make_settings(tmp_path, embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    with TestClient(create_app(settings)) as offline:
+        create_kb(offline, "离线库")
+        upload_ready(offline, "离线库", *PROJECTS)
+        assert ask(offline, question="星河计划的总预算", mode="kb_test", kb_names=["离线库"])["sources"]
+        down = offline.post("/api/chat", json={"question": "星河计划的总预算", "mode": "kb", "kb_names": ["离线库"]})
+        assert down.status_code == 503, "a down LLM is a 503 before streaming starts"
+        assert "is not reachable" in down.json()["detail"] and settings.llm_base_url in down.json()["detail"]
+
+
+HISTORY = [
+    {"role": "user", "content": "星河计划的负责人是谁？"},
+    {"role": "assistant", "content": "星河计划的负责人是林晓澜。"},
+]
+
+
+def test_follow_up_finds_the_right_chunk_only_thanks_to_rewriting(client: TestClient) -> None:
+    plain = ask(client, question="那它的预算呢？", mode="kb", kb_names=[KB], history=HISTORY, rewrite=False)
+    assert plain["rewritten_question"] is None
+    assert "青松计划" in plain["sources"][0]["text"], "without rewriting, the follow-up matches the wrong project"
+
+    rewritten = ask(client, question="那它的预算呢？", mode="kb", kb_names=[KB], history=HISTORY)
+    assert "星河计划" in rewritten["rewritten_question"]
+    assert "三千八百七十万元" in rewritten["sources"][0]["text"]
+    assert "三千八百七十万" in rewritten["answer"] or "3870" in rewritten["answer"]
+
+
+def test_conversation_kept_by_the_server(client: TestClient) -> None:
+    conversation = client.post("/api/conversations", json={}).json()["id"]
+    first = ask(client, question="星河计划的负责人是谁？", mode="kb", kb_names=[KB], conversation_id=conversation)
+    assert "林晓澜" in first["answer"]
+    second = ask(client, question="那它的预算呢？", mode="kb", kb_names=[KB], conversation_id=conversation)
+    assert "星河计划" in second["rewritten_question"]
+    stored = client.get(f"/api/conversations/{conversation}").json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert stored["messages"][3]["rewritten_question"] == second["rewritten_question"]
+    assert stored["messages"][3]["sources"][0]["text"] == second["sources"][0]["text"]
+    assert client.delete(f"/api/conversations/{conversation}").status_code == 204
+    assert client.get(f"/api/conversations/{conversation}").status_code == 404
+
+
+def test_no_hit_refuses_or_answers_marked(client: TestClient) -> None:
+    refused = ask(client, question="星河计划的总预算是多少？", mode="kb", kb_names=[KB], score_threshold=0.999999)
+    assert refused["sources"] == [] and refused["answered_from_kb"] is False
+    assert refused["answer"].startswith("根据已知信息无法回答该问题")
+    marked = ask(client, question="1+1等于几？", mode="kb", kb_names=[KB], score_threshold=0.999999,
+                 no_hit_policy="llm")
+    assert marked["answer"].startswith("（知识库中没有找到相关内容") and "2" in marked["answer"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"question": "   ", "mode": "llm"}, 422, "must not be empty"),
+        ({"question": "长" * 1001, "mode": "llm"}, 422, "the limit is 1000"),
+        ({"question": "你好", "mode": "poetry"}, 422, "mode"),
+        ({"question": "你好", "mode": "kb_test", "kb_names": [KB], "top_k": 0}, 422, "top_k"),
+        ({"question": "你好", "mode": "kb_test", "kb_names": [KB], "top_k": 101}, 422, "top_k"),
+        ({"question": "你好", "mode": "kb", "kb_names": ["没有这个库"]}, 404, "没有这个库"),
+        ({"question": "你好", "mode": "kb", "kb_names": []}, 422, "at least one knowledge base"),
+        ({"question": "你好", "mode": "llm", "history": [{"role": "robot", "content": "x"}]}, 422, "role"),
+        ({"question": "你好", "mode": "llm", "history": "not a list"}, 422, "history"),
+        ({"question": "你好", "mode": "llm", "history": [], "conversation_id": "0" * 32}, 422, "not both"),
+        ({"question": "你好", "mode": "llm", "conversation_id": "' or 1=1 --"}, 422, "hexadecimal"),
+        ({"question": "你好", "mode": "llm", "conversation_id": "f" * 32}, 404, "not found"),
+        ({"question": "你好", "mode": "kb", "kb_names": [KB], "template": "nope"}, 422, "unknown prompt template"),
+    ],
+)
+def test_bad_requests_get_precise_errors(client: TestClient, body: dict, status: int, fragment: str) -> None:
+    for stream in (False, True):
+        response = client.post("/api/chat", json={**body, "stream": stream})
+        assert response.status_code == status, response.text
+        assert fragment in response.text
+
+
+def test_openai_client_chats_with_a_knowledge_base(client: TestClient) -> None:
+    oa = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client)
+    models = [m.id for m in oa.models.list()]
+    assert f"kb:{KB}" in models and models[0] == "Qwen2.5-Coder-1.5B-Instruct"
+
+    reply = oa.chat.completions.create(model=f"kb:{KB}", messages=[{"role": "user", "content": "星河计划由谁负责？"}])
+    assert "林晓澜" in reply.choices[0].message.content
+    assert reply.model_extra["sources"][0]["file_name"] == "星河计划负责人.md"
+
+    stream = oa.chat.completions.create(
+        model=f"kb:{KB}", messages=[{"role": "user", "content": "星河计划由谁负责？"}], stream=True
+    )
+    chunks = list(stream)
+    assert chunks[0].model_extra["sources"][0]["kb_name"] == KB
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+    plain = oa.chat.completions.create(
+        model="Qwen2.5-Coder-1.5B-Instruct", messages=[{"role": "user", "content": "Capital of France? One word."}]
+    )
+    assert "Paris" in plain.choices[0].message.content and plain.model_extra["sources"] == []
+
+    with pytest.raises(openai.NotFoundError, match="unknown model"):
+        oa.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError, match="没有这个库"):
+        oa.chat.completions.create(model="kb:没有这个库", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="must not be empty"):
+        oa.chat.completions.create(model=f"kb:{KB}", messages=[{"role": "user", "content": " "}])
