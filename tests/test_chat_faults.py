@@ -1,0 +1,109 @@
+"""Chat faults that need a stack of their own: a worker dying mid-answer, a client walking away mid-answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from app.api.main import create_app
+from app.llm.stack import LLMStack
+from tests.conftest import free_port, llm_settings, make_settings, running_llm_stack
+
+LONG = "请写一篇很长的文章，介绍印刷术从古至今的历史，至少一千字。"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, llm_model_file: Path) -> Iterator[LLMStack]:
+    settings = llm_settings(tmp_path_factory.mktemp("faults-llm"), llm_model_file)
+    with running_llm_stack(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, stack: LLMStack) -> Iterator[str]:
+    """The API served by a real uvicorn, so a client that disconnects really closes its socket."""
+    settings = make_settings(
+        tmp_path_factory.mktemp("faults-api"), embedding_model_dir,
+        llm_base_url=stack.settings.fastchat_api_url, llm_temperature=0.0, llm_max_tokens=1000,
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
+
+
+def stream_events(http: httpx.Client, url: str, body: dict, stop_after_deltas: int | None = None) -> list[dict]:
+    events = []
+    with http.stream("POST", f"{url}/api/chat", json={"stream": True, **body}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+                deltas = sum(e["type"] == "delta" for e in events)
+                if stop_after_deltas is not None and deltas >= stop_after_deltas:
+                    break
+    return events
+
+
+def test_client_disconnect_stops_the_generation(api_url: str, stack: LLMStack) -> None:
+    with httpx.Client(timeout=120) as http:
+        events = stream_events(http, api_url, {"question": LONG, "mode": "llm"}, stop_after_deltas=3)
+        assert [e["type"] for e in events][:2] == ["sources", "delta"]
+        # The socket is closed. 1,000 tokens would keep the single worker busy for ~30-40 s; a stopped generation
+        # frees it, so a short question is answered at once.
+        done = threading.Event()
+
+        def ask() -> None:
+            body = {"question": "1+1等于几？只回答数字。", "mode": "llm", "stream": False, "max_tokens": 8}
+            assert "2" in http.post(f"{api_url}/api/chat", json=body).json()["answer"]
+            done.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        assert done.wait(20), "the abandoned generation kept the worker busy"
+    worker = stack.settings.llm_workers[0]
+    status = httpx.post(f"http://{stack.settings.fastchat_host}:{worker.port}/worker_get_status", timeout=5).json()
+    assert status["queue_length"] == 0
+
+
+def test_worker_dying_mid_answer_ends_with_an_error_event(api_url: str, stack: LLMStack) -> None:
+    worker = next(p for p in stack.processes if p.spec.name.startswith("worker-"))
+    events: list[dict] = []
+    with httpx.Client(timeout=120) as http, http.stream(
+        "POST", f"{api_url}/api/chat", json={"question": LONG, "mode": "llm", "stream": True}
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+                if sum(e["type"] == "delta" for e in events) == 3:
+                    os.killpg(worker.popen.pid, signal.SIGKILL)
+    assert events[-1]["type"] == "error", events[-4:]
+    assert events[-1]["status"] == 503 and "mid-stream" in events[-1]["message"]
+    assert events[-1]["partial_answer"] == "".join(e["text"] for e in events if e["type"] == "delta")
+
+    stack.revive()
+    deadline = time.monotonic() + 120
+    with httpx.Client(timeout=120) as http:
+        while True:
+            body = {"question": "1+1等于几？只回答数字。", "mode": "llm", "stream": False, "max_tokens": 8}
+            response = http.post(f"{api_url}/api/chat", json=body)
+            if response.status_code == 200:
+                break
+            assert response.status_code == 503 and time.monotonic() < deadline, response.text
+            time.sleep(0.5)
+    assert "2" in response.json()["answer"]
