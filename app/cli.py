@@ -386,6 +386,47 @@ def search(
     console.print(f"{len(result['hits'])} hits in {result['timings_ms'].get('total', 0):.0f} ms")
 
 
+@app.command()
+def ask(
+    kb: Annotated[list[str], typer.Argument(help="Knowledge base(s), then the question as the last argument")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    threshold: Annotated[float, typer.Option("--threshold", "-t")] = 0.0,
+) -> None:
+    """知识库问答: answer a question from knowledge bases through the API, streamed, then its sources."""
+    if len(kb) < 2:
+        _fail("give at least one knowledge base and the question, e.g. kbqa ask 合同库 \"违约金怎么算？\"")
+    *kb_names, question = kb
+    body = {"question": question, "mode": "kb", "kb_names": kb_names, "top_k": top_k, "score_threshold": threshold}
+    client = ApiClient()
+    try:
+        with client.http.stream("POST", "/api/chat", json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                _fail(f"{response.status_code}: {response.json().get('detail', response.text)}")
+            sources: list[dict[str, Any]] = []
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line.removeprefix("data: "))
+                if event["type"] == "sources":
+                    sources = event["sources"]
+                    if event.get("rewritten_question"):
+                        console.print(f"(rewritten: {event['rewritten_question']})", highlight=False)
+                elif event["type"] == "delta":
+                    sys.stdout.write(event["text"])
+                    sys.stdout.flush()
+                elif event["type"] == "error":
+                    sys.stdout.write("\n")
+                    _fail(event["message"])
+    except httpx.TransportError as exc:
+        _fail(f"cannot reach the kbqa API at {client.base_url} ({exc}); start it with `kbqa up`")
+    sys.stdout.write("\n")
+    for source in sources:
+        page = f" 第{source['page']}页" if source["page"] else ""
+        console.print(f"[{source['number']}] {source['file_name']}{page} ({source['kb_name']}, score "
+                      f"{source['score']:.2f})", highlight=False, markup=False)
+
+
 def main() -> None:
     app()
 

@@ -56,6 +56,7 @@ class _LazyEmbedder:
                     threads=s.embedding_threads,
                     query_prompt=s.query_prompt,
                     passage_prompt=s.passage_prompt,
+                    spin=self.role != "query",
                 )
             return _EMBEDDERS[key]
 

@@ -132,3 +132,13 @@ def create_kb(client: TestClient, name: str) -> dict:
     response = client.post("/api/kbs", json={"name": name})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@pytest.fixture
+def settings_from_env() -> Iterator[None]:
+    """For CLI tests that set KBQA_* variables: the cached settings are rebuilt before and after."""
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -109,6 +109,16 @@ def test_kb_test_returns_scored_chunks_without_the_llm(
         assert "is not reachable" in down.json()["detail"] and settings.llm_base_url in down.json()["detail"]
 
 
+def test_several_knowledge_bases_are_searched_together(client: TestClient) -> None:
+    create_kb(client, "第二库")
+    upload_ready(client, "第二库", ("星河计划风险.md", "星河计划的主要风险是关键芯片的供货周期过长。".encode()))
+    result = ask(client, question="星河计划", mode="kb_test", kb_names=[KB, "第二库"], top_k=5)
+    assert {s["kb_name"] for s in result["sources"]} == {KB, "第二库"}
+    scores = [s["score"] for s in result["sources"]]
+    assert scores == sorted(scores, reverse=True)  # one 0-1 scale, so hits from both merge by score
+    assert [s["number"] for s in result["sources"]] == list(range(1, len(scores) + 1))
+
+
 HISTORY = [
     {"role": "user", "content": "星河计划的负责人是谁？"},
     {"role": "assistant", "content": "星河计划的负责人是林晓澜。"},

@@ -107,3 +107,28 @@ def test_worker_dying_mid_answer_ends_with_an_error_event(api_url: str, stack: L
             assert response.status_code == 503 and time.monotonic() < deadline, response.text
             time.sleep(0.5)
     assert "2" in response.json()["answer"]
+
+
+@pytest.mark.usefixtures("settings_from_env")
+def test_cli_ask_streams_the_answer_then_its_sources(api_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli_app
+
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        assert http.post("/api/kbs", json={"name": "灯塔库"}).status_code == 201
+        fact = "石屿灯塔建于一八九三年，灯光射程二十二海里。".encode()
+        uploaded = http.post("/api/kbs/灯塔库/documents", files=[("files", ("灯塔.md", fact))])
+        assert uploaded.status_code == 202
+        deadline = time.monotonic() + 120
+        while http.get("/api/kbs/灯塔库/documents").json()[0]["status"] != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    runner = CliRunner()
+    env = {"KBQA_API_URL": api_url}
+    result = runner.invoke(cli_app, ["ask", "灯塔库", "石屿灯塔是哪一年建成的？", "--top-k", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "1893" in result.output or "一八九三" in result.output
+    assert "[1] 灯塔.md (灯塔库, score" in result.output
+    missing = runner.invoke(cli_app, ["ask", "没有的库", "问题"], env=env)
+    assert missing.exit_code == 1 and "404" in missing.output and "没有的库" in missing.output

@@ -69,6 +69,19 @@ def test_raw_sse_events_are_valid_json_with_unicode(llm_stack: LLMStack) -> None
     assert "北京" in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
 
 
+def test_the_same_long_prompt_twice_gets_the_same_answer(llm_stack: LLMStack) -> None:
+    """A regression guard: llama-cpp-python's prompt-cache reuse answered a repeated RAG prompt with garbage."""
+    prompt = (
+        "已知信息：\n[1] (灯塔.md) 石屿灯塔建于一八九三年，灯光射程二十二海里。\n\n"
+        "根据上述已知信息，简洁和专业的来回答用户的问题。如果无法从中得到答案，请说 “根据已知信息无法回答该问题” "
+        "或 “没有提供足够的相关信息”，不允许在答案中添加编造成分，答案请使用中文。\n\n问题是：石屿灯塔是哪一年建成的？"
+    )
+    client = LLMClient(llm_stack.settings)
+    answers = [client.chat([{"role": "user", "content": prompt}]).text for _ in range(3)]
+    assert "一八九三" in answers[0] or "1893" in answers[0]
+    assert answers[1] == answers[0] and answers[2] == answers[0]
+
+
 def test_max_tokens_ends_with_length(llm_stack: LLMStack) -> None:
     result = LLMClient(llm_stack.settings).chat(LONG_ANSWER, max_tokens=8)
     assert result.finish_reason == "length"
@@ -101,6 +114,7 @@ def test_llm_down_names_the_url_it_tried(tmp_path: Path) -> None:
         list(client.stream(EN_QUESTION))
 
 
+@pytest.mark.usefixtures("settings_from_env")
 def test_cli_chat_streams_the_answer(llm_stack: LLMStack) -> None:
     env = {"KBQA_LLM_BASE_URL": llm_stack.settings.fastchat_api_url, "KBQA_LLM_TEMPERATURE": "0"}
     result = CliRunner().invoke(cli_app, ["chat", "中国的首都是哪个城市？只回答城市名。"], env=env)
@@ -108,16 +122,10 @@ def test_cli_chat_streams_the_answer(llm_stack: LLMStack) -> None:
     assert "北京" in result.output
 
 
-def test_cli_chat_with_llm_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.settings import get_settings
-
+@pytest.mark.usefixtures("settings_from_env")
+def test_cli_chat_with_llm_down_is_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    monkeypatch.setenv("KBQA_LLM_BASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(cli_app, ["chat", "你好"])
-    finally:
-        get_settings.cache_clear()
+    result = CliRunner().invoke(cli_app, ["chat", "你好"], env={"KBQA_LLM_BASE_URL": url})
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"error: LLM server at {url} is not reachable (ConnectError); start it with `kbqa llm up` "

@@ -56,6 +56,7 @@ class Source(BaseModel):
 class Timings(BaseModel):
     rewrite_ms: float | None = None
     retrieval_ms: float | None = None
+    llm_request_ms: float | None = None  # from the request's arrival to the LLM call: our whole share
     first_token_ms: float | None = None
     total_ms: float = 0.0
 

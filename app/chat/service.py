@@ -158,6 +158,7 @@ class ChatService:
         else:
             session.prefix = self.prompts.no_hit_notice
             messages.append({"role": "user", "content": question})
+        answer.timings_ms.llm_request_ms = _ms_since(started)
         session.deltas = await self.llm.aopen_stream(
             messages, temperature=request.temperature, max_tokens=request.max_tokens
         )

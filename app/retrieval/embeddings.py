@@ -20,15 +20,17 @@ PROGRESS_STEP = 128
 _TOKENIZER_KWARGS = {"fix_mistral_regex": False}
 
 
-def _onnx_model_kwargs(threads: int) -> dict[str, object]:
-    kwargs: dict[str, object] = {"file_name": ONNX_INT8_FILE}
-    if threads > 0:
-        import onnxruntime
+def _onnx_model_kwargs(threads: int, spin: bool) -> dict[str, object]:
+    import onnxruntime
 
-        options = onnxruntime.SessionOptions()
+    options = onnxruntime.SessionOptions()
+    if threads > 0:
         options.intra_op_num_threads = threads
-        kwargs["session_options"] = options
-    return kwargs
+    if not spin:
+        # ONNX Runtime's threads busy-wait after each run by default: good for batches of passages, but after a
+        # single query they would burn the cores the LLM is about to evaluate its prompt on.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return {"file_name": ONNX_INT8_FILE, "session_options": options}
 
 
 class Embedder:
@@ -42,6 +44,7 @@ class Embedder:
         threads: int = 0,
         query_prompt: str = "query: ",
         passage_prompt: str = "passage: ",
+        spin: bool = True,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -60,7 +63,7 @@ class Embedder:
                 model,
                 device="cpu",
                 backend="onnx",
-                model_kwargs=_onnx_model_kwargs(threads),
+                model_kwargs=_onnx_model_kwargs(threads, spin),
                 tokenizer_kwargs=_TOKENIZER_KWARGS,
             )
         else:
