@@ -182,7 +182,7 @@ def run_interleaved(model_file: Path, runs: int, max_tokens: int, threads: int) 
             for run in range(runs + 1):  # run 0 warms both up
                 messages = build_messages(direct.count, 1000 + run)
                 one = measure(direct.pieces(messages, max_tokens), direct.completion_tokens, direct.count(messages))
-                # A one-line prompt: its evaluation takes tens of ms, so the first token shows the serving cost.
+                # A one-line prompt: its evaluation takes about 0.2 s, so the first token shows the serving cost.
                 one["cached_ttft_ms"] = measure(direct.pieces(short_messages(run), 4), len, 0)["ttft_ms"]
                 messages = build_messages(direct.count, 2000 + run)
                 two = measure(fastchat_pieces(http, settings, messages, max_tokens), direct.completion_tokens,
@@ -223,8 +223,8 @@ def render(args: argparse.Namespace, direct: dict, fastchat: dict) -> str:
         f"FastChat costs {overhead * 100:.1f}% of decode throughput (target < 10%) and adds {extra_ttft:.0f} ms to "
         "the first token (target < 50 ms), measured on a one-line prompt. With the RAG prompt the first token "
         f"is mostly the evaluation of {direct['prompt_tokens']:.0f} prompt tokens, which varies by a few hundred "
-        "ms from run to run on this machine, more than the serving cost; a one-line prompt is evaluated in tens "
-        "of ms, which leaves the serving cost visible: FastChat's checks with the controller and the worker, two "
+        "ms from run to run on this machine, more than the serving cost; a one-line prompt is evaluated in about "
+        "0.2 s, which leaves the serving cost visible: FastChat's checks with the controller and the worker, two "
         "extra HTTP hops and the streaming. Both paths evaluate every prompt from scratch (see the worker: "
         "llama-cpp-python's prompt-cache reuse answered repeated long prompts wrongly).",
     ])
