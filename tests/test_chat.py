@@ -206,6 +206,12 @@ def test_openai_client_chats_with_a_knowledge_base(client: TestClient) -> None:
     )
     assert "Paris" in plain.choices[0].message.content and plain.model_extra["sources"] == []
 
+    named = oa.chat.completions.create(
+        model="Qwen2.5-Coder-1.5B-Instruct",
+        messages=[{"role": "system", "content": "你的名字叫小智。"}, {"role": "user", "content": "你叫什么名字？"}],
+    )
+    assert "小智" in named.choices[0].message.content  # system messages reach the model
+
     with pytest.raises(openai.NotFoundError, match="unknown model"):
         oa.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.NotFoundError, match="没有这个库"):

@@ -29,6 +29,7 @@ class ChatRequest(BaseModel):
         None, description="Earlier turns, oldest first; or leave empty and send conversation_id"
     )
     conversation_id: str | None = Field(None, description="A conversation the server keeps (see /api/conversations)")
+    system: str | None = Field(None, max_length=4000, description="A system message sent before everything else")
     top_k: int | None = Field(None, description="1..max_top_k chunks; default default_top_k")
     score_threshold: float | None = Field(None, ge=0, le=1, description="0-1; chunks scoring lower are dropped")
     retrieval_mode: RetrievalMode = RetrievalMode.hybrid

@@ -144,7 +144,8 @@ class ChatService:
         if request.mode == ChatMode.kb_test:
             return session
 
-        messages = [{"role": m.role, "content": m.content} for m in history]
+        messages = [{"role": "system", "content": request.system}] if request.system else []
+        messages += [{"role": m.role, "content": m.content} for m in history]
         if request.mode == ChatMode.llm:
             messages.append({"role": "user", "content": question})
         elif answer.sources:

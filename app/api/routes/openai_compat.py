@@ -64,6 +64,7 @@ def list_models(
 
 def to_chat_request(body: OpenAIChatRequest, llm_model: str) -> ChatRequest:
     turns = [m for m in body.messages if m.role != "system"]
+    system = "\n\n".join(m.content for m in body.messages if m.role == "system") or None
     if not turns or turns[-1].role != "user":
         raise InvalidInput("the last message must come from the user")
     if body.model.startswith(KB_PREFIX):
@@ -74,6 +75,7 @@ def to_chat_request(body: OpenAIChatRequest, llm_model: str) -> ChatRequest:
         raise NotFound(f"unknown model {body.model!r}: use {llm_model!r} or kb:<knowledge base> (see /v1/models)")
     return ChatRequest(
         question=turns[-1].content,
+        system=system,
         mode=mode,
         kb_names=kb_names,
         history=[HistoryMessage(role=m.role, content=m.content) for m in turns[:-1]],  # type: ignore[arg-type]
