@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -49,14 +50,34 @@ class ApiClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            _fail(f"cannot reach the kbqa API at {self.base_url} ({exc}); start it with `kbqa serve`")
+            self._unreachable(exc)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            return False, f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}"
+            return False, _error_line(response)
         return True, response.json() if response.content else None
+
+    def events(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The Server-Sent Events of a streamed endpoint, parsed; an error status ends the command."""
+        try:
+            with self.http.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _fail(_error_line(response))
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield json.loads(line.removeprefix("data: "))
+        except httpx.TransportError as exc:
+            self._unreachable(exc)
+
+    def _unreachable(self, exc: Exception) -> None:
+        _fail(f"cannot reach the kbqa API at {self.base_url} ({exc}); start it with `kbqa serve` or `kbqa up`")
+
+
+def _error_line(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}"
 
 
 def _fail(message: str) -> None:
@@ -397,29 +418,18 @@ def ask(
         _fail("give at least one knowledge base and the question, e.g. kbqa ask 合同库 \"违约金怎么算？\"")
     *kb_names, question = kb
     body = {"question": question, "mode": "kb", "kb_names": kb_names, "top_k": top_k, "score_threshold": threshold}
-    client = ApiClient()
-    try:
-        with client.http.stream("POST", "/api/chat", json=body) as response:
-            if response.status_code >= 400:
-                response.read()
-                _fail(f"{response.status_code}: {response.json().get('detail', response.text)}")
-            sources: list[dict[str, Any]] = []
-            for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                event = json.loads(line.removeprefix("data: "))
-                if event["type"] == "sources":
-                    sources = event["sources"]
-                    if event.get("rewritten_question"):
-                        console.print(f"(rewritten: {event['rewritten_question']})", highlight=False)
-                elif event["type"] == "delta":
-                    sys.stdout.write(event["text"])
-                    sys.stdout.flush()
-                elif event["type"] == "error":
-                    sys.stdout.write("\n")
-                    _fail(event["message"])
-    except httpx.TransportError as exc:
-        _fail(f"cannot reach the kbqa API at {client.base_url} ({exc}); start it with `kbqa up`")
+    sources: list[dict[str, Any]] = []
+    for event in ApiClient().events("/api/chat", body):
+        if event["type"] == "sources":
+            sources = event["sources"]
+            if event.get("rewritten_question"):
+                console.print(f"(rewritten: {event['rewritten_question']})", highlight=False)
+        elif event["type"] == "delta":
+            sys.stdout.write(event["text"])
+            sys.stdout.flush()
+        elif event["type"] == "error":
+            sys.stdout.write("\n")
+            _fail(event["message"])
     sys.stdout.write("\n")
     for source in sources:
         page = f" 第{source['page']}页" if source["page"] else ""

@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -39,16 +38,19 @@ from app.chat.prompts import load_prompts  # noqa: E402
 from app.kb.vector_store import ChunkRow  # noqa: E402
 from app.llm.stack import LLMStack  # noqa: E402
 from app.services import Services  # noqa: E402
-from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings, WorkerSettings  # noqa: E402
-from scripts.benchdoc import BENCHMARKS_MD, free_port, machine, write_section  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from scripts.benchdoc import (  # noqa: E402
+    BENCHMARKS_MD,
+    EVAL,
+    bench_settings,
+    free_port,
+    machine,
+    read_jsonl,
+    require_eval,
+    write_section,
+)
 
-EVAL = ROOT.parent / "shared" / "eval"
 KB = "bench"
-
-
-def read_jsonl(path: Path, limit: int) -> list[dict]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for _, line in zip(range(limit), fh, strict=False)]
 
 
 def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks: int) -> int:
@@ -251,18 +253,8 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
-    if not EVAL.exists():
-        sys.exit(f"{EVAL} is absent: this benchmark needs ../shared/eval")
-
-    defaults = Settings()
-    work = Path(tempfile.mkdtemp(prefix="kbqa-bench-chat-"))
-    settings = Settings(  # type: ignore[arg-type]
-        data_dir=work / "data",
-        embedding_model=str(defaults.models_dir / DEFAULT_EMBEDDING_DIRNAME),
-        fastchat_controller_port=free_port(),
-        fastchat_api_port=free_port(),
-        llm_workers=[WorkerSettings(port=free_port(), model_path=str(defaults.default_llm_file))],
-    )
+    require_eval()
+    settings = bench_settings("kbqa-bench-chat-")
     passages = read_jsonl(EVAL / "zh_corpus.jsonl", args.passages)
     kept = {p["doc_id"] for p in passages}
     questions = [q["question"] for q in read_jsonl(EVAL / "zh_questions.jsonl", 600) if q["doc_id"] in kept]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import statistics
@@ -36,14 +35,7 @@ from app.kb.vector_store import ChunkRow  # noqa: E402
 from app.retrieval.retriever import RetrievalMode  # noqa: E402
 from app.services import Services  # noqa: E402
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings  # noqa: E402
-from scripts.benchdoc import BENCHMARKS_MD, machine, write_section  # noqa: E402
-
-EVAL = ROOT.parent / "shared" / "eval"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+from scripts.benchdoc import BENCHMARKS_MD, EVAL, machine, read_jsonl, require_eval, write_section  # noqa: E402
 
 
 def pick(lang: str, passages: int, questions: int) -> tuple[list[dict], list[dict]]:
@@ -291,8 +283,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
-    if not EVAL.exists():
-        sys.exit(f"{EVAL} is absent: this benchmark needs ../shared/eval")
+    require_eval()
 
     data_dir = Path(os.environ.get("KBQA_DATA_DIR", ROOT / "data"))
     model_dir = data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME

@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,10 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.llm.stack import LLMStack  # noqa: E402
-from app.settings import Settings, WorkerSettings  # noqa: E402
-from scripts.benchdoc import BENCHMARKS_MD, free_port, machine, write_section  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from scripts.benchdoc import (  # noqa: E402
+    BENCHMARKS_MD,
+    EVAL,
+    bench_settings,
+    machine,
+    read_jsonl,
+    write_section,
+)
 
-EVAL = ROOT.parent / "shared" / "eval" / "zh_corpus.jsonl"
 CONV_TEMPLATE = "qwen-7b-chat"
 PROMPT_TOKENS = 750
 CONTEXT = 4096
@@ -50,8 +55,7 @@ FALLBACK_PASSAGE = (
 
 def passages() -> list[str]:
     if EVAL.exists():
-        with EVAL.open(encoding="utf-8") as fh:
-            return [json.loads(line)["text"] for _, line in zip(range(20), fh, strict=False)]
+        return [row["text"] for row in read_jsonl(EVAL / "zh_corpus.jsonl", 20)]
     return [FALLBACK_PASSAGE] * 20
 
 
@@ -167,12 +171,9 @@ def measure(pieces: Iterator[str], count_completion, prompt_tokens: int) -> dict
 def run_interleaved(model_file: Path, runs: int, max_tokens: int, threads: int) -> tuple[list[dict], list[dict]]:
     """Direct and FastChat take turns on prompts of the same length, so drift in the machine hits both alike."""
     direct = Direct(model_file, threads)
-    settings = Settings(  # type: ignore[arg-type]
-        data_dir=Path(tempfile.mkdtemp(prefix="kbqa-bench-llm-")),
-        fastchat_controller_port=free_port(),
-        fastchat_api_port=free_port(),
-        llm_workers=[WorkerSettings(port=free_port(), model_path=str(model_file), context_length=CONTEXT,
-                                    threads=threads, conv_template=CONV_TEMPLATE)],
+    settings = bench_settings(
+        "kbqa-bench-llm-", model_path=str(model_file), context_length=CONTEXT, threads=threads,
+        conv_template=CONV_TEMPLATE,
     )
     stack = LLMStack(settings, report=print)
     stack.start()

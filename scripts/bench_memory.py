@@ -15,7 +15,6 @@ import json
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -28,9 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.llm.stack import LLMStack  # noqa: E402
-from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings, WorkerSettings  # noqa: E402
-from scripts.bench_chat import EVAL, KB, build_knowledge_base, read_jsonl, start_api  # noqa: E402
-from scripts.benchdoc import BENCHMARKS_MD, free_port, machine, write_section  # noqa: E402
+from scripts.bench_chat import KB, build_knowledge_base, start_api  # noqa: E402
+from scripts.benchdoc import (  # noqa: E402
+    BENCHMARKS_MD,
+    EVAL,
+    bench_settings,
+    machine,
+    read_jsonl,
+    require_eval,
+    write_section,
+)
 
 MIB = 1024 * 1024
 
@@ -51,17 +57,8 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=30)
     parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
-    if not EVAL.exists():
-        sys.exit(f"{EVAL} is absent: this benchmark needs ../shared/eval")
-
-    defaults = Settings()
-    settings = Settings(  # type: ignore[arg-type]
-        data_dir=Path(tempfile.mkdtemp(prefix="kbqa-bench-memory-")) / "data",
-        embedding_model=str(defaults.models_dir / DEFAULT_EMBEDDING_DIRNAME),
-        fastchat_controller_port=free_port(),
-        fastchat_api_port=free_port(),
-        llm_workers=[WorkerSettings(port=free_port(), model_path=str(defaults.default_llm_file))],
-    )
+    require_eval()
+    settings = bench_settings("kbqa-bench-memory-")
     passages = read_jsonl(EVAL / "zh_corpus.jsonl", args.passages)
     questions = [q["question"] for q in read_jsonl(EVAL / "zh_questions.jsonl", args.searches)]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:

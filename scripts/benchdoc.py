@@ -1,13 +1,49 @@
-"""What every benchmark script shares: the machine line and writing its own section of docs/benchmarks.md."""
+"""What the benchmark scripts share: the eval sets, settings over a temporary data folder, the machine line and
+writing each script's own section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
+import sys
+import tempfile
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings, WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
+EVAL = ROOT.parent / "shared" / "eval"
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(json.loads(line))
+    return rows
+
+
+def require_eval() -> None:
+    if not EVAL.exists():
+        sys.exit(f"{EVAL} is absent: this benchmark needs ../shared/eval")
+
+
+def bench_settings(prefix: str, **worker: object) -> Settings:
+    """A temporary data folder, the prepared embedding model, free FastChat ports and one llama.cpp worker on
+    the prepared chat model (`worker` overrides its settings)."""
+    prepared = Settings()
+    return Settings(  # type: ignore[arg-type]
+        data_dir=Path(tempfile.mkdtemp(prefix=prefix)) / "data",
+        embedding_model=str(prepared.models_dir / DEFAULT_EMBEDDING_DIRNAME),
+        fastchat_controller_port=free_port(),
+        fastchat_api_port=free_port(),
+        llm_workers=[WorkerSettings(**{"port": free_port(), "model_path": str(prepared.default_llm_file), **worker})],
+    )
 
 
 def machine() -> str:

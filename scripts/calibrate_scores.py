@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import shutil
 import sys
@@ -28,13 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.services import Services  # noqa: E402
 from app.settings import get_settings  # noqa: E402
-
-EVAL = ROOT.parent / "shared" / "eval"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+from scripts.benchdoc import EVAL, read_jsonl  # noqa: E402
 
 
 def pick(lang: str, passages: int, questions: int) -> tuple[list[dict], list[dict]]:

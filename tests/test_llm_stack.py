@@ -306,7 +306,7 @@ def test_client_disconnect_stops_generation(llm_stack: LLMStack) -> None:
         finished.set()
 
     threading.Thread(target=ask, daemon=True).start()
-    # 1,000 tokens would take ~40 s at 25 tokens/s; a freed worker answers the 8-token question in about 1 s.
+    # 1,000 tokens would take ~30 s at 35 tokens/s; a freed worker answers the 8-token question in about 1 s.
     assert finished.wait(20), "the abandoned generation kept the worker busy"
     assert "Paris" in result[0]
     assert httpx.post(status_url, timeout=5).json()["queue_length"] == 0

@@ -20,6 +20,7 @@ from app.chat.prompts import PromptBook, load_prompts
 from app.errors import InvalidInput, KBQAError
 from app.kb.service import KnowledgeBaseService
 from app.llm.client import ChatDelta, LLMClient
+from app.retrieval.retriever import RetrievalMode
 from app.retrieval.service import SearchService
 from app.settings import Settings
 
@@ -40,6 +41,7 @@ class ChatSession:
         self.fixed_text: str | None = None
         self.prefix = ""
         self.deltas: AsyncIterator[ChatDelta] | None = None
+        self.failure: KBQAError | None = None
 
     async def events(self) -> AsyncIterator[Event]:
         answer = self.answer
@@ -58,6 +60,7 @@ class ChatSession:
                 answer.answer += text
                 yield {"type": "delta", "text": text}
         except KBQAError as exc:
+            self.failure = exc
             answer.timings_ms.total_ms = _ms_since(self.started)
             yield {"type": "error", "status": exc.status_code, "message": exc.message, "partial_answer": answer.answer}
             return
@@ -89,16 +92,11 @@ class ChatSession:
                 yield delta.text
 
     async def collect(self) -> ChatAnswer:
-        async for event in self.events():
-            if event["type"] == "error":
-                raise _error_of(event)
+        async for _event in self.events():
+            pass
+        if self.failure:
+            raise self.failure
         return self.answer
-
-
-def _error_of(event: Event) -> KBQAError:
-    error = KBQAError(event["message"])
-    error.status_code = event["status"]
-    return error
 
 
 class ChatService:
@@ -131,6 +129,12 @@ class ChatService:
         history = history[-2 * turns :] if turns else []
 
         retrieval_question = question
+        # Checked before the rewrite, so a bad option costs no LLM call before it is refused.
+        options = (
+            self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
+            if request.mode != ChatMode.llm
+            else ()
+        )
         rewrite = self.settings.chat_rewrite_followups if request.rewrite is None else request.rewrite
         if request.mode == ChatMode.kb and history and rewrite:
             t0 = time.perf_counter()
@@ -139,7 +143,7 @@ class ChatService:
             answer.timings_ms.rewrite_ms = _ms_since(t0)
         if request.mode in (ChatMode.kb, ChatMode.kb_test):
             t0 = time.perf_counter()
-            answer.sources = await asyncio.to_thread(self._retrieve, kb_names, retrieval_question, request)
+            answer.sources = await asyncio.to_thread(self._retrieve, kb_names, retrieval_question, *options)
             answer.timings_ms.retrieval_ms = _ms_since(t0)
         if request.mode == ChatMode.kb_test:
             return session
@@ -174,7 +178,7 @@ class ChatService:
         if len(names) > self.settings.chat_max_kbs:
             raise InvalidInput(f"at most {self.settings.chat_max_kbs} knowledge bases per question, got {len(names)}")
         for name in names:
-            await asyncio.to_thread(self.knowledge_bases.get, name)  # NotFound (404) for an unknown one
+            await asyncio.to_thread(self.knowledge_bases.require, name)  # NotFound (404) for an unknown one
         return names
 
     async def _history(self, request: ChatRequest) -> list[HistoryMessage]:
@@ -196,15 +200,14 @@ class ChatService:
         rewritten = result.text.strip().strip("\"'“”「」").splitlines()
         return rewritten[0].strip() if rewritten and rewritten[0].strip() else question
 
-    def _retrieve(self, kb_names: list[str], question: str, request: ChatRequest) -> list[Source]:
+    def _retrieve(
+        self, kb_names: list[str], question: str, top_k: int, threshold: float, mode: RetrievalMode
+    ) -> list[Source]:
         """Search each knowledge base, merge by score (one 0-1 scale everywhere), keep the best top_k."""
         found = []
         for name in kb_names:
-            response = self.search.search(
-                name, question, request.top_k, request.score_threshold, request.retrieval_mode
-            )
+            response = self.search.search(name, question, top_k, threshold, mode)
             found.extend((name, hit) for hit in response.hits)
-            top_k = response.top_k
         found.sort(key=lambda pair: pair[1].score, reverse=True)
         return [
             Source(

@@ -73,6 +73,11 @@ class KnowledgeBaseService:
             kb = self._kb(session, name)
             return KnowledgeBaseInfo.of(kb, list(kb.documents))
 
+    def require(self, name: str) -> None:
+        """NotFound unless the knowledge base exists (without loading its documents, as `get` does)."""
+        with self.catalog.session() as session:
+            self._kb(session, name)
+
     def delete(self, name: str) -> None:
         with self.catalog.session() as session:
             kb = self._kb(session, name)

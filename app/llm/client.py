@@ -123,10 +123,6 @@ class LLMClient:
         except openai.OpenAIError as exc:
             raise self.translate(exc) from exc
 
-    async def astream(self, messages: list[Message], **overrides: Any) -> AsyncIterator[ChatDelta]:
-        async for delta in await self.aopen_stream(messages, **overrides):
-            yield delta
-
     def list_models(self) -> list[str]:
         try:
             return sorted(model.id for model in self._sync.models.list())

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import llama_cpp
 from fastchat.constants import ErrorCode
 from fastchat.serve import base_model_worker
 from fastchat.serve.base_model_worker import BaseModelWorker
@@ -72,8 +73,6 @@ class LlamaCppWorker(BaseModelWorker):
         threads: int,
         concurrency: int,
     ) -> None:
-        from llama_cpp import Llama
-
         super().__init__(
             controller_addr,
             worker_addr,
@@ -83,7 +82,7 @@ class LlamaCppWorker(BaseModelWorker):
             concurrency,
             conv_template=conv_template or None,
         )
-        self.llm = Llama(
+        self.llm = llama_cpp.Llama(
             model_path=model_path,
             n_ctx=context_length,
             # llama-cpp-python's own default is half the cores, which decodes ~30% slower here.
@@ -96,8 +95,6 @@ class LlamaCppWorker(BaseModelWorker):
         self._model_lock = threading.Lock()
 
     def _is_end_of_generation(self, token: int, stop_token_ids: set[int]) -> bool:
-        import llama_cpp
-
         return token in stop_token_ids or bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
 
     def tokenize(self, text: str) -> list[int]:
@@ -123,6 +120,7 @@ class LlamaCppWorker(BaseModelWorker):
         max_new = min(params.max_new_tokens, room)
         prefix = params.prompt if params.echo else ""
         output_ids: list[int] = []
+        output_bytes = b""  # a piece may end inside a UTF-8 character, so the bytes are decoded as a whole
         finish_reason = "length"
         text = ""
         with self._model_lock:
@@ -149,7 +147,8 @@ class LlamaCppWorker(BaseModelWorker):
                         finish_reason = "stop"
                         break
                     output_ids.append(token)
-                    text = self.llm.detokenize(output_ids).decode("utf-8", errors="ignore")
+                    output_bytes += self.llm.detokenize([token])  # detokenizing them all each time is O(n²)
+                    text = output_bytes.decode("utf-8", errors="ignore")
                     cut = _stop_position(text, params.stop)
                     if cut is not None:
                         text = text[:cut]

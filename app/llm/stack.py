@@ -25,7 +25,7 @@ from typing import IO
 import httpx
 import psutil
 
-from app.modelprep.llm_gguf import ModelFileError
+from app.modelprep.llm_gguf import require_model_file
 from app.settings import PROJECT_ROOT, Settings, WorkerSettings
 
 ENTRYPOINT = "app.llm.entrypoints"
@@ -173,9 +173,8 @@ class LLMStack:
             if not port_is_free(s.fastchat_host, port):
                 raise StackError(f"port {s.fastchat_host}:{port} is in use; free it or change the port in settings")
         for worker in s.llm_workers:
-            path = Path(self.worker_model_path(worker))
-            if worker.kind == "llamacpp" and not path.is_file():
-                raise ModelFileError(f"model file {path} is missing; run `kbqa models prepare` to build it")
+            if worker.kind == "llamacpp":
+                require_model_file(Path(self.worker_model_path(worker)))
 
     def start(self, *, detach: bool = False) -> None:
         """Start everything and wait until the API lists every model; on any failure stop what was started."""

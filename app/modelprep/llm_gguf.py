@@ -64,10 +64,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def require_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} is missing; run `kbqa models prepare` to build it")
+
+
 def check_model_file(path: Path, model: ChunkedGGUF = DEFAULT_LLM) -> None:
     """Raise ModelFileError unless `path` has exactly the recorded size and sha256."""
-    if not path.exists():
-        raise ModelFileError(f"model file {path} is missing; run `kbqa models prepare` to build it")
+    require_model_file(path)
     size = path.stat().st_size
     if size != model.size:
         raise ModelFileError(

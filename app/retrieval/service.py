@@ -24,16 +24,7 @@ class SearchService:
         mode: RetrievalMode | str = RetrievalMode.hybrid,
     ) -> SearchResponse:
         question = self.validate_question(question)
-        top_k = self.settings.default_top_k if top_k is None else top_k
-        if not 1 <= top_k <= self.settings.max_top_k:
-            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
-        threshold = self.settings.default_score_threshold if score_threshold is None else score_threshold
-        if not 0.0 <= threshold <= 1.0:
-            raise InvalidInput(f"score_threshold must be between 0 and 1, got {threshold}")
-        try:
-            mode = RetrievalMode(mode)
-        except ValueError:
-            raise InvalidInput(f"mode must be one of {', '.join(m.value for m in RetrievalMode)}") from None
+        top_k, threshold, mode = self.options(top_k, score_threshold, mode)
         collection, ready = self.knowledge_bases.collection_and_ready_docs(kb_name)
         result = self.retriever.search(collection, question, top_k, mode, threshold, allowed_doc_ids=ready)
         hits = [
@@ -60,6 +51,22 @@ class SearchService:
             hits=hits,
             timings_ms=result.timings_ms,
         )
+
+    def options(
+        self, top_k: int | None, score_threshold: float | None, mode: RetrievalMode | str
+    ) -> tuple[int, float, RetrievalMode]:
+        """The search options with their defaults filled in, or InvalidInput."""
+        top_k = self.settings.default_top_k if top_k is None else top_k
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
+        threshold = self.settings.default_score_threshold if score_threshold is None else score_threshold
+        if not 0.0 <= threshold <= 1.0:
+            raise InvalidInput(f"score_threshold must be between 0 and 1, got {threshold}")
+        try:
+            mode = RetrievalMode(mode)
+        except ValueError:
+            raise InvalidInput(f"mode must be one of {', '.join(m.value for m in RetrievalMode)}") from None
+        return top_k, threshold, mode
 
     def validate_question(self, question: str) -> str:
         question = (question or "").strip()
