@@ -210,16 +210,6 @@ class ChatService:
             found.extend((name, hit) for hit in response.hits)
         found.sort(key=lambda pair: pair[1].score, reverse=True)
         return [
-            Source(
-                number=number,
-                kb_name=name,
-                doc_id=hit.doc_id,
-                file_name=hit.file_name,
-                page=hit.page,
-                chunk_index=hit.chunk_index,
-                heading=hit.heading,
-                text=hit.text,
-                score=hit.score,
-            )
+            Source(number=number, kb_name=name, **hit.model_dump(exclude={"chunk_id", "dense_score", "bm25_score"}))
             for number, (name, hit) in enumerate(found[:top_k], start=1)
         ]
