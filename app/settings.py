@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -88,6 +90,10 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 7861
+    # NoDecode: KBQA_API_KEYS / KBQA_CORS_ORIGINS may be comma-separated as well as JSON (see _split_list).
+    api_keys: Annotated[list[str], NoDecode] = []
+    client_api_key: str = ""
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     llm_base_url: str = ""
     llm_model: str = "Qwen2.5-Coder-1.5B-Instruct"
@@ -123,6 +129,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file())
         return init_settings, env_settings, yaml_source
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string (environment) besides a list (YAML); drop blanks."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            items = [item.strip() if isinstance(item, str) else item for item in value]
+            return [item for item in items if item != ""]
+        return value
 
     def model_post_init(self, _context: object) -> None:
         if not self.data_dir.is_absolute():
@@ -180,6 +198,11 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def resolved_client_api_key(self) -> str:
+        """The key our own clients (CLI, UI) send: client_api_key, else the first accepted key, else none."""
+        return self.client_api_key or (self.api_keys[0] if self.api_keys else "")
 
     @property
     def api_url(self) -> str:
