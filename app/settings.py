@@ -90,6 +90,11 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 7861
+
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(8501, ge=1, le=65535)
+    ui_language: Literal["zh", "en"] = "zh"
+
     # NoDecode: KBQA_API_KEYS / KBQA_CORS_ORIGINS may be comma-separated as well as JSON (see _split_list).
     api_keys: Annotated[list[str], NoDecode] = []
     client_api_key: str = ""
@@ -203,6 +208,10 @@ class Settings(BaseSettings):
     def resolved_client_api_key(self) -> str:
         """The key our own clients (CLI, UI) send: client_api_key, else the first accepted key, else none."""
         return self.client_api_key or (self.api_keys[0] if self.api_keys else "")
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.ui_host}:{self.ui_port}"
 
     @property
     def api_url(self) -> str:
