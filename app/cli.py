@@ -4,6 +4,7 @@ REST API (the one door to the data), whose address is KBQA_API_URL or api_host/a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -36,8 +37,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON res
 
 class ApiClient:
     def __init__(self) -> None:
-        self.base_url = get_settings().api_url
-        self.http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(120.0, connect=5.0))
+        settings = get_settings()
+        self.base_url = settings.api_url
+        key = settings.resolved_client_api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(120.0, connect=5.0))
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         ok, result = self.try_call(method, path, **kwargs)
@@ -77,7 +81,8 @@ def _error_line(response: httpx.Response) -> str:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    return f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}"
+    hint = " (set KBQA_CLIENT_API_KEY to one of the server's api_keys)" if response.status_code == 401 else ""
+    return f"{response.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}{hint}"
 
 
 def _fail(message: str) -> None:
@@ -243,23 +248,45 @@ def chat(
 
 
 @app.command()
+def ui() -> None:
+    """Run the web UI (Streamlit) against the API at api_url; it prints its own URL."""
+    from app.webui_launcher import ui_argv, ui_environment
+
+    settings = get_settings()
+    argv = ui_argv(settings)
+    os.execve(argv[0], argv, ui_environment(settings))
+
+
+@app.command()
 def up(
     llm: Annotated[bool, typer.Option(help="Start the local LLM stack too (off: use llm_base_url as it is).")] = True,
+    ui: Annotated[bool, typer.Option(help="Start the web UI too.")] = True,
 ) -> None:
-    """Start everything: the LLM stack, then the REST API; Ctrl-C stops all of it."""
+    """Start everything: the LLM stack, the web UI and the REST API; Ctrl-C stops all of it."""
     import uvicorn
 
     from app.api.main import create_app
+    from app.llm.stack import terminate
+    from app.webui_launcher import UIError, start_ui
 
     settings = get_settings()
     _sigterm_as_interrupt()
     stack = _start_llm_stack(detach=False) if llm else None
+    web = None
     try:
+        if ui:
+            try:
+                web = start_ui(settings)
+            except UIError as exc:
+                _fail(str(exc))
+            console.print(f"  web UI:                {settings.ui_url}", highlight=False)
         console.print(f"  kbqa API:              {settings.api_url}  (docs: {settings.api_url}/docs)", highlight=False)
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
     except KeyboardInterrupt:
         pass
     finally:
+        if web:
+            terminate([web.pid])
         if stack:
             console.print("stopping the LLM stack")
             stack.stop()

@@ -26,6 +26,8 @@ apt_install() {
 
 # CJK (Droid Sans Fallback) and Latin (DejaVu) fonts let the tests generate Chinese PDFs with fpdf2.
 apt_install fonts-droid-fallback fonts-dejavu-core
+# Debian's Chromium: the browser the end-to-end UI test drives through Playwright (executable_path=/usr/bin/chromium).
+apt_install chromium
 # PostgreSQL's server binaries (initdb, pg_ctl under /usr/lib/postgresql/<version>/bin): the tests start a private
 # server on 127.0.0.1 to run the catalog on PostgreSQL too. Debian's package also starts a system cluster; the
 # tests never use it.

@@ -51,7 +51,7 @@ class RunningProcess:
     log: IO[bytes]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: SIGTERM it when the launching process dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -184,7 +184,8 @@ class LLMStack:
         specs = self.plan()
         try:
             self._spawn(specs[0], detach)
-            self._wait_until(lambda: _answers(f"{self.settings.fastchat_controller_url}/test_connection"), "controller")
+            controller_test = f"{self.settings.fastchat_controller_url}/test_connection"
+            self._wait_until(lambda: answers_ok(controller_test), "controller")
             for spec in specs[1:]:
                 self._spawn(spec, detach)
             self._write_pid_file()
@@ -220,7 +221,7 @@ class LLMStack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=None if detach else die_with_parent,
         )
         return RunningProcess(spec, popen, log)
 
@@ -295,7 +296,7 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _answers(url: str) -> bool:
+def answers_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:

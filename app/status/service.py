@@ -1,0 +1,68 @@
+"""What a client needs to know before it asks: is the LLM up, which files and limits the API accepts."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from app.errors import KBQAError
+from app.kb.loaders import SUPPORTED_EXTENSIONS
+from app.llm.client import LLMClient
+from app.settings import Settings
+
+
+class LLMStatus(BaseModel):
+    reachable: bool
+    base_url: str
+    model: str
+    serves_model: bool = False
+    models: list[str] = []
+    detail: str | None = None
+
+
+class Limits(BaseModel):
+    max_upload_mb: float
+    max_question_chars: int
+    default_top_k: int
+    max_top_k: int
+    default_score_threshold: float
+    chat_max_kbs: int
+    chat_history_turns: int
+    llm_temperature: float
+
+
+class SystemStatus(BaseModel):
+    api: str = "ok"
+    llm: LLMStatus
+    file_types: list[str]
+    limits: Limits
+
+
+def llm_status(settings: Settings, llm: LLMClient) -> LLMStatus:
+    status = LLMStatus(reachable=False, base_url=settings.resolved_llm_base_url, model=settings.llm_model)
+    try:
+        status.models = llm.list_models()
+    except KBQAError as exc:
+        status.detail = exc.message
+        return status
+    status.reachable = True
+    status.serves_model = settings.llm_model in status.models
+    if not status.serves_model:
+        status.detail = f"the LLM server does not list {settings.llm_model!r} (it serves: {', '.join(status.models)})"
+    return status
+
+
+def system_status(settings: Settings, llm: LLMClient) -> SystemStatus:
+    return SystemStatus(
+        llm=llm_status(settings, llm),
+        file_types=sorted(SUPPORTED_EXTENSIONS),
+        limits=Limits(
+            max_upload_mb=settings.max_upload_mb,
+            max_question_chars=settings.max_question_chars,
+            default_top_k=settings.default_top_k,
+            max_top_k=settings.max_top_k,
+            default_score_threshold=settings.default_score_threshold,
+            chat_max_kbs=settings.chat_max_kbs,
+            chat_history_turns=settings.chat_history_turns,
+            llm_temperature=settings.llm_temperature,
+        ),
+    )

@@ -1,0 +1,59 @@
+"""What both pages share: the API client, safe text rendering and friendly error messages."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import streamlit as st
+
+from webui.api import DEFAULT_API_URL, ApiError, KbqaApi
+from webui.i18n import t
+
+# Markdown's special characters, plus '$' (Streamlit renders $...$ as LaTeX) and '<' / '>' (so that HTML-looking
+# text shows as written).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$&:])")
+
+
+def plain(text: str) -> str:
+    """User, document or model text made safe to put inside st.markdown: shown exactly as written, never
+    interpreted as Markdown, LaTeX or HTML."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def answer_markdown(text: str) -> str:
+    """An LLM answer rendered as Markdown (lists, bold, code), with '$' kept literal instead of LaTeX."""
+    return text.replace("$", r"\$")
+
+
+@st.cache_resource(show_spinner=False)
+def _client(base_url: str, api_key: str) -> KbqaApi:
+    return KbqaApi(base_url, api_key)
+
+
+def get_api() -> KbqaApi:
+    """The API at KBQA_API_URL, sending KBQA_CLIENT_API_KEY (`kbqa ui` sets both from the settings)."""
+    return _client(os.environ.get("KBQA_API_URL", DEFAULT_API_URL), os.environ.get("KBQA_CLIENT_API_KEY", ""))
+
+
+def show_error(exc: ApiError, api: KbqaApi) -> None:
+    """One clear message: what went wrong and what to start or fix."""
+    if exc.unreachable:
+        st.error(t("err.api_unreachable", url=api.base_url))
+        st.caption(t("err.detail", detail=plain(exc.message)))
+    elif exc.status == 401:
+        st.error(t("err.unauthorized"))
+    elif exc.status == 503 and "LLM" in exc.message:
+        st.error(t("err.llm_down"))
+        st.caption(t("err.detail", detail=plain(exc.message)))
+    else:
+        st.error(t("err.http", status=exc.status, detail=plain(exc.message)))
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
