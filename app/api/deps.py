@@ -4,6 +4,7 @@ from fastapi import Request
 
 from app.chat.conversations import ConversationStore
 from app.chat.service import ChatService
+from app.eval.service import EvaluationService
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.service import SearchService
 from app.services import Services
@@ -27,3 +28,7 @@ def chat_service(request: Request) -> ChatService:
 
 def conversations(request: Request) -> ConversationStore:
     return services(request).conversations
+
+
+def evaluation(request: Request) -> EvaluationService:
+    return services(request).evaluation

@@ -44,8 +44,12 @@ class KnowledgeBaseService:
 
     # -- knowledge bases ------------------------------------------------------------------------------------------
 
-    def create(self, name: str, description: str = "") -> KnowledgeBaseInfo:
+    def create(
+        self, name: str, description: str = "", chunk_size: int | None = None, chunk_overlap: int | None = None
+    ) -> KnowledgeBaseInfo:
+        """`chunk_size` / `chunk_overlap` (characters) are fixed at creation; settings give the defaults."""
         name = validate_kb_name(name, self.settings.max_kb_name_chars)
+        chunk_size, chunk_overlap = self.chunking(chunk_size, chunk_overlap)
         with self.catalog.session() as session:
             if kb_by_name(session, name):
                 raise Conflict(f"knowledge base {name!r} already exists")
@@ -54,8 +58,8 @@ class KnowledgeBaseService:
                 description=description.strip(),
                 embedding_model=self.settings.resolved_embedding_model,
                 embedding_dim=self.embedding_dim,
-                chunk_size=self.settings.chunk_size,
-                chunk_overlap=self.settings.chunk_overlap,
+                chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap,
             )
             kb.id = uuid.uuid4().hex
             kb.collection_name = collection_name_for(kb.id)
@@ -86,11 +90,32 @@ class KnowledgeBaseService:
         self.store.drop_collection(collection)
         shutil.rmtree(self.settings.files_dir / kb_id, ignore_errors=True)
 
-    def rebuild(self, name: str) -> KnowledgeBaseInfo:
-        """Drop the collection and index every stored file again, e.g. after changing chunk size or model."""
+    def chunking(self, chunk_size: int | None, chunk_overlap: int | None) -> tuple[int, int]:
+        """Chunk size and overlap with the settings' defaults filled in, or InvalidInput. Without an overlap, a
+        size other than the default gets the default overlap scaled to it (500/50 -> 300/30)."""
+        low, high = 50, 8000  # the bounds of the chunk_size setting
+        size = self.settings.chunk_size if chunk_size is None else chunk_size
+        if not low <= size <= high:
+            raise InvalidInput(f"chunk_size must be between {low} and {high} characters, got {size}")
+        if chunk_overlap is None:
+            chunk_overlap = self.settings.chunk_overlap * size // self.settings.chunk_size
+        if not 0 <= chunk_overlap < size:
+            raise InvalidInput(
+                f"chunk_overlap must be at least 0 and smaller than chunk_size ({size}), got {chunk_overlap}"
+            )
+        return size, chunk_overlap
+
+    def rebuild(
+        self, name: str, chunk_size: int | None = None, chunk_overlap: int | None = None
+    ) -> KnowledgeBaseInfo:
+        """Drop the collection and index every stored file again, e.g. after changing the embedding model. The
+        knowledge base keeps its own chunking unless new values are given."""
         with self.catalog.session() as session:
             kb = self._kb(session, name)
-            kb.chunk_size, kb.chunk_overlap = self.settings.chunk_size, self.settings.chunk_overlap
+            if chunk_size is not None or chunk_overlap is not None:
+                kb.chunk_size, kb.chunk_overlap = self.chunking(
+                    kb.chunk_size if chunk_size is None else chunk_size, chunk_overlap
+                )
             kb.embedding_model, kb.embedding_dim = self.settings.resolved_embedding_model, self.embedding_dim
             collection = kb.collection_name
             doc_ids = []
@@ -217,6 +242,30 @@ class KnowledgeBaseService:
         self.queue.submit(doc.id)
         message = "queued for indexing" + (f"; replaces the earlier {filename!r} when ready" if previous else "")
         return UploadOutcome(document=info, message=message)
+
+    def copy_ready_documents(self, source_kb: str, target_kb: str, batch: int = 100) -> dict[str, str]:
+        """Upload the stored files of the source's ready documents into the target (indexed there with its own
+        chunking). Returns {target document id: source document id}."""
+        with self.catalog.session() as session:
+            kb = self._kb(session, source_kb)
+            files = [
+                (d.id, d.filename, self.settings.files_dir / d.stored_path)
+                for d in sorted(kb.documents, key=lambda d: d.created_at)
+                if d.status is DocumentStatus.ready
+            ]
+        copies: dict[str, str] = {}
+        for start in range(0, len(files), batch):
+            part = files[start : start + batch]
+            handles = [path.open("rb") for _, _, path in part]
+            try:
+                named = [(name, handle) for (_, name, _), handle in zip(part, handles, strict=True)]
+                outcomes = self.upload_many(target_kb, named)
+            finally:
+                for handle in handles:
+                    handle.close()
+            for (source_id, _, _), outcome in zip(part, outcomes, strict=True):
+                copies.setdefault(outcome.document.id, source_id)
+        return copies
 
     def list_documents(self, kb_name: str) -> list[DocumentInfo]:
         with self.catalog.session() as session:

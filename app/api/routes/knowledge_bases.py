@@ -18,6 +18,17 @@ KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
 class CreateKnowledgeBase(BaseModel):
     name: str = Field(description="Display name; Chinese and punctuation are fine (no '/', '\\\\' or control chars)")
     description: str = Field("", max_length=2000)
+    chunk_size: int | None = Field(
+        None, description="Characters per chunk (50-8000), fixed at creation; default: the chunk_size setting"
+    )
+    chunk_overlap: int | None = Field(
+        None, description="Characters shared by neighbouring chunks (< chunk_size); default: chunk_overlap scaled"
+    )
+
+
+class RebuildKnowledgeBase(BaseModel):
+    chunk_size: int | None = Field(None, description="New characters per chunk; default: keep the current one")
+    chunk_overlap: int | None = Field(None, description="New overlap; default: chunk_overlap scaled to the size")
 
 
 @router.get("")
@@ -28,8 +39,8 @@ def list_knowledge_bases(kbs: KBs) -> list[KnowledgeBaseInfo]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_knowledge_base(body: CreateKnowledgeBase, kbs: KBs) -> KnowledgeBaseInfo:
-    """Create an empty knowledge base (409 if the name is taken, 422 if the name is unusable)."""
-    return kbs.create(body.name, body.description)
+    """Create an empty knowledge base (409 if the name is taken, 422 if the name or chunking is unusable)."""
+    return kbs.create(body.name, body.description, body.chunk_size, body.chunk_overlap)
 
 
 @router.get("/{kb_name}")
@@ -44,6 +55,8 @@ def delete_knowledge_base(kb_name: str, kbs: KBs) -> None:
 
 
 @router.post("/{kb_name}/rebuild", status_code=status.HTTP_202_ACCEPTED)
-def rebuild_knowledge_base(kb_name: str, kbs: KBs) -> KnowledgeBaseInfo:
-    """Re-index every stored file with the current chunking and embedding settings (in the background)."""
-    return kbs.rebuild(kb_name)
+def rebuild_knowledge_base(kb_name: str, kbs: KBs, body: RebuildKnowledgeBase | None = None) -> KnowledgeBaseInfo:
+    """Re-index every stored file with the configured embedding model (in the background); the knowledge base
+    keeps its chunking unless the body gives a new chunk_size / chunk_overlap."""
+    body = body or RebuildKnowledgeBase()
+    return kbs.rebuild(kb_name, body.chunk_size, body.chunk_overlap)
