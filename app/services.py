@@ -7,6 +7,8 @@ from functools import cached_property
 
 from app.chat.conversations import ConversationStore
 from app.chat.service import ChatService
+from app.eval.jobs import EvalJobs
+from app.eval.service import EvaluationService
 from app.kb.catalog import Catalog
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.service import KnowledgeBaseService
@@ -109,7 +111,19 @@ class Services:
     def chat(self) -> ChatService:
         return ChatService(self.settings, self.knowledge_bases, self.search, self.llm, self.conversations)
 
+    @cached_property
+    def evaluation(self) -> EvaluationService:
+        def chat_factory() -> ChatService:  # an LLM client per evaluation thread (async clients bind to a loop)
+            return ChatService(
+                self.settings, self.knowledge_bases, self.search, LLMClient(self.settings), self.conversations
+            )
+
+        jobs = EvalJobs(self.settings.eval_jobs_kept)
+        return EvaluationService(self.settings, self.knowledge_bases, self.search, chat_factory, jobs)
+
     def close(self) -> None:
+        if "evaluation" in self.__dict__:
+            self.evaluation.jobs.shutdown()
         self.queue.stop()
         self.store.close()
         self.catalog.dispose()

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     hybrid_fusion: Literal["calibrated", "rrf"] = "calibrated"
     hybrid_dense_weight: float = Field(0.5, ge=0, le=1)
     rrf_k: int = Field(60, ge=1)
+    eval_max_questions: int = Field(2000, ge=1)
+    eval_max_file_mb: float = Field(20, gt=0)
+    eval_max_chunk_sizes: int = Field(4, ge=0, le=20)
+    eval_max_answer_sample: int = Field(100, ge=0)
+    eval_misses_listed: int = Field(100, ge=0)
+    eval_jobs_kept: int = Field(20, ge=1)
     score_dense_center: float = 0.8564
     score_dense_scale: float = Field(26.849, gt=0)
     score_bm25_center: float = 2.5882

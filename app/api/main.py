@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymilvus.exceptions import MilvusException
 
-from app.api.routes import chat, documents, knowledge_bases, openai_compat, search, status
+from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
 from app.errors import KBQAError
 from app.kb.vector_store import VectorStoreUnavailable
 from app.services import Services
@@ -64,4 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(openai_compat.router)
     app.include_router(status.router)
+    app.include_router(evaluation.router)
     return app
