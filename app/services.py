@@ -71,7 +71,9 @@ class Services:
         self.store = MilvusStore(settings.resolved_milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")
-        self.indexer = DocumentIndexer(self.catalog, self.store, self.passage_embedder, settings.files_dir)
+        self.indexer = DocumentIndexer(
+            self.catalog, self.store, self.passage_embedder, settings.files_dir, lease_s=settings.ingest_lease_s
+        )
         self.queue = IngestionQueue(self.indexer)
 
     @cached_property

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     chunk_size: int = Field(500, ge=50, le=8000)
     chunk_overlap: int = Field(50, ge=0)
 
+    ingest_lease_s: float = Field(60.0, ge=1)
+
     max_upload_mb: float = Field(200, gt=0)
     max_filename_chars: int = Field(200, ge=16, le=255)
     max_kb_name_chars: int = Field(64, ge=1, le=255)

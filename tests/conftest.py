@@ -1,13 +1,21 @@
 """Shared fixtures: the real embedding model (prepared once), and per-module API instances over their own
-Milvus Lite file and SQLite catalog in a temporary folder."""
+storage, once per backend: a Milvus Lite file with a SQLite catalog ("lite-sqlite"), and a Milvus server reached
+over TCP with a PostgreSQL catalog ("server-postgresql"). The servers are real and start once per session (a
+Milvus Lite server binary on a TCP port; a private PostgreSQL cluster in a temporary folder); each test module gets
+its own PostgreSQL database and drops the Milvus collections it created."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,9 +101,204 @@ def make_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Setti
     return Settings(data_dir=data_dir, embedding_model=str(model_dir), **overrides)  # type: ignore[arg-type]
 
 
+class MilvusOverTcp:
+    """Milvus Lite's own server binary on a TCP port: the same gRPC protocol as Milvus standalone, so the code path
+    is the one a Milvus server or cluster gets."""
+
+    def __init__(self, folder: Path) -> None:
+        from milvus_lite.server import Server
+
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.server = Server(str(folder / "server.db"), address=f"127.0.0.1:{self.port}")
+
+    def start(self) -> None:
+        assert self.server.init() and self.server.start(), "milvus-lite server did not start"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.collections()
+                return
+            except Exception:
+                time.sleep(0.3)
+        raise RuntimeError(f"Milvus at {self.uri} did not answer")
+
+    def collections(self) -> set[str]:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.uri, timeout=5)
+        try:
+            return set(client.list_collections())
+        finally:
+            client.close()
+
+    def drop_collections_except(self, keep: set[str]) -> None:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.uri, timeout=30)
+        try:
+            for name in set(client.list_collections()) - keep:
+                client.drop_collection(name)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.server._p is not None:
+            self.server._p.terminate()
+        self.server.stop()
+
+
+def postgres_bin_dir() -> Path | None:
+    """Debian's PostgreSQL server binaries (the newest version installed), or None."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if (p.parent / "pg_ctl").exists()]
+    return max(found, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0) if found else None
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster in a temporary folder, on 127.0.0.1 and a free port; trust authentication and
+    no fsync (throw-away test data). initdb refuses to run as root, so as root it runs as the `postgres` user that
+    Debian's package creates. The server's time zone is not UTC, so time-zone slips show up in the tests."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.folder = Path(tempfile.mkdtemp(prefix="kbqa-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres")
+        self.folder.chmod(0o755)
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin_dir / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed: {result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8")
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c timezone=Asia/Shanghai "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-o", options, "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        with suppress(RuntimeError):  # already stopped
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", autocommit=True) as connection:
+            connection.execute(sql)  # type: ignore[arg-type]
+
+    def create_database(self) -> str:
+        name = f"kbqa_{uuid.uuid4().hex[:12]}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip(POSTGRES_ABSENT)
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+POSTGRES_ABSENT = "PostgreSQL's server binaries are absent (/usr/lib/postgresql/*/bin); scripts/setup.sh installs them"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where an API instance keeps its data: Milvus Lite file or Milvus server over TCP; SQLite or PostgreSQL."""
+
+    milvus: str  # "lite" | "server"
+    catalog: str  # "sqlite" | "postgresql"
+
+    def __str__(self) -> str:
+        return f"{self.milvus}-{self.catalog}"
+
+
+# The two ways the product is deployed: one machine (embedded files), and servers over the network.
+BACKENDS = [Backend("lite", "sqlite"), Backend("server", "postgresql")]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusOverTcp]:
+    """One Milvus server over TCP for the whole session; each module drops the collections it created."""
+    server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the whole session; each module gets a database of its own."""
+    with running_postgres() as server:
+        yield server
+
+
+@contextmanager
+def backend_overrides(request: pytest.FixtureRequest, backend: Backend) -> Iterator[dict[str, str]]:
+    """The settings that point an API instance at `backend`: empty for the embedded files; for the servers, a fresh
+    PostgreSQL database (dropped afterwards) and the shared Milvus server (this block's collections dropped after)."""
+    overrides: dict[str, str] = {}
+    milvus: MilvusOverTcp | None = None
+    postgres: PostgresServer | None = None
+    if backend.milvus == "server":
+        milvus = request.getfixturevalue("milvus_server")
+        overrides["milvus_uri"] = milvus.uri
+        existing = milvus.collections()
+    if backend.catalog == "postgresql":
+        postgres = request.getfixturevalue("postgres_server")
+        database = postgres.create_database()
+        overrides["catalog_url"] = postgres.url(database)
+    try:
+        yield overrides
+    finally:
+        if milvus is not None:
+            milvus.drop_collections_except(existing)
+        if postgres is not None:
+            postgres.drop_database(database)
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=str)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def module_settings(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("kbqa-data"), embedding_model_dir)
+def backend_settings(request: pytest.FixtureRequest, backend: Backend) -> Iterator[dict[str, str]]:
+    """This module's storage settings on the current backend (see `backend_overrides`)."""
+    with backend_overrides(request, backend) as overrides:
+        yield overrides
+
+
+@pytest.fixture(scope="module")
+def module_settings(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, backend_settings: dict[str, str]
+) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("kbqa-data"), embedding_model_dir, **backend_settings)
 
 
 @pytest.fixture(scope="module")

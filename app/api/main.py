@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymilvus.exceptions import MilvusException
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
 from app.errors import KBQAError
+from app.kb.catalog import Catalog, CatalogUnavailable
 from app.kb.vector_store import VectorStoreUnavailable
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -53,6 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reason = getattr(exc, "message", None) or str(exc)
         detail = f"vector store unavailable at {settings.resolved_milvus_uri}: {reason.splitlines()[0][:300]}"
         return JSONResponse(status_code=503, content={"detail": detail})
+
+    @app.exception_handler(CatalogUnavailable)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _catalog_error(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("catalog error: %s", exc)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        catalog: Catalog | None = getattr(getattr(request.app.state, "services", None), "catalog", None)
+        where = catalog.display_url if catalog else "the configured catalog_url"
+        return JSONResponse(status_code=503, content={"detail": f"catalog database unavailable at {where}: {reason}"})
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""The catalog: knowledge bases and their documents in a relational database (SQLite by default)."""
+"""The catalog: knowledge bases and their documents in a relational database (SQLite by default, PostgreSQL for
+several API processes). The schema behaves the same on both: times come back as UTC-aware datetimes, text limits
+count characters, names compare case-sensitively, and a claim with a lease says which process indexes a document."""
 
 from __future__ import annotations
 
@@ -16,12 +18,18 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     create_engine,
     event,
+    inspect,
     select,
+    text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from app.errors import InvalidInput
 
 
 def utcnow() -> datetime:
@@ -39,6 +47,24 @@ class DocumentStatus(enum.StrEnum):
     failed = "failed"
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back UTC-aware on every database (SQLite returns naive datetimes,
+    PostgreSQL returns them in the server's time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def process_result_value(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -50,11 +76,11 @@ class KnowledgeBase(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     collection_name: Mapped[str] = mapped_column(String(64), unique=True)
-    embedding_model: Mapped[str] = mapped_column(String(512))
+    embedding_model: Mapped[str] = mapped_column(Text)
     embedding_dim: Mapped[int] = mapped_column(Integer)
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     documents: Mapped[list[Document]] = relationship(
         back_populates="knowledge_base", cascade="all, delete-orphan", passive_deletes=True
@@ -78,9 +104,13 @@ class Document(Base):
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     chunks_embedded: Mapped[int] = mapped_column(Integer, default=0)
     replaces_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Which API process indexes the document (queued in its memory or being processed), until when: the owner
+    # renews the lease while it works, so another process takes the document over only after the owner died.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     knowledge_base: Mapped[KnowledgeBase] = relationship(back_populates="documents")
 
@@ -91,8 +121,8 @@ class Conversation(Base):
     __tablename__ = "conversations"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     title: Mapped[str] = mapped_column(String(255), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     messages: Mapped[list[ConversationMessage]] = relationship(
         back_populates="conversation",
@@ -112,7 +142,7 @@ class ConversationMessage(Base):
     mode: Mapped[str] = mapped_column(String(16), default="")
     rewritten_question: Mapped[str | None] = mapped_column(Text, nullable=True)
     sources_json: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
@@ -128,17 +158,54 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
         cursor.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added to the schema since a catalog was created (all nullable), added in place: create_all only
+    creates missing tables."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
+def _reject_nul(session: Session, _context: object, _instances: object) -> None:
+    """PostgreSQL cannot store NUL in text (SQLite can): refuse it on every database, naming the field."""
+    for obj in (*session.new, *session.dirty):
+        for attr in obj.__mapper__.column_attrs:
+            value = obj.__dict__.get(attr.key)
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidInput(f"{attr.key.replace('_', ' ')} must not contain NUL (\\x00) characters")
+
+
+class CatalogUnavailable(RuntimeError):
+    """The catalog database cannot be reached (the API answers 503)."""
+
+
 class Catalog:
     """Owns the engine and hands out sessions; the schema is created on first use."""
 
     def __init__(self, url: str) -> None:
         is_sqlite = url.startswith("sqlite")
-        connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {}
+        # A PostgreSQL server that does not answer is reported after connect_timeout seconds instead of hanging.
+        connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {"connect_timeout": 5}
         self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        # What error messages show: the URL without its password.
+        self.display_url = self.engine.url.render_as_string(hide_password=True)
         if is_sqlite:
             _enable_sqlite_foreign_keys(self.engine)
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
+        except OperationalError as exc:
+            self.engine.dispose()
+            raise CatalogUnavailable(f"cannot open the catalog database at {self.display_url}: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "before_flush", _reject_nul)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,24 +1,31 @@
 """Background indexing: file -> sections -> chunks -> embeddings (batched) -> Milvus.
 
 One worker thread runs the queue, so the API keeps answering while large uploads are indexed and their
-progress is visible in the catalog. Small documents waiting in the queue are embedded together, so a folder
-of short files keeps the model's batches full. A document's vectors become visible when it is marked ready;
-any failure removes whatever part of it reached Milvus and records the reason.
+progress is visible in the catalog. Several API processes may share one catalog and one Milvus: a process claims a
+document in the catalog (a conditional UPDATE: owner and lease) before it queues or indexes it, renews the leases
+of the documents it holds, and takes over only documents whose owner's lease ran out (a process that died).
+Small documents waiting in the queue are embedded together, so a folder of short files keeps the model's batches
+full. A document's vectors become visible when it is marked ready; any failure removes whatever part of it reached
+Milvus and records the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from app.kb.catalog import Catalog, Document, DocumentStatus, utcnow
 from app.kb.documents import Chunk, DocumentLoadError
@@ -49,18 +56,82 @@ class _Job:
     chunks: list[Chunk] = field(default_factory=list)
 
 
+def new_owner_id() -> str:
+    """Names this process in document claims: host, pid and a random part (pids repeat across restarts)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def _failure_reason(exc: Exception) -> str:
-    if isinstance(exc, DocumentLoadError):
-        return str(exc)[:2000]
-    return f"{type(exc).__name__}: {exc}"[:2000]
+    reason = str(exc) if isinstance(exc, DocumentLoadError) else f"{type(exc).__name__}: {exc}"
+    return reason.replace("\x00", "\\x00")[:2000]  # PostgreSQL cannot store NUL in text
 
 
 class DocumentIndexer:
-    def __init__(self, catalog: Catalog, store: MilvusStore, embedder: Callable[[], Embedder], files_dir: Path) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: MilvusStore,
+        embedder: Callable[[], Embedder],
+        files_dir: Path,
+        lease_s: float = 60.0,
+    ) -> None:
         self.catalog = catalog
         self.store = store
         self.embedder = embedder
         self.files_dir = files_dir
+        self.lease = timedelta(seconds=lease_s)
+        self.owner = new_owner_id()
+
+    # -- claims -------------------------------------------------------------------------------------------------------
+
+    def _claimable(self, now: datetime) -> ColumnElement[bool]:
+        """Unfinished documents that are unclaimed, claimed by this process, or whose owner's lease ran out."""
+        return and_(
+            Document.status.in_([DocumentStatus.queued, DocumentStatus.processing]),
+            or_(Document.claimed_by.is_(None), Document.claimed_by == self.owner, Document.lease_until < now),
+        )
+
+    def claim(self, doc_ids: list[str], **fields: object) -> list[str]:
+        """Claim the documents no live process holds (one conditional UPDATE, so of two processes racing for a
+        document exactly one wins); the ids claimed, in the order given."""
+        if not doc_ids:
+            return []
+        now = utcnow()
+        with self.catalog.session() as session:
+            session.execute(
+                update(Document)
+                .where(Document.id.in_(doc_ids), self._claimable(now))
+                .values(claimed_by=self.owner, lease_until=now + self.lease, **fields)
+                .execution_options(synchronize_session=False)
+            )
+            mine = set(
+                session.scalars(select(Document.id).where(Document.id.in_(doc_ids), Document.claimed_by == self.owner))
+            )
+        return [d for d in doc_ids if d in mine]
+
+    def renew(self, doc_ids: list[str]) -> None:
+        """Extend the leases of documents this process holds."""
+        if not doc_ids:
+            return
+        with self.catalog.session() as session:
+            session.execute(
+                update(Document)
+                .where(Document.id.in_(doc_ids), Document.claimed_by == self.owner)
+                .values(lease_until=utcnow() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+
+    def claimable_ids(self) -> list[str]:
+        """Unfinished documents no live process holds: left by a process that died, or never claimed."""
+        with self.catalog.session() as session:
+            return list(
+                session.scalars(
+                    select(Document.id)
+                    .where(self._claimable(utcnow()))
+                    .where(or_(Document.claimed_by.is_(None), Document.claimed_by != self.owner))
+                    .order_by(Document.created_at)
+                )
+            )
 
     def index_group(self, doc_ids: list[str]) -> None:
         """Load and split documents and embed their chunks in shared batches of about GROUP_CHUNKS. Each batch
@@ -119,14 +190,15 @@ class DocumentIndexer:
         return True
 
     def _start(self, doc_ids: list[str]) -> list[_Job]:
-        """Mark the documents processing (one transaction) and read what indexing needs to know of them."""
+        """Claim the documents and mark them processing, then read what indexing needs to know of them. Documents
+        another process took over meanwhile (this one stalled past its lease) are left to it."""
+        claimed = self.claim(doc_ids, status=DocumentStatus.processing, error=None, chunks_embedded=0)
         jobs = []
         with self.catalog.session() as session:
-            for doc_id in doc_ids:
+            for doc_id in claimed:
                 doc = session.get(Document, doc_id)
                 if doc is None:
                     continue
-                doc.status, doc.error, doc.chunks_embedded = DocumentStatus.processing, None, 0
                 kb = doc.knowledge_base
                 jobs.append(
                     _Job(
@@ -172,7 +244,11 @@ class DocumentIndexer:
                 if doc is None:
                     orphans.append((job.collection, job.doc_id))
                     continue
+                if doc.claimed_by != self.owner:
+                    log.warning("document %s was taken over by %s; leaving it to that process", doc.id, doc.claimed_by)
+                    continue
                 doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, utcnow(), doc.chunk_count
+                doc.claimed_by, doc.lease_until = None, None
                 old = session.get(Document, job.replaces_id) if job.replaces_id else None
                 if old is not None and old.kb_id == job.kb_id:
                     session.delete(old)
@@ -185,7 +261,8 @@ class DocumentIndexer:
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         self._delete_vectors([(job.collection, job.doc_id) for job in jobs])
         reason = _failure_reason(exc)
-        self._update_many({job.doc_id: {"status": DocumentStatus.failed, "error": reason} for job in jobs})
+        failed = {"status": DocumentStatus.failed, "error": reason, "claimed_by": None, "lease_until": None}
+        self._update_many({job.doc_id: failed for job in jobs})
 
     def _delete_vectors(self, targets: list[tuple[str, str]]) -> None:
         by_collection: dict[str, list[str]] = defaultdict(list)
@@ -224,7 +301,8 @@ def _row(job: _Job, chunk: Chunk, vector: np.ndarray) -> ChunkRow:
 
 
 class IngestionQueue:
-    """A single background worker; `submit` returns at once."""
+    """A single background worker; `submit` returns at once. A second thread renews the leases of the documents
+    this process holds, and now and then takes over the documents of processes that died."""
 
     def __init__(self, indexer: DocumentIndexer) -> None:
         self.indexer = indexer
@@ -232,30 +310,56 @@ class IngestionQueue:
         self._thread = threading.Thread(target=self._work, name="kbqa-ingest", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
+        self._held: dict[str, int] = {}  # submitted, not yet done: how many times it is in the queue
+        self._held_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="kbqa-ingest-lease", daemon=True)
         self._thread.start()
+        self._heartbeat.start()
 
-    def submit(self, doc_id: str) -> None:
-        self._idle.clear()
-        self._queue.put(doc_id)
+    def submit(self, doc_id: str) -> bool:
+        """Queue a document unless another live process holds it (then that one indexes it); True if queued."""
+        return bool(self._submit_claimed(self.indexer.claim([doc_id])))
+
+    def _submit_claimed(self, doc_ids: list[str]) -> list[str]:
+        for doc_id in doc_ids:
+            with self._held_lock:
+                self._held[doc_id] = self._held.get(doc_id, 0) + 1
+            self._idle.clear()
+            self._queue.put(doc_id)
+        return doc_ids
 
     def resume_unfinished(self) -> int:
-        """Requeue documents a previous run left queued or half-indexed (their partial vectors are replaced)."""
-        with self.indexer.catalog.session() as session:
-            ids = session.scalars(
-                select(Document.id)
-                .where(Document.status.in_([DocumentStatus.queued, DocumentStatus.processing]))
-                .order_by(Document.created_at)
-            ).all()
-        for doc_id in ids:
-            self.submit(doc_id)
-        return len(ids)
+        """Queue the documents that are unfinished and held by no live process: left queued or half-indexed by a
+        run that died (their partial vectors are replaced). Documents other running processes hold stay theirs."""
+        with self._held_lock:
+            held = set(self._held)
+        candidates = [d for d in self.indexer.claimable_ids() if d not in held]
+        return len(self._submit_claimed(self.indexer.claim(candidates)))
+
+    def _beat(self) -> None:
+        interval = max(self.indexer.lease.total_seconds() / 4, 0.2)
+        sweeps_every = 4  # look for abandoned documents once per lease
+        beats = 0
+        while not self._stopping.wait(interval):
+            beats += 1
+            try:
+                with self._held_lock:
+                    held = list(self._held)
+                self.indexer.renew(held)
+                if beats % sweeps_every == 0 and self.resume_unfinished():
+                    log.info("took over unfinished documents of a process that stopped")
+            except Exception:
+                log.exception("renewing document leases failed")
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self._idle.wait(timeout)
 
     def stop(self) -> None:
+        self._stopping.set()
         self._queue.put(None)
         self._thread.join(timeout=30)
+        self._heartbeat.join(timeout=30)
 
     def _next_group(self) -> list[str | None]:
         group = [self._queue.get()]
@@ -276,7 +380,17 @@ class IngestionQueue:
             except Exception:
                 log.exception("ingestion worker error on %s", doc_ids)
             finally:
+                self._release(doc_ids)
                 if self._queue.empty():
                     self._idle.set()
             if None in group:
                 return
+
+    def _release(self, doc_ids: list[str]) -> None:
+        with self._held_lock:
+            for doc_id in doc_ids:
+                left = self._held.get(doc_id, 0) - 1
+                if left > 0:
+                    self._held[doc_id] = left
+                else:
+                    self._held.pop(doc_id, None)

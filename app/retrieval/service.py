@@ -72,6 +72,8 @@ class SearchService:
         question = (question or "").strip()
         if not question:
             raise InvalidInput("question must not be empty")
+        if "\x00" in question:
+            raise InvalidInput("question must not contain NUL (\\x00) characters")
         if len(question) > self.settings.max_question_chars:
             raise InvalidInput(
                 f"question is {len(question)} characters long; the limit is {self.settings.max_question_chars}"
