@@ -155,6 +155,15 @@ class Settings(BaseSettings):
             return [item for item in items if item != ""]
         return value
 
+    @field_validator("api_keys", "client_api_key")
+    @classmethod
+    def _printable_keys(cls, value: list[str] | str) -> list[str] | str:
+        """A key travels in an HTTP header: visible ASCII only, or no client could ever send it."""
+        for key in [value] if isinstance(value, str) else value:
+            if not all("!" <= char <= "~" for char in key):
+                raise ValueError("API keys may hold only visible ASCII characters (no spaces)")
+        return value
+
     def model_post_init(self, _context: object) -> None:
         if not self.data_dir.is_absolute():
             self.data_dir = (Path.cwd() / self.data_dir).resolve()

@@ -6,11 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.api.auth import ApiKeyMiddleware, ApiKeys, bearer_scheme
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
 from app.errors import KBQAError
 from app.kb.catalog import Catalog, CatalogUnavailable
@@ -70,11 +72,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(knowledge_bases.router)
-    app.include_router(documents.router)
-    app.include_router(search.router)
-    app.include_router(chat.router)
-    app.include_router(openai_compat.router)
-    app.include_router(status.router)
-    app.include_router(evaluation.router)
+    keys = ApiKeys(settings.api_keys)
+    documented = [Security(bearer_scheme)] if keys else []  # the key in the OpenAPI docs; checked below
+    app.include_router(knowledge_bases.router, dependencies=documented)
+    app.include_router(documents.router, dependencies=documented)
+    app.include_router(search.router, dependencies=documented)
+    app.include_router(chat.router, dependencies=documented)
+    app.include_router(openai_compat.router, dependencies=documented)
+    app.include_router(status.router, dependencies=documented)
+    app.include_router(evaluation.router, dependencies=documented)
+    if keys:
+        # Every route needs the key but /health and the API's own description (see app/api/auth.py).
+        docs = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
+        app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=["/health", *filter(None, docs)])
+    if settings.cors_origins:
+        # Added last, so it runs first: preflight requests are answered before any key is asked for.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     return app
