@@ -12,11 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from app.api.main import create_app
 from app.llm.stack import LLMStack
-from tests.conftest import free_port, llm_settings, make_settings, running_llm_stack
+from tests.conftest import llm_settings, make_settings, running_llm_stack
+from tests.live_api import serving
 
 LONG = "请写一篇很长的文章，介绍印刷术从古至今的历史，至少一千字。"
 
@@ -35,17 +34,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path,
         tmp_path_factory.mktemp("faults-api"), embedding_model_dir,
         llm_base_url=stack.settings.fastchat_api_url, llm_temperature=0.0, llm_max_tokens=1000,
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serving(settings) as url:
+        yield url
 
 
 def stream_events(http: httpx.Client, url: str, body: dict, stop_after_deltas: int | None = None) -> list[dict]:

@@ -1,0 +1,258 @@
+"""The web UI's page logic with Streamlit's AppTest, against the real API served over HTTP (Milvus Lite, the real
+embedding model; the real LLM stack where a test needs answers)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.llm.stack import LLMStack
+from app.settings import PROJECT_ROOT
+from tests.conftest import free_port, make_settings
+from tests.live_api import serving
+from webui.export import conversation_markdown
+from webui.i18n import TEXTS
+
+WEBUI = PROJECT_ROOT / "webui_st.py"
+KB_PAGE = "webui/pages/knowledge_bases.py"
+KB = "产品手册"
+FACT = "北辰九号探测器的主镜口径为三点七米，由岚山光学研究所研制。"
+HOSTILE = "注意事项：<script>window.__pwned = 1</script> 与 **不是粗体** 以及 $x$。"
+
+
+def zh(key: str, **values: object) -> str:
+    text = TEXTS[key][0]
+    return text.format(**values) if values else text
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack) -> Iterator[str]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("webui-api"),
+        embedding_model_dir,
+        llm_base_url=llm_stack.settings.fastchat_api_url,
+        llm_temperature=0.0,
+        llm_max_tokens=80,
+    )
+    with serving(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def use_api(monkeypatch: pytest.MonkeyPatch, api_url: str) -> str:
+    monkeypatch.setenv("KBQA_API_URL", api_url)
+    monkeypatch.delenv("KBQA_UI_LANGUAGE", raising=False)
+    return api_url
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(WEBUI), default_timeout=120).run()
+
+
+def kb_page() -> AppTest:
+    at = app()
+    at.switch_page(KB_PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    """The elements' text as a reader sees it: Markdown backslash escapes removed."""
+    return [re.sub(r"\\(.)", r"\1", str(element.value)) for element in getattr(at, kind)]
+
+
+def wait_for(at: AppTest, done: callable, timeout: float = 300) -> AppTest:  # type: ignore[valid-type]
+    """Rerun the page (as the progress fragment's timer would) until `done(at)`."""
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        assert time.monotonic() < deadline, f"timed out; errors: {texts(at, 'error')}"
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
+@pytest.fixture(scope="module")
+def knowledge_base(api_url: str) -> str:
+    """Made through the UI once: create, upload (a fact, hostile text and an empty file), wait until ready."""
+    os.environ["KBQA_API_URL"] = api_url
+    try:
+        at = kb_page()
+        at.text_input[0].input(KB)
+        at.button[0].click().run()  # the create form's submit button
+        assert at.selectbox(key="kb_selected").value == KB
+        at.file_uploader[0].set_value(
+            [
+                ("北辰九号.md", FACT.encode(), "text/markdown"),
+                ("注意.txt", HOSTILE.encode(), "text/plain"),
+                ("空白.txt", b"", "text/plain"),
+            ]
+        ).run()
+        next(b for b in at.button if b.label == zh("kbs.upload_button")).click().run()
+        assert not at.exception, at.exception
+        assert any("空白.txt" in e and "empty" in e for e in texts(at, "error")), texts(at, "error")
+        wait_for(at, lambda a: len(texts(a, "success")) == 2)
+    finally:
+        del os.environ["KBQA_API_URL"]
+    return KB
+
+
+def test_knowledge_base_page_lists_documents_and_shows_chunks_as_plain_text(use_api: str, knowledge_base: str) -> None:
+    at = kb_page()
+    table = at.dataframe[0].value
+    assert sorted(table[zh("col.filename")]) == ["北辰九号.md", "注意.txt"]
+    assert set(table[zh("col.status")]) == {zh("doc.ready")}
+    assert [m.value for m in at.metric][:3] == ["2", "2", "2"]
+    at.selectbox(key=f"doc_selected_{KB}").set_value(
+        next(d["id"] for d in httpx.get(f"{use_api}/api/kbs/{KB}/documents").json() if d["filename"] == "注意.txt")
+    ).run()
+    at.toggle(key="show_chunks").set_value(True).run()
+    shown = texts(at, "text")
+    assert any("<script>window.__pwned = 1</script>" in text for text in shown), shown
+    assert all("unsafe_allow_html" not in path.read_text() for path in (PROJECT_ROOT / "webui").rglob("*.py"))
+
+
+def test_delete_document_and_knowledge_base_through_the_page(use_api: str, knowledge_base: str) -> None:
+    other = "临时库"
+    assert httpx.post(f"{use_api}/api/kbs", json={"name": other}).status_code == 201
+    files = [("files", ("a.txt", "甲乙丙丁。".encode())), ("files", ("b.txt", "戊己庚辛。".encode()))]
+    assert httpx.post(f"{use_api}/api/kbs/{other}/documents", files=files).status_code == 202
+    at = kb_page()
+    at.selectbox(key="kb_selected").set_value(other).run()
+    wait_for(at, lambda a: bool(a.dataframe) and len(a.dataframe[0].value) == 2)
+    at.button(key="delete_doc").click().run()
+    assert len(httpx.get(f"{use_api}/api/kbs/{other}/documents").json()) == 1
+    at.button(key="delete_kb").click().run()
+    assert httpx.get(f"{use_api}/api/kbs/{other}").status_code == 200, "deleted without confirmation"
+    assert any(other in w for w in texts(at, "warning"))
+    at.button(key="confirm_delete_kb_button").click().run()
+    assert httpx.get(f"{use_api}/api/kbs/{other}").status_code == 404
+    assert httpx.get(f"{use_api}/api/kbs/{knowledge_base}").status_code == 200
+    assert at.selectbox(key="kb_selected").value == knowledge_base
+
+
+def ask(at: AppTest, mode: str, question: str, kbs: list[str] | None = None) -> AppTest:
+    at.segmented_control(key="mode").set_value(mode).run()
+    if kbs is not None:
+        at.multiselect(key="selected_kbs").set_value(kbs).run()
+    at.chat_input(key="question").set_value(question).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_retrieval_test_mode_shows_scored_hits_table_and_chart(use_api: str, knowledge_base: str) -> None:
+    at = ask(app(), "kb_test", "北辰九号的主镜口径是多少？", [knowledge_base])
+    table = at.dataframe[0].value
+    scores = list(table[zh("hits.score")])
+    assert table[zh("hits.file")][0] == "北辰九号.md"
+    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 1
+    assert len(at.get("vega_lite_chart")) == 1
+    assert any(c.startswith(zh("chat.timings")) and zh("timing.retrieval_ms") in c for c in texts(at, "caption"))
+
+
+def test_kb_mode_streams_an_answer_with_its_sources_and_exports_it(use_api: str, knowledge_base: str) -> None:
+    at = ask(app(), "kb", "北辰九号探测器的主镜口径是多少？", [knowledge_base])
+    message = at.session_state["messages"][-1]
+    assert "三点七" in message["content"] or "3.7" in message["content"], message["content"]
+    assert message["sources"][0]["file_name"] == "北辰九号.md"
+    assert any(e.label == zh("chat.sources", n=len(message["sources"])) for e in at.expander)
+    assert message["timings"]["first_token_ms"] > 0
+    markdown = conversation_markdown(at.session_state["messages"], now=datetime(2026, 1, 2, 3, 4))
+    assert markdown.startswith("# 对话记录 (2026-01-02 03:04)")
+    assert "北辰九号探测器的主镜口径是多少？" in markdown and "[1] 北辰九号.md" in markdown
+    assert message["content"].strip() in markdown
+    next(b for b in at.button if b.label == zh("chat.new")).click().run()
+    assert at.session_state["messages"] == [] and at.session_state["conversation_id"] is None
+
+
+def test_follow_up_is_rewritten_and_llm_mode_has_no_sources(use_api: str, knowledge_base: str) -> None:
+    at = ask(app(), "llm", "用一句话介绍你自己。")
+    first = at.session_state["messages"][-1]
+    assert first["content"].strip() and first["sources"] == []
+    at = ask(at, "kb", "北辰九号是谁研制的？", [knowledge_base])
+    assert "岚山" in at.session_state["messages"][-1]["content"]
+    at = ask(at, "kb", "它的主镜口径呢？")
+    follow_up = at.session_state["messages"][-1]
+    assert follow_up["rewritten_question"] and follow_up["rewritten_question"] != "它的主镜口径呢？"
+    assert any(c.startswith(zh("chat.rewritten", question="")) for c in texts(at, "caption"))
+
+
+def test_mode_switch_keeps_the_picked_knowledge_bases(use_api: str, knowledge_base: str) -> None:
+    at = app()
+    at.segmented_control(key="mode").set_value("kb").run()
+    at.multiselect(key="selected_kbs").set_value([knowledge_base]).run()
+    at.segmented_control(key="mode").set_value("llm").run()
+    assert at.multiselect(key="selected_kbs").disabled
+    at.segmented_control(key="mode").set_value("kb_test").run()
+    assert at.multiselect(key="selected_kbs").value == [knowledge_base]
+
+
+def test_chinese_by_default_english_by_setting(use_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-page switch is exercised in the browser test: AppTest keeps a widget's first format_func, so it
+    cannot follow labels that change language mid-session."""
+    at = app()
+    assert at.segmented_control(key="mode").options == [zh("mode.llm"), zh("mode.kb"), zh("mode.kb_test")]
+    monkeypatch.setenv("KBQA_UI_LANGUAGE", "en")
+    at = app()
+    assert at.segmented_control(key="lang").value == "en"
+    assert at.segmented_control(key="mode").options == ["LLM chat", "KB Q&A", "Retrieval test"]
+    at.switch_page(KB_PAGE).run()
+    assert at.title[0].value == "Knowledge bases"
+
+
+def test_unreachable_api_gets_a_message_on_both_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("KBQA_API_URL", url)
+    at = app()
+    assert not at.exception
+    assert texts(at, "error") == [zh("err.api_unreachable", url=url)]
+    at.switch_page(KB_PAGE).run()
+    assert not at.exception
+    assert texts(at, "error") == [zh("err.api_unreachable", url=url)]
+
+
+@pytest.fixture(scope="module")
+def api_without_llm(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("webui-no-llm"), embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1"
+    )
+    with serving(settings) as url:
+        httpx.post(f"{url}/api/kbs", json={"name": KB}).raise_for_status()
+        httpx.post(f"{url}/api/kbs/{KB}/documents", files=[("files", ("f.md", FACT.encode()))]).raise_for_status()
+        yield url
+
+
+def test_llm_down_is_explained_and_retrieval_test_still_works(
+    monkeypatch: pytest.MonkeyPatch, api_without_llm: str
+) -> None:
+    monkeypatch.setenv("KBQA_API_URL", api_without_llm)
+    at = app()
+    assert zh("err.llm_down") in texts(at, "warning")
+    at = ask(at, "llm", "你好")
+    assert zh("err.llm_down") in texts(at, "error")
+    at = ask(at, "kb", "主镜口径？", [KB])
+    assert zh("err.llm_down") in texts(at, "error")
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{api_without_llm}/api/kbs/{KB}").json()["ready_count"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    at = ask(at, "kb_test", "北辰九号的主镜口径是多少？")
+    assert at.dataframe[0].value[zh("hits.file")][0] == "f.md"
+
+
+def test_the_ui_imports_nothing_from_the_backend() -> None:
+    sources = [WEBUI, *(PROJECT_ROOT / "webui").rglob("*.py")]
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n == "app" or n.startswith("app.") for n in names), f"{path} imports the backend: {names}"
