@@ -293,8 +293,15 @@ def up(
 
 
 @kb_app.command("create")
-def kb_create(name: str, description: str = "", as_json: JsonOption = False) -> None:
-    kb = ApiClient().call("POST", "/api/kbs", json={"name": name, "description": description})
+def kb_create(
+    name: str,
+    description: str = "",
+    chunk_size: Annotated[int | None, typer.Option(help="Characters per chunk (default: chunk_size setting)")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Overlap (default: chunk_overlap scaled)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    body = {"name": name, "description": description, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+    kb = ApiClient().call("POST", "/api/kbs", json=body)
     _print_json(kb) if as_json else console.print(f"created knowledge base {kb['name']!r} ({kb['collection_name']})")
 
 
@@ -462,6 +469,51 @@ def ask(
         page = f" 第{source['page']}页" if source["page"] else ""
         console.print(f"[{source['number']}] {source['file_name']}{page} ({source['kb_name']}, score "
                       f"{source['score']:.2f})", highlight=False, markup=False)
+
+
+@app.command("eval")
+def evaluate(
+    kb: str,
+    questions: Annotated[Path, typer.Argument(help="JSONL, one question per line (see app/eval/questions.py)")],
+    mode: Annotated[list[str] | None, typer.Option("--mode", "-m", help="dense | bm25 | hybrid (repeat)")] = None,
+    chunk_size: Annotated[
+        list[int] | None, typer.Option("--chunk-size", "-c", help="Also try this chunk size (repeat)")
+    ] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Overlap for those sizes (default: scaled)")] = None,
+    answer_sample: Annotated[int, typer.Option(help="Questions to answer with the LLM (end-to-end check)")] = 0,
+    misses: Annotated[int, typer.Option(help="Missed questions shown per mode")] = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report to this file")] = None,
+) -> None:
+    """检索评测: recall@1/5/10, MRR and latency per mode (and chunk size), misses, a score threshold."""
+    from app.eval.render import print_report
+
+    if not questions.is_file():
+        _fail(f"{questions} is not a file")
+    form = {
+        "modes": ",".join(mode or []),
+        "chunk_sizes": ",".join(map(str, chunk_size or [])),
+        "answer_sample": str(answer_sample),
+    }
+    if chunk_overlap is not None:
+        form["chunk_overlap"] = str(chunk_overlap)
+    client = ApiClient()
+    with questions.open("rb") as handle:
+        job = client.call("POST", f"/api/kbs/{kb}/eval", files={"file": (questions.name, handle)}, data=form)
+    try:
+        with console.status("evaluating") as status:
+            while job["status"] in {"queued", "running"}:
+                time.sleep(1)
+                job = client.call("GET", f"/api/eval/jobs/{job['id']}")
+                status.update(f"{job['progress']:.0%} {job['stage']}")
+    except KeyboardInterrupt:
+        client.call("DELETE", f"/api/eval/jobs/{job['id']}")
+        _fail("interrupted; the evaluation was cancelled")
+    if job["status"] != "done":
+        _fail(f"evaluation {job['status']}: {job['error'] or job['stage']}")
+    print_report(console, job["report"], misses)
+    if json_path:
+        json_path.write_text(json.dumps(job["report"], ensure_ascii=False, indent=2), encoding="utf-8")
+        console.print(f"report written to {json_path}", highlight=False)
 
 
 def main() -> None:
