@@ -32,6 +32,9 @@ apt_install chromium
 # server on 127.0.0.1 to run the catalog on PostgreSQL too. Debian's package also starts a system cluster; the
 # tests never use it.
 apt_install postgresql
+# Debian's docker-compose (1.29): tests/test_deploy.py validates docker-compose.yml with `docker-compose config`,
+# which needs no Docker engine.
+apt_install docker-compose
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
