@@ -201,6 +201,14 @@ def test_fastchat_processes_bind_to_127_0_0_1_by_default(tmp_path: Path) -> None
     assert worker_args(["--model-path", "m.gguf"]).host == "127.0.0.1"  # the worker run by hand
 
 
+def test_running_fastchat_processes_listen_on_127_0_0_1_only(llm_stack: LLMStack) -> None:
+    assert llm_stack.settings.fastchat_host == "127.0.0.1"  # the default: llm_settings() leaves it alone
+    for running in llm_stack.processes:
+        process = psutil.Process(running.popen.pid)
+        listening = [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening and {addr.ip for addr in listening} == {"127.0.0.1"}, (running.spec.name, listening)
+
+
 def test_without_keys_the_api_is_open_as_before(tmp_path: Path, embedding_model_dir: Path) -> None:
     settings = Settings(data_dir=tmp_path, embedding_model=str(embedding_model_dir), api_keys=[], cors_origins=[])
     with TestClient(create_app(settings)) as client:
