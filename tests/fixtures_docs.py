@@ -252,6 +252,15 @@ def make_two_column_pdf(folder: Path, chinese: bool = False) -> Path:
     return _save(pdf, folder / name)
 
 
+def make_pages_pdf(folder: Path, name: str, pages: list[str]) -> Path:
+    """A Chinese-capable PDF with one page per text. Needs the fonts from cjk_fonts()."""
+    pdf = _unicode_pdf()
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text, new_x="LMARGIN", new_y="NEXT")
+    return _save(pdf, folder / name)
+
+
 def make_simple_pdf(folder: Path, name: str = "simple.pdf", pages: int = 2) -> Path:
     """An English-only PDF in a core font (no font files needed)."""
     pdf = FPDF(format="A4")

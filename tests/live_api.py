@@ -15,9 +15,10 @@ from tests.conftest import free_port
 
 
 @contextmanager
-def serving(settings: Settings, start_timeout_s: float = 120) -> Iterator[str]:
-    """Serve create_app(settings) in a thread; yields its base URL and stops it afterwards."""
-    port = free_port()
+def serving(settings: Settings, port: int | None = None, start_timeout_s: float = 120) -> Iterator[str]:
+    """Serve create_app(settings) in a thread on `port` (a free one by default); yields its base URL and stops it
+    afterwards."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

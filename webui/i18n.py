@@ -71,7 +71,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "chat.temperature": ("温度", "Temperature"),
     "chat.history_turns": ("携带历史轮数", "History turns sent"),
     "chat.new": ("新对话", "New conversation"),
-    "chat.export": ("导出为 Markdown", "Export as Markdown"),
+    "chat.export": ("导出 .md", "Export .md"),
     "chat.sources": ("来源（{n}）", "Sources ({n})"),
     "chat.source_line": (
         "**[{number}]** {file}{page} · 分数 {score:.3f} · 知识库 {kb}",

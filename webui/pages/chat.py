@@ -148,7 +148,7 @@ def show_hits(sources: list[dict[str, Any]]) -> None:
             t("hits.number"): [s["number"] for s in sources],
             t("hits.score"): [s["score"] for s in sources],
             t("hits.file"): [s["file_name"] for s in sources],
-            t("hits.page"): [s["page"] for s in sources],
+            t("hits.page"): pd.array([s["page"] for s in sources], dtype="Int64"),
             t("hits.kb"): [s["kb_name"] for s in sources],
             t("hits.text"): [s["text"] for s in sources],
         }
