@@ -8,6 +8,7 @@ bash scripts/setup.sh
 HOST="${KBQA_API_HOST:-127.0.0.1}"
 PORT="${KBQA_API_PORT:-7861}"
 echo
+echo "  web UI:        http://${KBQA_UI_HOST:-127.0.0.1}:${KBQA_UI_PORT:-8501}"
 echo "  kbqa API:      http://$HOST:$PORT"
 echo "  OpenAPI docs:  http://$HOST:$PORT/docs"
 echo "  CLI:           .venv/bin/kbqa --help   (e.g. .venv/bin/kbqa kb create 合同库)"
