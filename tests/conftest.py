@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -335,6 +336,58 @@ def create_kb(client: TestClient, name: str) -> dict:
     response = client.post("/api/kbs", json={"name": name})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+KBQA = [sys.executable, "-m", "app.cli"]
+
+
+def api_env(data_dir: Path, model_dir: Path, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `kbqa` process: its data folder, the model, a free API port and any setting overrides
+    (as KBQA_<NAME> variables)."""
+    env = {
+        **os.environ,
+        "KBQA_DATA_DIR": str(data_dir),
+        "KBQA_EMBEDDING_MODEL": str(model_dir),
+        "KBQA_API_PORT": str(free_port()),
+    }
+    env.update({f"KBQA_{name.upper()}": str(value) for name, value in (overrides or {}).items()})
+    env.pop("KBQA_API_URL", None)
+    return env
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def kbqa_serve(env: dict[str, str], log_path: Path, timeout: float = 120) -> Iterator[Served]:
+    """`kbqa serve` in a subprocess (a real uvicorn) with `env`, once /health answers; stopped afterwards."""
+    import httpx
+
+    url = f"http://127.0.0.1:{env['KBQA_API_PORT']}"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*KBQA, "serve"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"kbqa serve did not come up: {log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield Served(url, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture

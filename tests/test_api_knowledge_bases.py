@@ -28,6 +28,24 @@ def test_create_list_show_delete_chinese_name(client: TestClient) -> None:
     assert not _milvus(client).has_collection(kb["collection_name"])
 
 
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_searching_an_empty_knowledge_base_finds_nothing(client: TestClient, mode: str) -> None:
+    """Milvus itself fails a BM25 search of an empty collection; the API answers with no hits."""
+    name = f"空库-{mode}"
+    create_kb(client, name)
+    response = client.post(f"/api/kbs/{name}/search", json={"question": "红树林在哪里生长", "mode": mode})
+    assert response.status_code == 200, response.text
+    assert response.json()["hits"] == []
+
+
+def test_nul_in_a_description_is_422_on_every_catalog(client: TestClient) -> None:
+    """PostgreSQL cannot store NUL in text (SQLite can); both refuse it the same way."""
+    response = client.post("/api/kbs", json={"name": "空字符", "description": "a\x00b"})
+    assert response.status_code == 422
+    assert "description must not contain NUL" in response.json()["detail"]
+    assert client.get("/api/kbs/空字符").status_code == 404
+
+
 def test_duplicate_name_conflicts(client: TestClient) -> None:
     create_kb(client, "dup kb")
     response = client.post("/api/kbs", json={"name": "dup kb"})

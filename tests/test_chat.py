@@ -1,4 +1,5 @@
-"""Chat against the real stack: Milvus Lite, the embedding model and FastChat serving the real Qwen2.5 model.
+"""Chat against the real stack: Milvus (Lite file, or a server over TCP), the embedding model and FastChat serving
+the real Qwen2.5 model.
 
 The knowledge base holds facts the model cannot know (an invented project, its leader and budget)."""
 
@@ -28,7 +29,10 @@ PROJECTS = [(name, text.encode()) for name, text in PROJECT_FILES]
 
 @pytest.fixture(scope="module")
 def client(
-    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack
+    tmp_path_factory: pytest.TempPathFactory,
+    embedding_model_dir: Path,
+    llm_stack: LLMStack,
+    backend_settings: dict[str, str],
 ) -> Iterator[TestClient]:
     settings = make_settings(
         tmp_path_factory.mktemp("chat"),
@@ -36,6 +40,7 @@ def client(
         llm_base_url=llm_stack.settings.fastchat_api_url,
         llm_temperature=0.0,
         llm_max_tokens=120,
+        **backend_settings,
     )
     with TestClient(create_app(settings)) as test_client:
         create_kb(test_client, KB)
@@ -93,13 +98,15 @@ def test_llm_mode_gets_no_sources(client: TestClient) -> None:
 
 
 def test_kb_test_returns_scored_chunks_without_the_llm(
-    tmp_path: Path, embedding_model_dir: Path, client: TestClient
+    tmp_path: Path, embedding_model_dir: Path, client: TestClient, backend_settings: dict[str, str]
 ) -> None:
     result = ask(client, question="星河计划的总预算", mode="kb_test", kb_names=[KB], top_k=2)
     assert len(result["sources"]) == 2 and "三千八百七十万元" in result["sources"][0]["text"]
     assert result["answer"] == "" and result["timings_ms"]["first_token_ms"] is None
     # Proof that no LLM is involved: the same request succeeds with the LLM unreachable.
-    settings = make_settings(tmp_path, embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")
+    settings = make_settings(
+        tmp_path, embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1", **backend_settings
+    )
     with TestClient(create_app(settings)) as offline:
         create_kb(offline, "离线库")
         upload_ready(offline, "离线库", *PROJECTS)

@@ -3,48 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import free_port
-
-KBQA = [sys.executable, "-m", "app.cli"]
+from tests.conftest import KBQA, api_env, free_port, kbqa_serve
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[dict[str, str]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "KBQA_DATA_DIR": str(tmp_path_factory.mktemp("cli-data")),
-        "KBQA_EMBEDDING_MODEL": str(embedding_model_dir),
-        "KBQA_API_PORT": str(port),
-    }
-    log = (tmp_path_factory.mktemp("cli-log") / "server.log").open("w")
-    process = subprocess.Popen([*KBQA, "serve"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("kbqa serve did not come up in 120 s")
-    yield env
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+def server(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, backend_settings: dict[str, str]
+) -> Iterator[dict[str, str]]:
+    env = api_env(tmp_path_factory.mktemp("cli-data"), embedding_model_dir, backend_settings)
+    with kbqa_serve(env, tmp_path_factory.mktemp("cli-log") / "server.log"):
+        yield env
 
 
 def kbqa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

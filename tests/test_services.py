@@ -16,8 +16,10 @@ from tests.conftest import make_settings
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[Services]:
-    built = Services(make_settings(tmp_path_factory.mktemp("services"), embedding_model_dir))
+def services(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, backend_settings: dict[str, str]
+) -> Iterator[Services]:
+    built = Services(make_settings(tmp_path_factory.mktemp("services"), embedding_model_dir, **backend_settings))
     yield built
     built.close()
 

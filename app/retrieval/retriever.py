@@ -76,6 +76,9 @@ class Retriever:
         """`allowed_doc_ids` drops hits of documents that are not ready (being indexed, replaced or deleted)."""
         started = time.perf_counter()
         timer = _Timer()
+        if allowed_doc_ids is not None and not allowed_doc_ids:
+            # Nothing could be kept; and Milvus fails a BM25 search of an empty collection ("NaN or Inf value").
+            return RetrievalResult(chunks=[], timings_ms={"total": 0.0})
         candidates = min(max(top_k * 4, 40), 400)
         if mode is RetrievalMode.dense:
             scored = self._dense(collection, question, candidates, timer)
