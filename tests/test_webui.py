@@ -4,6 +4,7 @@ embedding model; the real LLM stack where a test needs answers)."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import time
@@ -256,3 +257,27 @@ def test_the_ui_imports_nothing_from_the_backend() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n == "app" or n.startswith("app.") for n in names), f"{path} imports the backend: {names}"
+
+
+def test_retrieval_test_area_runs_an_evaluation_and_shows_its_report(use_api: str, knowledge_base: str) -> None:
+    questions = [
+        {"question": "北辰九号探测器的主镜口径是多少？", "file_name": "北辰九号.md", "source": "手册"},
+        {"question": "岚山光学研究所研制了什么？", "file_name": "北辰九号.md", "source": "手册"},
+        {"question": "哪段文字提到了粗体和脚本？", "file_name": "注意.txt", "source": "注意"},
+    ]
+    jsonl = "\n".join(json.dumps(q, ensure_ascii=False) for q in questions).encode()
+    at = app()
+    at.segmented_control(key="mode").set_value("kb_test").run()
+    at.selectbox(key="eval_kb").set_value(knowledge_base)
+    at.multiselect(key="eval_modes").set_value(["hybrid", "bm25"])
+    at.file_uploader(key="eval_file").set_value(("q.jsonl", jsonl, "application/jsonl")).run()
+    next(b for b in at.button if b.label == zh("eval.start")).click().run()
+    assert not at.exception and not texts(at, "error"), texts(at, "error")
+    wait_for(at, lambda a: any(s.startswith("完成：3 个问题") for s in texts(a, "success")), timeout=120)
+    summary = at.dataframe[0].value
+    assert list(summary[zh("eval.col.run")]) == ["混合（向量+BM25） @500", "关键词 BM25 @500"]
+    job = httpx.get(f"{use_api}/api/eval/jobs/{at.session_state['eval_job']}").json()
+    assert list(summary["recall@5"]) == [run["overall"]["recall_at_5"] for run in job["report"]["runs"]]
+    assert any(m.label == zh("eval.threshold") for m in at.metric)
+    assert sorted(set(at.dataframe[1].value[zh("eval.col.source")])) == ["手册", "注意"]
+    assert any(b.label == zh("eval.download") for b in at.get("download_button"))

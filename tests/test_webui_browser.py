@@ -6,6 +6,7 @@ A screenshot of every step is kept under test-artifacts/webui/ (KBQA_TEST_ARTIFA
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -38,6 +39,11 @@ PAGES = [
     "技术参数：北辰九号探测器的主镜口径为三点七米，由岚山光学研究所研制，设计寿命十五年。",
 ]
 HOSTILE = "安全提示：<script>window.__pwned = 1</script> 这一行必须原样显示。"
+EVAL_QUESTIONS = [
+    {"question": "北辰九号探测器的主镜口径是多少？", "file_name": "北辰九号技术说明.pdf"},
+    {"question": "北辰九号计划在哪一年前完成观测任务？", "file_name": "北辰九号技术说明.pdf"},
+    {"question": "哪一行必须原样显示？", "file_name": "安全提示.txt"},
+]
 ANSWER_TIMEOUT_MS = 240_000
 
 pytestmark = [
@@ -47,9 +53,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def ui_settings(
-    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack
-) -> Settings:
+def ui_settings(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack) -> Settings:
     return make_settings(
         tmp_path_factory.mktemp("webui-browser"),
         embedding_model_dir,
@@ -179,6 +183,19 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=60_000)
     steps.idle()
     steps.shot("retrieval-test-scores")
+
+    # The evaluation panel of 知识库测试: a JSONL question set, recall per mode, the suggested threshold.
+    page.get_by_text("批量评测", exact=False).click()
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in EVAL_QUESTIONS), encoding="utf-8")
+    page.locator('[data-testid="stExpander"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        str(questions)
+    )
+    page.get_by_role("button", name="开始评测").click()
+    page.get_by_text("完成：3 个问题", exact=False).wait_for(timeout=120_000)
+    steps.idle()
+    steps.shot("evaluation-report", page.get_by_text("建议分数阈值"))
+    page.get_by_text("批量评测", exact=False).click()  # fold it away again
 
     # LLM 对话: the model alone, no sources.
     steps.mode("LLM 对话")

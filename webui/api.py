@@ -86,6 +86,29 @@ class KbqaApi:
         path = f"/api/kbs/{_segment(kb)}/documents/{_segment(doc_id)}/chunks"
         return self.request("GET", path, params={"offset": offset, "limit": limit})
 
+    def start_evaluation(
+        self,
+        kb: str,
+        questions_jsonl: bytes,
+        modes: list[str],
+        chunk_sizes: list[int],
+        answer_sample: int,
+    ) -> dict[str, Any]:
+        """Start a retrieval evaluation job on a JSONL question set; poll it with evaluation_job()."""
+        form = {
+            "modes": ",".join(modes),
+            "chunk_sizes": ",".join(map(str, chunk_sizes)),
+            "answer_sample": answer_sample,
+        }
+        files = [("file", ("questions.jsonl", questions_jsonl, "application/jsonl"))]
+        return self.request("POST", f"/api/kbs/{_segment(kb)}/eval", data=form, files=files, timeout=120.0)
+
+    def evaluation_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/eval/jobs/{_segment(job_id)}")
+
+    def cancel_evaluation(self, job_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/eval/jobs/{_segment(job_id)}")
+
     def new_conversation(self, title: str = "") -> str:
         return self.request("POST", "/api/conversations", json={"title": title})["id"]
 

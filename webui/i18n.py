@@ -71,7 +71,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "chat.temperature": ("温度", "Temperature"),
     "chat.history_turns": ("携带历史轮数", "History turns sent"),
     "chat.new": ("新对话", "New conversation"),
-    "chat.export": ("导出 .md", "Export .md"),
+    "chat.export": ("导出为 Markdown", "Export as Markdown"),
     "chat.sources": ("来源（{n}）", "Sources ({n})"),
     "chat.source_line": (
         "**[{number}]** {file}{page} · 分数 {score:.3f} · 知识库 {kb}",
@@ -98,6 +98,65 @@ TEXTS: dict[str, tuple[str, str]] = {
     "export.assistant": ("答", "Answer"),
     "export.sources": ("来源", "Sources"),
     "export.empty": ("（空）", "(empty)"),
+    # evaluation panel (知识库测试)
+    "eval.title": ("批量评测：用问题集衡量检索质量", "Evaluate retrieval with a question set"),
+    "eval.intro": (
+        "上传 JSONL 问题集（每行一个问题，附期望的文档 id、文件名或答案文本），得到各检索方式和分块大小下的 "
+        "recall@1/5/10、MRR、耗时、建议阈值和未命中的问题。",
+        "Upload a JSONL question set (one question per line with the expected document id, file name or answer "
+        "text) and get recall@1/5/10, MRR and latency per retrieval mode and chunk size, a suggested threshold "
+        "and the questions that missed.",
+    ),
+    "eval.kb": ("评测的知识库", "Knowledge base"),
+    "eval.modes": ("检索方式", "Retrieval modes"),
+    "eval.file": ("问题集（.jsonl）", "Question set (.jsonl)"),
+    "eval.file_help": (
+        '每行例如 {"question": "…", "file_name": "手册.pdf"}，或用 "doc_id"、"answer"；可加 "source" 分组统计。',
+        'Each line e.g. {"question": "…", "file_name": "manual.pdf"}, or "doc_id", "answer"; "source" groups '
+        "the figures.",
+    ),
+    "eval.chunk_sizes": ("另试分块大小（逗号分隔，可空）", "Other chunk sizes to try (comma-separated, optional)"),
+    "eval.answer_sample": ("端到端答案抽检题数", "Questions for the end-to-end answer check"),
+    "eval.sample_help": (
+        "对带答案文本的问题，用 LLM 在知识库问答模式下作答并检查答案是否包含期望文本（每题数秒）。",
+        "For questions with answer text, the LLM answers in KB Q&A mode and the answer is checked for the "
+        "expected text (seconds per question).",
+    ),
+    "eval.start": ("开始评测", "Start"),
+    "eval.bad_sizes": ("分块大小须为逗号分隔的整数：{text}", "Chunk sizes must be whole numbers: {text}"),
+    "eval.running": ("评测中：{stage}", "Evaluating: {stage}"),
+    "eval.cancel": ("取消评测", "Cancel"),
+    "eval.failed": ("评测失败：{reason}", "The evaluation failed: {reason}"),
+    "eval.cancelled": ("评测已取消。", "The evaluation was cancelled."),
+    "eval.done": ("完成：{questions} 个问题，用时 {seconds:.1f} 秒", "Done: {questions} questions in {seconds:.1f} s"),
+    "eval.col.run": ("检索方式 @分块大小", "Mode @chunk size"),
+    "eval.col.chunks": ("分块数", "Chunks"),
+    "eval.col.misses": ("前 5 未命中", "Missed (top 5)"),
+    "eval.col.source": ("来源", "Source"),
+    "eval.col.questions": ("问题数", "Questions"),
+    "eval.col.threshold": ("阈值", "Threshold"),
+    "eval.col.gold_kept": ("保留的正确分块", "Gold kept"),
+    "eval.col.others_dropped": ("丢弃的其他分块", "Others dropped"),
+    "eval.col.question": ("问题", "Question"),
+    "eval.col.answer": ("回答", "Answer"),
+    "eval.by_source": ("按来源", "By source"),
+    "eval.threshold": ("建议分数阈值", "Suggested score threshold"),
+    "eval.threshold_tradeoff": (
+        "在此阈值下保留 {kept:.1f}% 的正确分块，丢弃 {dropped:.1f}% 的其他分块（准则：{criterion}）。",
+        "At this threshold {kept:.1f}% of the gold hits are kept and {dropped:.1f}% of the others are dropped "
+        "(criterion: {criterion}).",
+    ),
+    "eval.no_threshold": ("无法给出建议阈值：{note}", "No threshold can be suggested: {note}"),
+    "eval.misses_of": ("查看未命中的问题", "Misses of"),
+    "eval.misses_count": ("列出 {shown} 个，共 {total} 个", "{shown} listed of {total}"),
+    "eval.gold_rank": ("正确分块排在第 {rank} 位", "gold hit at rank {rank}"),
+    "eval.gold_absent": ("前 10 中没有正确分块", "no gold hit in the top 10"),
+    "eval.expected": ("期望：{expected}", "Expected: {expected}"),
+    "eval.answers": ("端到端答案抽检", "End-to-end answer check"),
+    "eval.contains": ("答案包含期望文本", "Answer contains the text"),
+    "eval.refused": ("拒答", "Refused"),
+    "eval.refused_with_gold": ("检索到正确分块仍拒答", "Refused with the gold chunk retrieved"),
+    "eval.download": ("下载 JSON 报告", "Download the JSON report"),
     # knowledge-base page
     "kbs.title": ("知识库管理", "Knowledge bases"),
     "kbs.create": ("新建知识库", "New knowledge base"),

@@ -9,13 +9,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from webui import evaluation_panel
 from webui.api import ApiError, KbqaApi
 from webui.common import answer_markdown, get_api, plain, show_error
 from webui.export import conversation_markdown
 from webui.i18n import t
 
 MODES = ["llm", "kb", "kb_test"]
-RETRIEVAL_MODES = ["hybrid", "dense", "bm25"]
 KB_PAGE = "webui/pages/knowledge_bases.py"
 
 
@@ -62,7 +62,7 @@ def sidebar(kb_names: list[str], limits: dict[str, Any]) -> None:
             )
             st.radio(
                 t("chat.retrieval_mode"),
-                RETRIEVAL_MODES,
+                evaluation_panel.RETRIEVAL_MODES,
                 key="retrieval_mode",
                 format_func=lambda m: t(f"retrieval.{m}"),
                 horizontal=True,
@@ -70,19 +70,18 @@ def sidebar(kb_names: list[str], limits: dict[str, Any]) -> None:
             )
             st.slider(t("chat.temperature"), 0.0, 2.0, step=0.1, key="temperature", disabled=llm_off)
             st.slider(t("chat.history_turns"), 0, 10, key="history_turns", disabled=llm_off)
-        left, right = st.columns(2)
-        if left.button(t("chat.new"), icon=":material/add_comment:", use_container_width=True):
+        if st.button(t("chat.new"), icon=":material/add_comment:", width="stretch"):
             st.session_state.messages = []
             st.session_state.conversation_id = None
             st.rerun()
-        right.download_button(
+        st.download_button(
             t("chat.export"),
             data=conversation_markdown(st.session_state.messages),
             file_name=f"kbqa-{datetime.now():%Y%m%d-%H%M}.md",
             mime="text/markdown",
             icon=":material/download:",
             disabled=not st.session_state.messages,
-            use_container_width=True,
+            width="stretch",
         )
 
 
@@ -148,7 +147,7 @@ def show_hits(sources: list[dict[str, Any]]) -> None:
             t("hits.number"): [s["number"] for s in sources],
             t("hits.score"): [s["score"] for s in sources],
             t("hits.file"): [s["file_name"] for s in sources],
-            t("hits.page"): pd.array([s["page"] for s in sources], dtype="Int64"),
+            t("hits.page"): [str(s["page"] or "") for s in sources],
             t("hits.kb"): [s["kb_name"] for s in sources],
             t("hits.text"): [s["text"] for s in sources],
         }
@@ -267,6 +266,8 @@ def main() -> None:
         ready = False
     if mode != "kb_test" and not status["llm"]["reachable"]:
         st.warning(t("err.llm_down"))
+    if mode == "kb_test":
+        evaluation_panel.render(api, kb_names)
     show_history()
     question = st.chat_input(
         t(f"chat.placeholder.{mode}"), max_chars=limits["max_question_chars"], disabled=not ready, key="question"

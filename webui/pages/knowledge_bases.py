@@ -156,7 +156,7 @@ def documents_table(documents: list[dict[str, Any]]) -> None:
             t("col.filename"): [d["filename"] for d in documents],
             t("col.status"): [t(f"doc.{d['status']}") for d in documents],
             t("col.progress"): [d["progress"] for d in documents],
-            t("col.pages"): pd.array([d["pages"] for d in documents], dtype="Int64"),
+            t("col.pages"): [str(d["pages"] or "") for d in documents],
             t("col.chunks"): [d["chunk_count"] for d in documents],
             t("col.size"): [human_size(d["size_bytes"]) for d in documents],
             t("col.created"): [pd.Timestamp(d["created_at"]).strftime("%Y-%m-%d %H:%M") for d in documents],
