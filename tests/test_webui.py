@@ -281,3 +281,32 @@ def test_retrieval_test_area_runs_an_evaluation_and_shows_its_report(use_api: st
     assert any(m.label == zh("eval.threshold") for m in at.metric)
     assert sorted(set(at.dataframe[1].value[zh("eval.col.source")])) == ["手册", "注意"]
     assert any(b.label == zh("eval.download") for b in at.get("download_button"))
+
+
+@pytest.fixture(scope="module")
+def keyed_api(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("webui-keys"),
+        embedding_model_dir,
+        api_keys=["ui-key-1"],
+        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
+    )
+    with serving(settings) as url:
+        yield url
+
+
+def test_the_ui_sends_its_key_and_explains_a_refused_one(monkeypatch: pytest.MonkeyPatch, keyed_api: str) -> None:
+    monkeypatch.setenv("KBQA_API_URL", keyed_api)
+    monkeypatch.setenv("KBQA_CLIENT_API_KEY", "wrong")
+    at = app()
+    assert texts(at, "error") == [zh("err.unauthorized")]
+    monkeypatch.setenv("KBQA_CLIENT_API_KEY", "ui-key-1")
+    at = kb_page()
+    assert not texts(at, "error")
+    hostile = "质量?#%报告 & <b>"  # characters that must survive URLs and Markdown
+    at.text_input[0].input(hostile)
+    at.button[0].click().run()
+    assert at.selectbox(key="kb_selected").value == hostile
+    assert texts(at, "info") == [zh("kbs.no_documents")]
+    headers = {"Authorization": "Bearer ui-key-1"}
+    assert httpx.get(f"{keyed_api}/api/kbs", headers=headers).json()[0]["name"] == hostile
