@@ -170,6 +170,18 @@ def test_kb_mode_streams_an_answer_with_its_sources_and_exports_it(use_api: str,
     assert markdown.startswith("# 对话记录 (2026-01-02 03:04)")
     assert "北辰九号探测器的主镜口径是多少？" in markdown and "[1] 北辰九号.md" in markdown
     assert message["content"].strip() in markdown
+
+    # A reload loses the page's state; the conversation id in the URL brings the turns back from the server.
+    reloaded = AppTest.from_file(str(WEBUI), default_timeout=120)
+    reloaded.query_params["c"] = at.query_params["c"]
+    reloaded.run()
+    restored = reloaded.session_state["messages"]
+    assert [m["role"] for m in restored] == ["user", "assistant"]
+    assert restored[1]["content"] == message["content"] and restored[1]["sources"] == message["sources"]
+    gone = AppTest.from_file(str(WEBUI), default_timeout=120)
+    gone.query_params["c"] = "0" * 32
+    gone.run()
+    assert gone.session_state["messages"] == [] and "c" not in gone.query_params
     next(b for b in at.button if b.label == zh("chat.new")).click().run()
     assert at.session_state["messages"] == [] and at.session_state["conversation_id"] is None
 

@@ -112,6 +112,9 @@ class KbqaApi:
     def new_conversation(self, title: str = "") -> str:
         return self.request("POST", "/api/conversations", json={"title": title})["id"]
 
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/conversations/{_segment(conversation_id)}")
+
     def ask(self, body: dict[str, Any]) -> dict[str, Any]:
         """The whole answer at once (used for 知识库测试, which has no LLM part)."""
         return self.request("POST", "/api/chat", json=body | {"stream": False}, timeout=120.0)

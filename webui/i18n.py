@@ -71,6 +71,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "chat.temperature": ("温度", "Temperature"),
     "chat.history_turns": ("携带历史轮数", "History turns sent"),
     "chat.new": ("新对话", "New conversation"),
+    "chat.conversation_gone": (
+        "链接中的对话已不存在，已开始新对话。",
+        "The conversation in the link is gone; a new one starts.",
+    ),
     "chat.export": ("导出为 Markdown", "Export as Markdown"),
     "chat.sources": ("来源（{n}）", "Sources ({n})"),
     "chat.source_line": (

@@ -34,6 +34,32 @@ def init_state(limits: dict[str, Any]) -> None:
         st.session_state.setdefault(key, value)
 
 
+def restore_conversation(api: KbqaApi) -> None:
+    """After a reload the page has lost its messages; the conversation id in the URL (?c=…) brings them back from
+    the server, which keeps every LLM 对话 and 知识库问答 turn."""
+    state = st.session_state
+    conversation_id = st.query_params.get("c")
+    if not conversation_id or state.conversation_id == conversation_id:
+        return
+    try:
+        stored = api.conversation(conversation_id)
+    except ApiError:
+        del st.query_params["c"]
+        st.toast(t("chat.conversation_gone"), icon=":material/history:")
+        return
+    state.conversation_id = conversation_id
+    state.messages = [
+        {
+            "role": m["role"],
+            "mode": m["mode"],
+            "content": m["content"],
+            "sources": m["sources"],
+            "rewritten_question": m["rewritten_question"],
+        }
+        for m in stored["messages"]
+    ]
+
+
 def sidebar(kb_names: list[str], limits: dict[str, Any]) -> None:
     """The knowledge-base picker and settings. Widgets a mode does not use are disabled, not hidden: a hidden
     widget would lose its value, and switching modes back and forth must keep the user's choices."""
@@ -73,6 +99,7 @@ def sidebar(kb_names: list[str], limits: dict[str, Any]) -> None:
         if st.button(t("chat.new"), icon=":material/add_comment:", width="stretch"):
             st.session_state.messages = []
             st.session_state.conversation_id = None
+            st.query_params.pop("c", None)
             st.rerun()
         st.download_button(
             t("chat.export"),
@@ -227,6 +254,7 @@ def answer(api: KbqaApi, question: str) -> dict[str, Any]:
         else:
             if state.conversation_id is None:
                 state.conversation_id = api.new_conversation(question[:40])
+                st.query_params["c"] = state.conversation_id
             st.write_stream(stream_answer(api, request_body(question), message))
     except ApiError as exc:
         show_error(exc, api)
@@ -253,6 +281,7 @@ def main() -> None:
         return
     limits = status["limits"]
     init_state(limits)
+    restore_conversation(api)
     st.segmented_control(t("mode.label"), MODES, key="mode", required=True, format_func=lambda m: t(f"mode.{m}"))
     sidebar(kb_names, limits)
     mode = st.session_state.mode
