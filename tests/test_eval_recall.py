@@ -1,4 +1,5 @@
-"""Hybrid recall@5 on real CMRC 2018 / DRCD questions over a few hundred passages of ../shared/eval.
+"""Hybrid recall on real CMRC 2018 / DRCD questions over a few hundred passages of ../shared/eval, measured by
+the product's own evaluation (POST /api/kbs/{kb}/eval/json, app/eval).
 
 The subset: 60 CMRC and 60 DRCD questions, their gold passages, and every other passage of the same DRCD
 articles (the hard distractors: many paragraphs of one article compete), about 400 passages in all.
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import SHARED, create_kb, upload_ready
+from tests.test_api_eval import finished
 
 EVAL = SHARED / "eval"
 QUESTIONS_PER_SOURCE = 60
@@ -22,6 +24,9 @@ QUESTIONS_PER_SOURCE = 60
 # dense retrieval alone reaches on DRCD, so losing either half of the hybrid fails the test.
 RECALL_AT_5_FLOOR = 0.96
 DRCD_RECALL_AT_5_FLOOR = 0.95
+# Hybrid recall@1 on the DRCD half measured 0.933 (56 of 60) on Milvus Lite + SQLite and 0.917 (55 of 60) on the
+# Milvus server + PostgreSQL backend (2026-11-24); the floor allows one more miss than the lower of the two.
+DRCD_RECALL_AT_1_FLOOR = 0.90
 
 pytestmark = pytest.mark.skipif(not EVAL.exists(), reason=f"{EVAL} is absent (eval sets live beside the project)")
 
@@ -61,13 +66,14 @@ def kb(client: TestClient, subset: tuple[list[dict], list[dict]]) -> str:
     return "eval-zh"
 
 
-def _recall_at_5(client: TestClient, kb: str, questions: list[dict], mode: str) -> float:
-    found = 0
-    for question in questions:
-        body = {"question": question["question"], "top_k": 5, "mode": mode}
-        hits = client.post(f"/api/kbs/{kb}/search", json=body).json()["hits"]
-        found += any(h["file_name"] == f"{question['doc_id']}.txt" for h in hits)
-    return found / len(questions)
+def _evaluate(client: TestClient, kb: str, questions: list[dict]) -> dict:
+    """Hybrid retrieval through the evaluation API: a background job, polled until its report is ready."""
+    rows = [{"question": q["question"], "doc_id": q["doc_id"], "source": q["source"]} for q in questions]
+    response = client.post(f"/api/kbs/{kb}/eval/json", json={"questions": rows, "modes": ["hybrid"]})
+    assert response.status_code == 202, response.text
+    job = finished(client, response.json()["id"])
+    assert job["status"] == "done", job
+    return job["report"]["runs"][0]
 
 
 def test_subset_size(subset: tuple[list[dict], list[dict]]) -> None:
@@ -76,11 +82,17 @@ def test_subset_size(subset: tuple[list[dict], list[dict]]) -> None:
     assert 200 <= len(passages) <= 700
 
 
-def test_hybrid_recall_at_5_meets_the_floor(client: TestClient, kb: str, subset: tuple[list[dict], list[dict]]) -> None:
+def test_hybrid_recall_meets_the_floors(client: TestClient, kb: str, subset: tuple[list[dict], list[dict]]) -> None:
     _, questions = subset
-    drcd = [q for q in questions if q["source"].startswith("drcd")]
-    overall = _recall_at_5(client, kb, questions, "hybrid")
-    drcd_recall = _recall_at_5(client, kb, drcd, "hybrid")
-    print(f"hybrid recall@5: overall {overall:.3f}, DRCD {drcd_recall:.3f}")
-    assert overall >= RECALL_AT_5_FLOOR
-    assert drcd_recall >= DRCD_RECALL_AT_5_FLOOR
+    run = _evaluate(client, kb, questions)
+    drcd = next(m for source, m in run["by_source"].items() if source.startswith("drcd"))
+    overall = run["overall"]
+    print(
+        f"hybrid recall@5: overall {overall['recall_at_5']:.3f}, DRCD {drcd['recall_at_5']:.3f}; "
+        f"DRCD recall@1 {drcd['recall_at_1']:.3f}"
+    )
+    assert overall["questions"] == 2 * QUESTIONS_PER_SOURCE and drcd["questions"] == QUESTIONS_PER_SOURCE
+    assert overall["recall_at_5"] >= RECALL_AT_5_FLOOR
+    assert drcd["recall_at_5"] >= DRCD_RECALL_AT_5_FLOOR
+    assert drcd["recall_at_1"] >= DRCD_RECALL_AT_1_FLOOR
+    assert run["misses_total"] == round((1 - overall["recall_at_5"]) * overall["questions"])
