@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -50,6 +51,14 @@ class KnowledgeBaseService:
         """`chunk_size` / `chunk_overlap` (characters) are fixed at creation; settings give the defaults."""
         name = validate_kb_name(name, self.settings.max_kb_name_chars)
         chunk_size, chunk_overlap = self.chunking(chunk_size, chunk_overlap)
+        try:
+            kb = self._insert_kb(name, description, chunk_size, chunk_overlap)
+        except IntegrityError:  # another API process created the same name between our check and our insert
+            raise Conflict(f"knowledge base {name!r} already exists") from None
+        self.store.create_collection(kb.collection_name, self.embedding_dim)
+        return KnowledgeBaseInfo.of(kb, [])
+
+    def _insert_kb(self, name: str, description: str, chunk_size: int, chunk_overlap: int) -> KnowledgeBase:
         with self.catalog.session() as session:
             if kb_by_name(session, name):
                 raise Conflict(f"knowledge base {name!r} already exists")
@@ -64,8 +73,7 @@ class KnowledgeBaseService:
             kb.id = uuid.uuid4().hex
             kb.collection_name = collection_name_for(kb.id)
             session.add(kb)
-        self.store.create_collection(kb.collection_name, self.embedding_dim)
-        return KnowledgeBaseInfo.of(kb, [])
+        return kb
 
     def list(self) -> list[KnowledgeBaseInfo]:
         with self.catalog.session() as session:
