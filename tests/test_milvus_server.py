@@ -7,6 +7,7 @@ the same gRPC protocol as Milvus standalone, so the code path is the one a Milvu
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from pymilvus import MilvusClient
 
 from app.api.main import create_app
+from app.kb.vector_store import MilvusStore
 from tests.conftest import Backend, MilvusOverTcp, create_kb, make_settings, upload_ready
 
 
@@ -42,6 +44,21 @@ def test_ingest_search_replace_delete(client: TestClient) -> None:
     assert store.count(kb["collection_name"]) == 0
     assert client.delete("/api/kbs/服务器库").status_code == 204
     assert not store.has_collection(kb["collection_name"])
+
+
+@pytest.mark.parametrize("milvus", ["lite", "server"])
+def test_closing_one_store_leaves_another_on_the_same_milvus_working(
+    request: pytest.FixtureRequest, tmp_path: Path, milvus: str
+) -> None:
+    """Two apps (or Services) in one process on one Milvus: one shutting down must not cut the other off."""
+    uri = str(tmp_path / "milvus.db") if milvus == "lite" else request.getfixturevalue("milvus_server").uri
+    first, second = MilvusStore(uri), MilvusStore(uri)
+    name = f"kb_{uuid.uuid4().hex}"
+    first.create_collection(name, 8)
+    first.close()
+    assert second.has_collection(name) and second.count(name) == 0
+    second.drop_collection(name)
+    second.close()
 
 
 def test_milvus_down_is_503_and_catalog_untouched(

@@ -129,6 +129,8 @@ class KnowledgeBaseService:
             doc_ids = []
             for doc in kb.documents:
                 doc.status, doc.error, doc.chunks_embedded = DocumentStatus.queued, None, 0
+                # Taken from any process indexing it now (with the old settings); that one leaves it to this one.
+                doc.claimed_by, doc.lease_until = None, None
                 doc_ids.append(doc.id)
         self.store.drop_collection(collection)
         self.store.create_collection(collection, self.embedding_dim)

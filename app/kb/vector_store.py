@@ -8,6 +8,7 @@ is the same for both. Filter expressions only ever contain ids this program gene
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,10 @@ class MilvusStore:
         if self.is_lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MilvusClient(uri=uri, token=token, timeout=timeout)
+            # A connection of its own: pymilvus shares one per URI and token within a process, so closing one
+            # store (an API app shutting down, a second Services) would cut every other store off.
+            alias = f"kbqa-{uuid.uuid4().hex}"
+            self.client = MilvusClient(uri=uri, token=token, timeout=timeout, alias=alias)
         except MilvusException as exc:
             raise VectorStoreUnavailable(f"cannot connect to Milvus at {uri}: {exc}") from exc
 
