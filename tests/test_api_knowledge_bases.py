@@ -104,3 +104,18 @@ def test_health_and_openapi(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/api/kbs/{kb_name}/search" in paths
     assert "/api/kbs/{kb_name}/documents" in paths
+
+
+def test_evaluation_copies_have_reserved_names_and_stay_out_of_listings(client: TestClient) -> None:
+    refused = client.post("/api/kbs", json={"name": "评测临时-mine"})
+    assert refused.status_code == 422 and "reserved" in refused.json()["detail"]
+    kbs = client.app.state.services.knowledge_bases  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="reserved"):
+        kbs.create("plain name", temporary=True)
+    kbs.create("评测临时-0000-300", chunk_size=300, temporary=True)
+    try:
+        assert client.get("/api/kbs/评测临时-0000-300").json()["chunk_size"] == 300
+        assert "评测临时-0000-300" not in [k["name"] for k in client.get("/api/kbs").json()]
+        assert "kb:评测临时-0000-300" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+    finally:
+        assert client.delete("/api/kbs/评测临时-0000-300").status_code == 204

@@ -37,6 +37,7 @@ from app.eval.models import (
     ThresholdSuggestion,
 )
 from app.eval.questions import EvalQuestion, parse_jsonl, parse_rows
+from app.kb.names import TEMPORARY_PREFIX
 from app.kb.service import KnowledgeBaseService
 from app.kb.views import SearchHit
 from app.retrieval.retriever import RetrievalMode
@@ -48,7 +49,6 @@ TOP_K = 10
 MISS_AT = 5  # a question is listed as missed when no gold hit is in its top 5
 RETURNED_SHOWN = 3
 SNIPPET_CHARS = 160
-TEMP_PREFIX = "评测临时-"
 INDEX_POLL_S = 1.0
 
 
@@ -256,9 +256,11 @@ class EvaluationService:
     def _copy(self, kb_name: str, size: int, overlap: int | None, documents: int, steps: _Steps) -> _Target:
         """A temporary knowledge base with the same files indexed at `size`; waits until they are indexed."""
         size, overlap = self.knowledge_bases.chunking(size, overlap)
-        name = f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{size}"
+        name = f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:8]}-{size}"
         t0 = time.perf_counter()
-        self.knowledge_bases.create(name, f"temporary copy of {kb_name!r} for an evaluation", size, overlap)
+        self.knowledge_bases.create(
+            name, f"temporary copy of {kb_name!r} for an evaluation", size, overlap, temporary=True
+        )
         target = _Target(name, size, overlap, temporary=True)
         try:
             target.aliases = self.knowledge_bases.copy_ready_documents(kb_name, name)

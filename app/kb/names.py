@@ -12,14 +12,23 @@ from pathlib import PurePosixPath
 from app.errors import InvalidInput
 
 _FORBIDDEN_KB_CHARS = set("/\\")
+# Names with this prefix belong to the evaluation's temporary copies of a knowledge base (another chunk size):
+# users cannot create them, and listings leave them out.
+TEMPORARY_PREFIX = "评测临时-"
 
 
 def _has_control_chars(text: str) -> bool:
     return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in text)
 
 
-def validate_kb_name(name: str, max_chars: int) -> str:
+def is_temporary(name: str) -> bool:
+    return name.startswith(TEMPORARY_PREFIX)
+
+
+def validate_kb_name(name: str, max_chars: int, temporary: bool = False) -> str:
     cleaned = unicodedata.normalize("NFC", name).strip()
+    if is_temporary(cleaned) != temporary:
+        raise InvalidInput(f"knowledge base names starting with {TEMPORARY_PREFIX!r} are reserved for evaluations")
     if not cleaned:
         raise InvalidInput("knowledge base name must not be empty")
     if len(cleaned) > max_chars:

@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unsupp
 from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS
-from app.kb.names import collection_name_for, file_extension, sanitize_filename, validate_kb_name
+from app.kb.names import collection_name_for, file_extension, is_temporary, sanitize_filename, validate_kb_name
 from app.kb.vector_store import MilvusStore
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
 from app.settings import Settings
@@ -46,10 +46,16 @@ class KnowledgeBaseService:
     # -- knowledge bases ------------------------------------------------------------------------------------------
 
     def create(
-        self, name: str, description: str = "", chunk_size: int | None = None, chunk_overlap: int | None = None
+        self,
+        name: str,
+        description: str = "",
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        temporary: bool = False,
     ) -> KnowledgeBaseInfo:
-        """`chunk_size` / `chunk_overlap` (characters) are fixed at creation; settings give the defaults."""
-        name = validate_kb_name(name, self.settings.max_kb_name_chars)
+        """`chunk_size` / `chunk_overlap` (characters) are fixed at creation; settings give the defaults.
+        `temporary`: an evaluation's copy, named with TEMPORARY_PREFIX and left out of `list`."""
+        name = validate_kb_name(name, self.settings.max_kb_name_chars, temporary)
         chunk_size, chunk_overlap = self.chunking(chunk_size, chunk_overlap)
         try:
             kb = self._insert_kb(name, description, chunk_size, chunk_overlap)
@@ -78,7 +84,7 @@ class KnowledgeBaseService:
     def list(self) -> list[KnowledgeBaseInfo]:
         with self.catalog.session() as session:
             kbs = session.scalars(select(KnowledgeBase).order_by(KnowledgeBase.created_at)).all()
-            return [KnowledgeBaseInfo.of(kb, list(kb.documents)) for kb in kbs]
+            return [KnowledgeBaseInfo.of(kb, list(kb.documents)) for kb in kbs if not is_temporary(kb.name)]
 
     def get(self, name: str) -> KnowledgeBaseInfo:
         with self.catalog.session() as session:
