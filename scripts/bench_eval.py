@@ -201,6 +201,7 @@ def render(args: argparse.Namespace, reports: dict[str, EvalReport], ingests: di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zh-chunk-sizes", default="300,800", help="other chunk sizes to try on zh (comma-separated)")
+    parser.add_argument("--en-chunk-sizes", default="", help="other chunk sizes to try on en (comma-separated)")
     parser.add_argument("--answer-sample", type=int, default=20, help="zh questions answered by the LLM (0: none)")
     parser.add_argument("--langs", default="zh,en")
     parser.add_argument("--passages", type=int, default=None, help="only the first N passages (a quick try)")
@@ -222,7 +223,7 @@ def main() -> None:
             kb = f"eval-{lang}"
             ingests[lang] = ingest(services, kb, lang, args.passages)
             print(f"{kb}: {ingests[lang][0]} chunks in {ingests[lang][1]:.0f} s", flush=True)
-            sizes = [int(s) for s in args.zh_chunk_sizes.split(",") if s] if lang == "zh" else []
+            sizes = [int(s) for s in getattr(args, f"{lang}_chunk_sizes").split(",") if s]
             reports[lang] = evaluate(services, kb, lang, sizes, args.answer_sample if lang == "zh" else 0)
     finally:
         services.close()
