@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,7 @@ def ui_settings(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: P
         ui_port=free_port(),
         llm_base_url=llm_stack.settings.fastchat_api_url,
         llm_temperature=0.0,
-        llm_max_tokens=80,
+        llm_max_tokens=400,  # the long answer must still be streaming when the test clicks
     )
 
 
@@ -201,7 +202,7 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     steps.mode("LLM 对话")
     before = page.get_by_text("来源（", exact=False).count()
     steps.ask("和模型聊聊……", "用一句话介绍你自己。")
-    page.locator('[data-testid="stChatMessage"]').nth(5).wait_for(timeout=ANSWER_TIMEOUT_MS)
+    page.get_by_text("耗时:", exact=False).nth(2).wait_for(timeout=ANSWER_TIMEOUT_MS)  # the answer is complete
     steps.idle()
     assert page.locator('[data-testid="stChatMessage"]').nth(5).inner_text().strip()
     assert page.get_by_text("来源（", exact=False).count() == before
@@ -210,6 +211,22 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     # The English switch relabels the interface; the conversation stays.
     page.locator('[data-testid="stSidebar"]').get_by_role("radio", name="English").click()
     page.locator('[data-testid="stMainBlockContainer"]').get_by_role("radio", name="KB Q&A", exact=True).wait_for()
+    steps.idle()
+    page.locator('[data-testid="stChatMessage"]').nth(5).wait_for()  # the rerun redraws them one by one
     assert page.locator('[data-testid="stChatMessage"]').count() == 6
     steps.shot("english")
+
+    # A click while an answer streams (here: back to Chinese) reruns the page; what came so far stays.
+    steps.ask("Talk to the model…", "请写一篇很长的文章，介绍印刷术从古至今的历史，至少一千字。")
+    answer = page.locator('[data-testid="stChatMessage"]').nth(7)
+    words = re.compile(r"[\u4e00-\u9fff]{6,}")
+    answer.locator('[data-testid="stMarkdownContainer"]').filter(has_text=words).first.wait_for(
+        timeout=ANSWER_TIMEOUT_MS
+    )
+    page.locator('[data-testid="stSidebar"]').get_by_role("radio", name="中文").click()
+    steps.idle()
+    page.locator('[data-testid="stMainBlockContainer"]').get_by_role("radio", name="知识库问答", exact=True).wait_for()
+    assert page.locator('[data-testid="stChatMessage"]').count() == 8
+    kept = page.locator('[data-testid="stChatMessage"]').nth(7).inner_text()
+    assert words.search(kept) and "回答被中断" in kept, kept
     assert page.dialogs == []  # type: ignore[attr-defined]

@@ -75,6 +75,10 @@ TEXTS: dict[str, tuple[str, str]] = {
         "链接中的对话已不存在，已开始新对话。",
         "The conversation in the link is gone; a new one starts.",
     ),
+    "chat.interrupted": (
+        "（回答被中断：生成时页面有了新的操作）",
+        "(interrupted: the page was used while the answer came)",
+    ),
     "chat.export": ("导出为 Markdown", "Export as Markdown"),
     "chat.sources": ("来源（{n}）", "Sources ({n})"),
     "chat.source_line": (

@@ -55,6 +55,7 @@ def restore_conversation(api: KbqaApi) -> None:
             "content": m["content"],
             "sources": m["sources"],
             "rewritten_question": m["rewritten_question"],
+            "restored": True,
         }
         for m in stored["messages"]
     ]
@@ -207,6 +208,8 @@ def show_assistant(message: dict[str, Any]) -> None:
         if message.get("rewritten_question"):
             st.caption(t("chat.rewritten", question=plain(message["rewritten_question"])))
         st.markdown(answer_markdown(message.get("content", "")))
+        if not message.get("timings") and not message.get("restored") and not message.get("error"):
+            st.caption(t("chat.interrupted"))
         if message.get("error"):
             st.error(t("err.partial", detail=message["error"]))
         if message.get("sources"):
@@ -244,9 +247,10 @@ def stream_answer(api: KbqaApi, body: dict[str, Any], message: dict[str, Any]) -
             message["error"] = event["message"]
 
 
-def answer(api: KbqaApi, question: str) -> dict[str, Any]:
+def answer(api: KbqaApi, question: str, message: dict[str, Any]) -> None:
+    """Fill `message` (already in the history) as the answer arrives: a click that interrupts this run (a mode
+    or language switch) then keeps what has come so far instead of losing the whole answer."""
     state = st.session_state
-    message: dict[str, Any] = {"role": "assistant", "mode": state.mode, "content": "", "sources": []}
     try:
         if state.mode == "kb_test":
             result = api.ask(request_body(question))
@@ -259,7 +263,7 @@ def answer(api: KbqaApi, question: str) -> dict[str, Any]:
     except ApiError as exc:
         show_error(exc, api)
         message["api_error"] = {"message": exc.message, "status": exc.status}
-        return message
+        return
     if state.mode == "kb_test":
         show_hits(message["sources"])
     else:
@@ -268,7 +272,6 @@ def answer(api: KbqaApi, question: str) -> dict[str, Any]:
         if message["sources"]:
             show_sources(message["sources"])
     show_timings(message.get("timings"))
-    return message
 
 
 def main() -> None:
@@ -305,8 +308,10 @@ def main() -> None:
         st.session_state.messages.append({"role": "user", "content": question, "mode": mode})
         with st.chat_message("user"):
             st.markdown(plain(question))
+        message: dict[str, Any] = {"role": "assistant", "mode": mode, "content": "", "sources": []}
+        st.session_state.messages.append(message)
         with st.chat_message("assistant"):
-            st.session_state.messages.append(answer(api, question))
+            answer(api, question, message)
 
 
 main()
