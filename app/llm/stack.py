@@ -199,12 +199,22 @@ class LLMStack:
         return sorted({self.worker_model_name(w) for w in self.settings.llm_workers})
 
     def models_ready(self) -> bool:
+        """The API lists every model and every worker answers on its own port: a FastChat worker registers with
+        the controller before its HTTP server listens, so a listed model alone could still be sent to a worker
+        that refuses the connection."""
         try:
             response = httpx.get(f"{self.settings.fastchat_api_url}/models", timeout=5)
             listed = {card["id"] for card in response.json().get("data", [])}
         except (httpx.HTTPError, ValueError):
             return False
-        return set(self.model_names()) <= listed
+        return set(self.model_names()) <= listed and all(self._worker_answers(w) for w in self.settings.llm_workers)
+
+    def _worker_answers(self, worker: WorkerSettings) -> bool:
+        try:
+            url = f"http://{self.settings.fastchat_host}:{worker.port}/worker_get_status"
+            return httpx.post(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _spawn(self, spec: ProcessSpec, detach: bool) -> None:
         self.processes.append(self._launch(spec, detach))
