@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from webui.api import ApiError
-from webui.common import get_api
+from webui.common import get_api, refresh_status
 from webui.i18n import LANGUAGES, default_language, t
 
 st.set_page_config(page_title="kbqa", page_icon=":material/forum:", layout="wide")
@@ -19,7 +19,7 @@ def sidebar_status() -> None:
     """API and LLM state at a glance; the pages say what to do when either is down."""
     api = get_api()
     try:
-        llm = api.status()["llm"]
+        llm = refresh_status(api)["llm"]
     except ApiError:
         st.sidebar.caption(f":red[●] {api.base_url}")
         return

@@ -22,6 +22,7 @@ from app.modelprep.llm_gguf import DEFAULT_LLM
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "settings.yaml"
 DEFAULT_EMBEDDING_DIRNAME = "multilingual-e5-small"
+CHUNK_SIZE_MIN, CHUNK_SIZE_MAX = 50, 8000  # characters; also the bounds of a knowledge base's own chunk_size
 
 
 class WorkerSettings(BaseModel):
@@ -66,7 +67,7 @@ class Settings(BaseSettings):
     query_prompt: str = "query: "
     passage_prompt: str = "passage: "
 
-    chunk_size: int = Field(500, ge=50, le=8000)
+    chunk_size: int = Field(500, ge=CHUNK_SIZE_MIN, le=CHUNK_SIZE_MAX)
     chunk_overlap: int = Field(50, ge=0)
 
     ingest_lease_s: float = Field(60.0, ge=1)

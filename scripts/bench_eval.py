@@ -53,8 +53,7 @@ def ingest(services: Services, kb: str, lang: str, limit: int | None) -> tuple[i
     for start in range(0, len(passages), 200):
         batch = passages[start : start + 200]
         kbs.upload_many(kb, [(f"{p['doc_id']}.txt", io.BytesIO(p["text"].encode())) for p in batch])
-    while any(d.status not in {"ready", "failed"} for d in kbs.list_documents(kb)):
-        time.sleep(1)
+    services.queue.wait_idle()
     seconds = time.perf_counter() - started
     info = kbs.get(kb)
     if info.ready_count != len(passages):

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -71,7 +71,7 @@ def texts(at: AppTest, kind: str) -> list[str]:
     return [re.sub(r"\\(.)", r"\1", str(element.value)) for element in getattr(at, kind)]
 
 
-def wait_for(at: AppTest, done: callable, timeout: float = 300) -> AppTest:  # type: ignore[valid-type]
+def wait_for(at: AppTest, done: Callable[[AppTest], bool], timeout: float = 300) -> AppTest:
     """Rerun the page (as the progress fragment's timer would) until `done(at)`."""
     deadline = time.monotonic() + timeout
     while not done(at):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import streamlit as st
 
@@ -36,6 +37,28 @@ def get_api() -> KbqaApi:
     return _client(os.environ.get("KBQA_API_URL", DEFAULT_API_URL), os.environ.get("KBQA_CLIENT_API_KEY", ""))
 
 
+RETRIEVAL_MODES = ["hybrid", "dense", "bm25"]
+
+
+def refresh_status(api: KbqaApi) -> dict[str, Any]:
+    """GET /api/status once per run of the app (the sidebar and the page both need it, and it asks the LLM):
+    webui_st.py calls this before the page runs; the page reads the result with `run_status`."""
+    try:
+        st.session_state["_status"] = api.status()
+    except ApiError as exc:
+        st.session_state["_status"] = exc
+        raise
+    return st.session_state["_status"]
+
+
+def run_status() -> dict[str, Any]:
+    """This run's /api/status, or the ApiError that fetching it raised."""
+    status = st.session_state["_status"]
+    if isinstance(status, ApiError):
+        raise status
+    return status
+
+
 def show_error(exc: ApiError, api: KbqaApi) -> None:
     """One clear message: what went wrong and what to start or fix."""
     if exc.unreachable:
@@ -51,9 +74,11 @@ def show_error(exc: ApiError, api: KbqaApi) -> None:
 
 
 def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"

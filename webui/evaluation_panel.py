@@ -11,10 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from webui.api import ApiError, KbqaApi
-from webui.common import plain, show_error
+from webui.common import RETRIEVAL_MODES, plain, show_error
 from webui.i18n import t
 
-RETRIEVAL_MODES = ["hybrid", "dense", "bm25"]
 FINISHED = {"done", "failed", "cancelled"}
 
 

@@ -74,13 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     keys = ApiKeys(settings.api_keys)
     documented = [Security(bearer_scheme)] if keys else []  # the key in the OpenAPI docs; checked below
-    app.include_router(knowledge_bases.router, dependencies=documented)
-    app.include_router(documents.router, dependencies=documented)
-    app.include_router(search.router, dependencies=documented)
-    app.include_router(chat.router, dependencies=documented)
-    app.include_router(openai_compat.router, dependencies=documented)
-    app.include_router(status.router, dependencies=documented)
-    app.include_router(evaluation.router, dependencies=documented)
+    for routes in (knowledge_bases, documents, search, chat, openai_compat, status, evaluation):
+        app.include_router(routes.router, dependencies=documented)
     if keys:
         # Every route needs the key but /health and the API's own description (see app/api/auth.py).
         docs = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]

@@ -47,7 +47,7 @@ def normalise(text: str) -> str:
 
 def contains_answer(answer: str, expected: tuple[str, ...] | list[str]) -> bool:
     text = normalise(answer)
-    return any(normalise(e) and normalise(e) in text for e in expected)
+    return any(wanted and wanted in text for wanted in map(normalise, expected))
 
 
 def refusal_phrases(prompts: PromptBook) -> list[str]:

@@ -39,7 +39,7 @@ from app.eval.models import (
 from app.eval.questions import EvalQuestion, parse_jsonl, parse_rows
 from app.kb.names import TEMPORARY_PREFIX
 from app.kb.service import KnowledgeBaseService
-from app.kb.views import SearchHit
+from app.kb.views import KnowledgeBaseInfo, SearchHit
 from app.retrieval.retriever import RetrievalMode
 from app.retrieval.service import SearchService
 from app.settings import Settings
@@ -151,13 +151,15 @@ class EvaluationService:
             raise InvalidInput(f"answer_sample must be between 0 and {most}, got {answer_sample}")
         return EvalOptions(tuple(dict.fromkeys(chosen)), tuple(sizes), chunk_overlap, answer_sample)
 
-    def check(self, kb_name: str, questions: list[EvalQuestion], options: EvalOptions) -> None:
-        """What can be refused before a job starts: an unknown or empty knowledge base, an impossible sample."""
+    def check(self, kb_name: str, questions: list[EvalQuestion], options: EvalOptions) -> KnowledgeBaseInfo:
+        """What can be refused before a job starts: an unknown or empty knowledge base, an impossible sample.
+        Returns the knowledge base."""
         info = self.knowledge_bases.get(kb_name)
         if info.ready_count == 0:
             raise Conflict(f"knowledge base {kb_name!r} has no ready documents to evaluate")
         if options.answer_sample and not any(q.answers for q in questions):
             raise InvalidInput('answer_sample needs questions with "answer" or "answers"; none has any')
+        return info
 
     def start(self, kb_name: str, questions: list[EvalQuestion], options: EvalOptions) -> EvalJobView:
         """Check what can be checked now (404 / 409 / 422), then run in the background; poll the returned job."""
@@ -172,8 +174,7 @@ class EvaluationService:
         self, kb_name: str, questions: list[EvalQuestion], options: EvalOptions, progress: Progress | None = None
     ) -> EvalReport:
         started, clock = datetime.now(UTC), time.perf_counter()
-        self.check(kb_name, questions, options)
-        info = self.knowledge_bases.get(kb_name)
+        info = self.check(kb_name, questions, options)
         own = _Target(kb_name, info.chunk_size, info.chunk_overlap, temporary=False, chunk_count=info.chunk_count)
         others = [s for s in options.chunk_sizes if s != info.chunk_size]
         sample = self._sample(questions, options.answer_sample)

@@ -319,7 +319,11 @@ class IngestionQueue:
 
     def submit(self, doc_id: str) -> bool:
         """Queue a document unless another live process holds it (then that one indexes it); True if queued."""
-        return bool(self._submit_claimed(self.indexer.claim([doc_id])))
+        return bool(self.submit_many([doc_id]))
+
+    def submit_many(self, doc_ids: list[str]) -> int:
+        """`submit` for several documents with one claim; how many were queued."""
+        return len(self._submit_claimed(self.indexer.claim(doc_ids)))
 
     def _submit_claimed(self, doc_ids: list[str]) -> list[str]:
         for doc_id in doc_ids:
@@ -334,8 +338,7 @@ class IngestionQueue:
         run that died (their partial vectors are replaced). Documents other running processes hold stay theirs."""
         with self._held_lock:
             held = set(self._held)
-        candidates = [d for d in self.indexer.claimable_ids() if d not in held]
-        return len(self._submit_claimed(self.indexer.claim(candidates)))
+        return self.submit_many([d for d in self.indexer.claimable_ids() if d not in held])
 
     def _beat(self) -> None:
         interval = max(self.indexer.lease.total_seconds() / 4, 0.2)

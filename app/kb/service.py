@@ -16,10 +16,10 @@ from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unsupp
 from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS
-from app.kb.names import collection_name_for, file_extension, is_temporary, sanitize_filename, validate_kb_name
+from app.kb.names import TEMPORARY_PREFIX, collection_name_for, file_extension, sanitize_filename, validate_kb_name
 from app.kb.vector_store import MilvusStore
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
-from app.settings import Settings
+from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
 
 _COPY_BLOCK = 1024 * 1024
 
@@ -53,7 +53,8 @@ class KnowledgeBaseService:
         chunk_overlap: int | None = None,
         temporary: bool = False,
     ) -> KnowledgeBaseInfo:
-        """`chunk_size` / `chunk_overlap` (characters) are fixed at creation; settings give the defaults.
+        """`chunk_size` / `chunk_overlap` (characters) are set at creation (settings give the defaults) and change
+        only with a rebuild that is given new ones.
         `temporary`: an evaluation's copy, named with TEMPORARY_PREFIX and left out of `list`."""
         name = validate_kb_name(name, self.settings.max_kb_name_chars, temporary)
         chunk_size, chunk_overlap = self.chunking(chunk_size, chunk_overlap)
@@ -83,8 +84,9 @@ class KnowledgeBaseService:
 
     def list(self) -> list[KnowledgeBaseInfo]:
         with self.catalog.session() as session:
-            kbs = session.scalars(select(KnowledgeBase).order_by(KnowledgeBase.created_at)).all()
-            return [KnowledgeBaseInfo.of(kb, list(kb.documents)) for kb in kbs if not is_temporary(kb.name)]
+            visible = ~KnowledgeBase.name.startswith(TEMPORARY_PREFIX, autoescape=True)
+            kbs = session.scalars(select(KnowledgeBase).where(visible).order_by(KnowledgeBase.created_at)).all()
+            return [KnowledgeBaseInfo.of(kb, list(kb.documents)) for kb in kbs]
 
     def get(self, name: str) -> KnowledgeBaseInfo:
         with self.catalog.session() as session:
@@ -107,10 +109,11 @@ class KnowledgeBaseService:
     def chunking(self, chunk_size: int | None, chunk_overlap: int | None) -> tuple[int, int]:
         """Chunk size and overlap with the settings' defaults filled in, or InvalidInput. Without an overlap, a
         size other than the default gets the default overlap scaled to it (500/50 -> 300/30)."""
-        low, high = 50, 8000  # the bounds of the chunk_size setting
         size = self.settings.chunk_size if chunk_size is None else chunk_size
-        if not low <= size <= high:
-            raise InvalidInput(f"chunk_size must be between {low} and {high} characters, got {size}")
+        if not CHUNK_SIZE_MIN <= size <= CHUNK_SIZE_MAX:
+            raise InvalidInput(
+                f"chunk_size must be between {CHUNK_SIZE_MIN} and {CHUNK_SIZE_MAX} characters, got {size}"
+            )
         if chunk_overlap is None:
             chunk_overlap = self.settings.chunk_overlap * size // self.settings.chunk_size
         if not 0 <= chunk_overlap < size:
@@ -140,8 +143,7 @@ class KnowledgeBaseService:
                 doc_ids.append(doc.id)
         self.store.drop_collection(collection)
         self.store.create_collection(collection, self.embedding_dim)
-        for doc_id in doc_ids:
-            self.queue.submit(doc_id)
+        self.queue.submit_many(doc_ids)
         return self.get(name)
 
     def collection_and_ready_docs(self, name: str) -> tuple[str, set[str]]:

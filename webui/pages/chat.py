@@ -11,7 +11,7 @@ import streamlit as st
 
 from webui import evaluation_panel
 from webui.api import ApiError, KbqaApi
-from webui.common import answer_markdown, get_api, plain, show_error
+from webui.common import RETRIEVAL_MODES, answer_markdown, get_api, plain, run_status, show_error
 from webui.export import conversation_markdown
 from webui.i18n import t
 
@@ -89,7 +89,7 @@ def sidebar(kb_names: list[str], limits: dict[str, Any]) -> None:
             )
             st.radio(
                 t("chat.retrieval_mode"),
-                evaluation_panel.RETRIEVAL_MODES,
+                RETRIEVAL_MODES,
                 key="retrieval_mode",
                 format_func=lambda m: t(f"retrieval.{m}"),
                 horizontal=True,
@@ -204,16 +204,22 @@ def show_assistant(message: dict[str, Any]) -> None:
         return
     if message["mode"] == "kb_test":
         show_hits(message.get("sources", []))
-    else:
-        if message.get("rewritten_question"):
-            st.caption(t("chat.rewritten", question=plain(message["rewritten_question"])))
-        st.markdown(answer_markdown(message.get("content", "")))
-        if not message.get("timings") and not message.get("restored") and not message.get("error"):
-            st.caption(t("chat.interrupted"))
-        if message.get("error"):
-            st.error(t("err.partial", detail=message["error"]))
-        if message.get("sources"):
-            show_sources(message["sources"])
+        show_timings(message.get("timings"))
+        return
+    if message.get("rewritten_question"):
+        st.caption(t("chat.rewritten", question=plain(message["rewritten_question"])))
+    st.markdown(answer_markdown(message.get("content", "")))
+    show_answer_details(message)
+
+
+def show_answer_details(message: dict[str, Any]) -> None:
+    """What comes under an answer's text: an interruption or error, the sources, the timings."""
+    if not message.get("timings") and not message.get("restored") and not message.get("error"):
+        st.caption(t("chat.interrupted"))
+    if message.get("error"):
+        st.error(t("err.partial", detail=message["error"]))
+    if message.get("sources"):
+        show_sources(message["sources"])
     show_timings(message.get("timings"))
 
 
@@ -260,24 +266,17 @@ def answer(api: KbqaApi, question: str, message: dict[str, Any]) -> None:
                 state.conversation_id = api.new_conversation(question[:40])
                 st.query_params["c"] = state.conversation_id
             st.write_stream(stream_answer(api, request_body(question), message))
+            show_answer_details(message)  # the text and the rewritten question are already on the page
+            return
     except ApiError as exc:
-        show_error(exc, api)
         message["api_error"] = {"message": exc.message, "status": exc.status}
-        return
-    if state.mode == "kb_test":
-        show_hits(message["sources"])
-    else:
-        if message.get("error"):
-            st.error(t("err.partial", detail=message["error"]))
-        if message["sources"]:
-            show_sources(message["sources"])
-    show_timings(message.get("timings"))
+    show_assistant(message)
 
 
 def main() -> None:
     api = get_api()
     try:
-        status = api.status()
+        status = run_status()
         kb_names = [kb["name"] for kb in api.knowledge_bases()]
     except ApiError as exc:
         show_error(exc, api)

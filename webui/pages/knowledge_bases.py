@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from webui.api import ApiError, KbqaApi
-from webui.common import get_api, human_size, plain, show_error
+from webui.common import get_api, human_size, plain, run_status, show_error
 from webui.i18n import t
 
 CHUNKS_PER_PAGE = 10
@@ -226,7 +226,7 @@ def main() -> None:
     api = get_api()
     st.title(t("kbs.title"))
     try:
-        status = api.status()
+        status = run_status()
         kbs = {kb["name"]: kb for kb in api.knowledge_bases()}
     except ApiError as exc:
         show_error(exc, api)

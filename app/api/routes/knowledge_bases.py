@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from app.api.deps import knowledge_bases
 from app.kb.service import KnowledgeBaseService
 from app.kb.views import KnowledgeBaseInfo
+from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN
 
 router = APIRouter(prefix="/api/kbs", tags=["knowledge bases"])
 KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
@@ -19,7 +20,8 @@ class CreateKnowledgeBase(BaseModel):
     name: str = Field(description="Display name; Chinese and punctuation are fine (no '/', '\\\\' or control chars)")
     description: str = Field("", max_length=2000)
     chunk_size: int | None = Field(
-        None, description="Characters per chunk (50-8000), fixed at creation; default: the chunk_size setting"
+        None, description=f"Characters per chunk ({CHUNK_SIZE_MIN}-{CHUNK_SIZE_MAX}), set at creation (a rebuild may "
+        "change it); default: the chunk_size setting"
     )
     chunk_overlap: int | None = Field(
         None, description="Characters shared by neighbouring chunks (< chunk_size); default: chunk_overlap scaled"
