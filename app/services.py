@@ -11,6 +11,7 @@ from app.eval.jobs import EvalJobs
 from app.eval.service import EvaluationService
 from app.kb.catalog import Catalog
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
+from app.kb.loaders import LoadLimits
 from app.kb.service import KnowledgeBaseService
 from app.kb.vector_store import MilvusStore
 from app.llm.client import LLMClient
@@ -72,7 +73,13 @@ class Services:
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")
         self.indexer = DocumentIndexer(
-            self.catalog, self.store, self.passage_embedder, settings.files_dir, lease_s=settings.ingest_lease_s
+            self.catalog,
+            self.store,
+            self.passage_embedder,
+            settings.files_dir,
+            lease_s=settings.ingest_lease_s,
+            limits=LoadLimits.from_settings(settings),
+            max_attempts=settings.max_index_attempts,
         )
         self.queue = IngestionQueue(self.indexer)
 

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(50, ge=0)
 
     ingest_lease_s: float = Field(60.0, ge=1)
+    max_index_attempts: int = Field(2, ge=1)
+
+    # What reading one document may inflate or allocate (app/kb/loaders/_limits.py).
+    load_max_text_chars: int = Field(20_000_000, ge=1)
+    load_max_html_elements: int = Field(200_000, ge=1)
+    load_max_pdf_pages: int = Field(5000, ge=1)
+    load_max_zip_members: int = Field(10_000, ge=1)
+    load_max_zip_member_mb: float = Field(200, gt=0)
+    load_max_zip_total_mb: float = Field(500, gt=0)
+    load_max_zip_ratio: float = Field(100, gt=1)
+    load_max_xml_mb: float = Field(50, gt=0)
 
     max_upload_mb: float = Field(200, gt=0)
     max_filename_chars: int = Field(200, ge=16, le=255)

@@ -114,6 +114,9 @@ class Document(Base):
     # renews the lease while it works, so another process takes the document over only after the owner died.
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Times indexing started since the document last finished (committed before the work): a document whose indexing
+    # keeps killing its process (a crash, the out-of-memory killer) is failed instead of resumed forever.
+    index_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
 
     knowledge_base: Mapped[KnowledgeBase] = relationship(back_populates="documents")
 

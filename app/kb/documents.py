@@ -25,6 +25,10 @@ class EmptyDocument(DocumentLoadError):
     pass
 
 
+class DocumentTooLarge(DocumentLoadError):
+    """Reading the file would inflate or allocate past a limit (a `load_*` setting), as a zip bomb does."""
+
+
 @dataclass(frozen=True)
 class Section:
     """A run of text from one place in a document: one PDF page, or the text under one heading."""

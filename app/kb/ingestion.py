@@ -3,7 +3,9 @@
 One worker thread runs the queue, so the API keeps answering while large uploads are indexed and their
 progress is visible in the catalog. Several API processes may share one catalog and one Milvus: a process claims a
 document in the catalog (a conditional UPDATE: owner and lease) before it queues or indexes it, renews the leases
-of the documents it holds, and takes over only documents whose owner's lease ran out (a process that died).
+of the documents it holds, and takes over only documents whose owner's lease ran out (a process that died). Each
+start of a document's indexing is counted first, so a document that keeps killing its process (a crash, the
+out-of-memory killer) is failed with that reason once it used up its attempts, instead of being resumed forever.
 Small documents waiting in the queue are embedded together, so a folder of short files keeps the model's batches
 full. A document's vectors become visible when it is marked ready; any failure removes whatever part of it reached
 Milvus and records the reason.
@@ -25,11 +27,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
-from app.kb.catalog import Catalog, Document, DocumentStatus, utcnow
+from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
 from app.kb.documents import Chunk, DocumentLoadError
-from app.kb.loaders import load_document
+from app.kb.loaders import LoadLimits, load_document
 from app.kb.splitter import split_document
 from app.kb.vector_store import ChunkRow, MilvusStore
 from app.retrieval.embeddings import Embedder
@@ -66,6 +68,14 @@ def _failure_reason(exc: Exception) -> str:
     return reason.replace("\x00", "\\x00")[:2000]  # PostgreSQL cannot store NUL in text
 
 
+def _interrupted_reason(attempts: int) -> str:
+    return (
+        f"索引中断了 {attempts} 次（进程崩溃或超出内存），不再重试；检查文件后重新上传可再试。 "
+        f"(Indexing was interrupted {attempts} times: the process crashed or ran out of memory. It is not retried "
+        "again; check the file and upload it again to retry.)"
+    )
+
+
 class DocumentIndexer:
     def __init__(
         self,
@@ -74,12 +84,16 @@ class DocumentIndexer:
         embedder: Callable[[], Embedder],
         files_dir: Path,
         lease_s: float = 60.0,
+        limits: LoadLimits | None = None,
+        max_attempts: int = 2,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.embedder = embedder
         self.files_dir = files_dir
         self.lease = timedelta(seconds=lease_s)
+        self.limits = limits or LoadLimits.from_settings()
+        self.max_attempts = max_attempts
         self.owner = new_owner_id()
 
     # -- claims -------------------------------------------------------------------------------------------------------
@@ -133,6 +147,39 @@ class DocumentIndexer:
                 )
             )
 
+    def give_up_interrupted(self, doc_ids: list[str]) -> list[str]:
+        """Fail the documents whose indexing already started max_attempts times without finishing (each time its
+        process died), instead of starting them again; the others, in the order given. A document a live process
+        claimed meanwhile is left to it."""
+        if not doc_ids:
+            return []
+        given_up: list[tuple[str, str]] = []
+        with self.catalog.session() as session:
+            spent = session.execute(
+                select(Document.id, Document.index_attempts, KnowledgeBase.collection_name)
+                .join(KnowledgeBase, Document.kb_id == KnowledgeBase.id)
+                .where(Document.id.in_(doc_ids), Document.index_attempts >= self.max_attempts)
+            ).all()
+            for doc_id, attempts, collection in spent:
+                failed = session.execute(
+                    update(Document)
+                    .where(Document.id == doc_id, self._claimable(utcnow()))
+                    .values(
+                        status=DocumentStatus.failed,
+                        error=_interrupted_reason(attempts),
+                        claimed_by=None,
+                        lease_until=None,
+                        index_attempts=0,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if failed.rowcount:
+                    given_up.append((collection, doc_id))
+                    log.warning("document %s: indexing was interrupted %d times; marked failed", doc_id, attempts)
+        self._delete_vectors(given_up)  # what an interrupted run stored
+        dropped = {doc_id for _, doc_id in given_up}
+        return [d for d in doc_ids if d not in dropped]
+
     def index_group(self, doc_ids: list[str]) -> None:
         """Load and split documents and embed their chunks in shared batches of about GROUP_CHUNKS. Each batch
         is stored by a second thread while the next one is embedded, so Milvus' insert time is hidden."""
@@ -177,7 +224,7 @@ class DocumentIndexer:
         try:
             if not job.path.exists():
                 raise DocumentLoadError(f"the stored file {job.filename!r} is missing; upload it again")
-            loaded = load_document(job.path, job.filename)
+            loaded = load_document(job.path, job.filename, self.limits)
             job.pages = loaded.pages
             job.chunks = split_document(loaded, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
             if not job.chunks:
@@ -191,8 +238,12 @@ class DocumentIndexer:
 
     def _start(self, doc_ids: list[str]) -> list[_Job]:
         """Claim the documents and mark them processing, then read what indexing needs to know of them. Documents
-        another process took over meanwhile (this one stalled past its lease) are left to it."""
-        claimed = self.claim(doc_ids, status=DocumentStatus.processing, error=None, chunks_embedded=0)
+        another process took over meanwhile (this one stalled past its lease) are left to it. The start is counted
+        (committed before any work) so that a start that kills the process counts too."""
+        attempts = func.coalesce(Document.index_attempts, 0) + 1
+        claimed = self.claim(
+            doc_ids, status=DocumentStatus.processing, error=None, chunks_embedded=0, index_attempts=attempts
+        )
         jobs = []
         with self.catalog.session() as session:
             for doc_id in claimed:
@@ -248,7 +299,7 @@ class DocumentIndexer:
                     log.warning("document %s was taken over by %s; leaving it to that process", doc.id, doc.claimed_by)
                     continue
                 doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, utcnow(), doc.chunk_count
-                doc.claimed_by, doc.lease_until = None, None
+                doc.claimed_by, doc.lease_until, doc.index_attempts = None, None, 0
                 old = session.get(Document, job.replaces_id) if job.replaces_id else None
                 if old is not None and old.kb_id == job.kb_id:
                     session.delete(old)
@@ -261,7 +312,13 @@ class DocumentIndexer:
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         self._delete_vectors([(job.collection, job.doc_id) for job in jobs])
         reason = _failure_reason(exc)
-        failed = {"status": DocumentStatus.failed, "error": reason, "claimed_by": None, "lease_until": None}
+        failed = {
+            "status": DocumentStatus.failed,
+            "error": reason,
+            "claimed_by": None,
+            "lease_until": None,
+            "index_attempts": 0,
+        }
         self._update_many({job.doc_id: failed for job in jobs})
 
     def _delete_vectors(self, targets: list[tuple[str, str]]) -> None:
@@ -335,10 +392,12 @@ class IngestionQueue:
 
     def resume_unfinished(self) -> int:
         """Queue the documents that are unfinished and held by no live process: left queued or half-indexed by a
-        run that died (their partial vectors are replaced). Documents other running processes hold stay theirs."""
+        run that died (their partial vectors are replaced), unless their indexing was interrupted too often.
+        Documents other running processes hold stay theirs."""
         with self._held_lock:
             held = set(self._held)
-        return self.submit_many([d for d in self.indexer.claimable_ids() if d not in held])
+        orphans = [d for d in self.indexer.claimable_ids() if d not in held]
+        return self.submit_many(self.indexer.give_up_interrupted(orphans))
 
     def _beat(self) -> None:
         interval = max(self.indexer.lease.total_seconds() / 4, 0.2)

@@ -3,6 +3,8 @@
 Every loader is deterministic and only reads: nothing in a document is executed, rendered or fetched (HTML
 scripts are dropped, links are not followed, PDF JavaScript and forms are ignored). Failures are raised as the
 `DocumentLoadError` subclasses from `app.kb.documents`, whose messages are shown to the user as the reason.
+What reading a file may inflate or allocate is bounded by `LoadLimits` (the `load_*` settings): past a limit the
+file is refused with a `DocumentTooLarge` naming it.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.kb.documents import EmptyDocument, LoadedDocument, UnsupportedFileType
+from app.kb.loaders._limits import LoadLimits, check_text_chars
 from app.kb.loaders.docx_loader import _load_docx
 from app.kb.loaders.html_loader import _load_html
 from app.kb.loaders.markdown_loader import _load_markdown
 from app.kb.loaders.pdf_loader import _load_pdf, clean_pdf_text
 from app.kb.loaders.text_loader import _load_text
 
-__all__ = ["SUPPORTED_EXTENSIONS", "clean_pdf_text", "load_document"]
+__all__ = ["SUPPORTED_EXTENSIONS", "LoadLimits", "clean_pdf_text", "load_document"]
 
 SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".pdf": "PDF",
@@ -30,8 +33,10 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
 }
 
 
-def load_document(path: Path, filename: str | None = None) -> LoadedDocument:
-    """Read `path` as the type named by the extension of `filename` (the uploaded name) or of `path` itself."""
+def load_document(path: Path, filename: str | None = None, limits: LoadLimits | None = None) -> LoadedDocument:
+    """Read `path` as the type named by the extension of `filename` (the uploaded name) or of `path` itself,
+    within `limits` (by default those of the settings' defaults)."""
+    limits = limits or LoadLimits.from_settings()
     name = filename or path.name
     ext = Path(name).suffix.lower()
     loader = _LOADERS.get(ext)
@@ -39,7 +44,8 @@ def load_document(path: Path, filename: str | None = None) -> LoadedDocument:
         raise UnsupportedFileType(_unsupported_message(name, ext))
     if path.stat().st_size == 0:
         raise EmptyDocument(f"'{name}' is empty (0 bytes).")
-    doc = loader(path)
+    doc = loader(path, limits)
+    check_text_chars(sum(len(s.text) for s in doc.sections), limits, (f"从“{name}”提取", f"'{name}'"))
     doc.sections = [s for s in doc.sections if s.text.strip()]
     if not doc.sections:
         raise EmptyDocument(f"'{name}' contains no text.")
@@ -54,7 +60,7 @@ def _unsupported_message(name: str, ext: str) -> str:
     return f"Unsupported file type: {what}. Supported types: {kinds}.{hint}"
 
 
-_LOADERS: dict[str, Callable[[Path], LoadedDocument]] = {
+_LOADERS: dict[str, Callable[[Path, LoadLimits], LoadedDocument]] = {
     ".pdf": _load_pdf,
     ".docx": _load_docx,
     ".md": _load_markdown,

@@ -18,15 +18,22 @@ from lxml import etree
 
 from app.kb.documents import CorruptDocument, EncryptedDocument, LoadedDocument
 from app.kb.loaders._common import _reason, _SectionBuilder
+from app.kb.loaders._limits import LoadLimits, check_zip
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
 _CN_CHAPTER = re.compile(r"^第[一二三四五六七八九十百零〇\d]{1,4}([章篇编部]|节)")
 
 
-def _load_docx(path: Path) -> LoadedDocument:
-    """Paragraphs and tables in body order; headings start new Sections and give them a heading path."""
+def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
+    """Paragraphs and tables in body order; headings start new Sections and give them a heading path.
+
+    python-docx reads every part of the package into memory and parses its XML whole, so the package is checked
+    against the limits first. Its XML parser leaves lxml's huge_tree off, which keeps libxml2's own limits on one
+    text node and on nesting depth.
+    """
     _reject_ole_file(path)
+    check_zip(path, limits, ("Word 文件", "the Word file"))
     try:
         document = docx.Document(str(path))
         blocks = list(_iter_blocks(document))

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 from bs4.element import Comment, Declaration, Doctype, ProcessingInstruction
+from lxml import etree
 
 from app.kb.documents import CorruptDocument, LoadedDocument, Section
 from app.kb.loaders._common import _reason, _SectionBuilder
+from app.kb.loaders._limits import MB, LoadLimits, read_text_bytes, too_large
 
 _DROP_TAG_NAMES = "script style nav noscript template svg math iframe object embed canvas head select button"
 _BLOCK_TAG_NAMES = (
@@ -22,9 +24,10 @@ _HEADING_TAGS = {f"h{n}": n for n in range(1, 7)}
 _SKIP_STRINGS = (Comment, Declaration, Doctype, ProcessingInstruction)
 
 
-def _load_html(path: Path) -> LoadedDocument:
+def _load_html(path: Path, limits: LoadLimits) -> LoadedDocument:
     """Visible text only; h1-h6 start Sections, table rows become "A | B | C" lines, <pre> keeps its spacing."""
-    data = path.read_bytes()
+    data = read_text_bytes(path, limits, ("HTML 文件", "the HTML file"))
+    _check_elements(data, limits)
     try:
         soup = BeautifulSoup(data, "lxml")
     except Exception as exc:
@@ -36,6 +39,39 @@ def _load_html(path: Path) -> LoadedDocument:
     if title:
         metadata["title"] = title
     return LoadedDocument(sections=walker.finish(), pages=None, metadata=metadata)
+
+
+class _ElementCounter:
+    """An lxml parser target that only counts start tags: counting builds no tree."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def start(self, _tag: str, _attrib: dict[str, str]) -> None:
+        self.count += 1
+
+    def close(self) -> int:
+        return self.count
+
+
+def _check_elements(data: bytes, limits: LoadLimits) -> None:
+    """Refuse HTML with more elements than allowed before BeautifulSoup builds its tree (about 1 KB a tag). The
+    count comes from lxml, the parser BeautifulSoup uses, fed a megabyte at a time so a huge file stops early."""
+    counter = _ElementCounter()
+    parser = etree.HTMLParser(target=counter, recover=True)
+    try:
+        for start in range(0, len(data), MB):
+            parser.feed(data[start : start + MB])
+            if counter.count > limits.max_html_elements:
+                raise too_large(
+                    f"HTML 文件至少有 {counter.count:,} 个元素（标签）",
+                    f"the HTML file has at least {counter.count:,} elements (tags)",
+                    "max_html_elements",
+                    f"{limits.max_html_elements:,}",
+                )
+        parser.close()
+    except etree.LxmlError:
+        pass  # BeautifulSoup reports markup it cannot parse
 
 
 _LINE, _BLOCK, _PRE = "\x02", "\x03", "\x00"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.kb.documents import LoadedDocument
 from app.kb.loaders._common import _SectionBuilder
+from app.kb.loaders._limits import LoadLimits, check_text_chars, read_text_bytes
 from app.kb.loaders.text_loader import _decode_bytes
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -15,9 +16,11 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 
 
-def _load_markdown(path: Path) -> LoadedDocument:
+def _load_markdown(path: Path, limits: LoadLimits) -> LoadedDocument:
     """One Section per heading block; heading lines (without '#') stay as the first line of their block."""
-    text, encoding = _decode_bytes(path.read_bytes())
+    what = ("Markdown 文件", "the Markdown file")
+    text, encoding = _decode_bytes(read_text_bytes(path, limits, what))
+    check_text_chars(len(text), limits, what)
     text, title = _strip_front_matter(text)
     builder = _SectionBuilder()
     for kind, level, content in _markdown_blocks(text):

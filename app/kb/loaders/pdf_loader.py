@@ -10,10 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pypdf import PageObject, PasswordType, PdfReader
-from pypdf.errors import DependencyError, PyPdfError
+from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
 
-from app.kb.documents import CorruptDocument, EmptyDocument, EncryptedDocument, LoadedDocument, Section
+from app.kb.documents import (
+    CorruptDocument,
+    DocumentTooLarge,
+    EmptyDocument,
+    EncryptedDocument,
+    LoadedDocument,
+    Section,
+)
 from app.kb.loaders._common import _reason
+from app.kb.loaders._limits import LoadLimits, check_text_chars, too_large
 
 logger = logging.getLogger(__name__)
 
@@ -22,22 +30,33 @@ _SENTENCE_END = "。！？!?.…"
 _CLOSERS = "”’」』）)》〉】]\"'"
 
 
-def _load_pdf(path: Path) -> LoadedDocument:
-    """One Section per page (1-based `page`); the heading is the PDF outline entry in force on that page."""
+def _load_pdf(path: Path, limits: LoadLimits) -> LoadedDocument:
+    """One Section per page (1-based `page`); the heading is the PDF outline entry in force on that page.
+
+    pypdf bounds what one stream may inflate to and how much a content stream may hold (its LimitReachedError);
+    the page count and the text extracted are bounded here.
+    """
     reader = _open_pdf(path)
+    _check_page_count(_declared_page_count(reader), limits)
     try:
         pages = list(reader.pages)
+    except LimitReachedError as exc:
+        raise _pypdf_limit(exc) from exc
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CorruptDocument(f"The PDF is damaged: its page tree cannot be read ({_reason(exc)}).") from exc
     if not pages:
         raise EmptyDocument("The PDF has no pages.")
+    _check_page_count(len(pages), limits)
     headings = _outline_headings(reader, len(pages))
     sections, failed = [], []
+    chars = 0
     for number, page in enumerate(pages, start=1):
         text = _page_text(page)
         if text is None:
             failed.append(number)
             continue
+        chars += len(text)
+        check_text_chars(chars, limits, (f"PDF 的前 {number} 页", f"the first {number} pages of the PDF"))
         sections.append(Section(text=text, page=number, heading=headings.get(number)))
     if len(failed) == len(pages):
         raise CorruptDocument("The PDF is damaged: no page's text could be read.")
@@ -55,10 +74,34 @@ def _load_pdf(path: Path) -> LoadedDocument:
     return LoadedDocument(sections=sections, pages=len(pages), metadata=metadata)
 
 
+def _declared_page_count(reader: PdfReader) -> int:
+    """The page count the page tree declares, read before the tree itself (0 when it cannot be read)."""
+    try:
+        return int(reader.root_object["/Pages"]["/Count"])  # type: ignore[index]
+    except Exception:
+        return 0
+
+
+def _check_page_count(pages: int, limits: LoadLimits) -> None:
+    if pages > limits.max_pdf_pages:
+        raise too_large(
+            f"PDF 有 {pages:,} 页", f"the PDF has {pages:,} pages", "max_pdf_pages", f"{limits.max_pdf_pages:,}"
+        )
+
+
+def _pypdf_limit(exc: LimitReachedError) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        f"PDF 中的数据超出了 pypdf 的安全上限：某个数据流解压后过大，或内容过于复杂（{_reason(exc)}）。 "
+        f"(The PDF goes past a safety limit of pypdf: a stream inflates too far or holds too much ({_reason(exc)}).)"
+    )
+
+
 def _open_pdf(path: Path) -> PdfReader:
     """Open leniently (`strict=False` repairs common damage) and try the empty user password."""
     try:
         reader = PdfReader(path, strict=False)
+    except LimitReachedError as exc:
+        raise _pypdf_limit(exc) from exc
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CorruptDocument(f"The PDF is damaged or not a PDF ({_reason(exc)}).") from exc
     if reader.is_encrypted:
@@ -132,11 +175,15 @@ def _page_text(page: PageObject) -> str | None:
     """
     try:
         plain = page.extract_text() or ""
+    except LimitReachedError as exc:
+        raise _pypdf_limit(exc) from exc
     except Exception as exc:
         logger.warning("pypdf could not extract a page: %s", exc)
         return None
     try:
         layout = page.extract_text(extraction_mode="layout") or ""
+    except LimitReachedError as exc:
+        raise _pypdf_limit(exc) from exc
     except Exception as exc:
         logger.debug("pypdf layout mode failed, using plain mode: %s", exc)
         layout = ""

@@ -9,10 +9,13 @@ from pathlib import Path
 import charset_normalizer
 
 from app.kb.documents import CorruptDocument, LoadedDocument, Section
+from app.kb.loaders._limits import LoadLimits, check_text_chars, read_text_bytes
 
 
-def _load_text(path: Path) -> LoadedDocument:
-    text, encoding = _decode_bytes(path.read_bytes())
+def _load_text(path: Path, limits: LoadLimits) -> LoadedDocument:
+    what = ("文本文件", "the text file")
+    text, encoding = _decode_bytes(read_text_bytes(path, limits, what))
+    check_text_chars(len(text), limits, what)
     text = _normalize_newlines(text)
     if _control_ratio(text) > 0.05:
         raise CorruptDocument("The file does not look like text (it contains binary data).")
