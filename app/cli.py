@@ -145,8 +145,11 @@ def serve(
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
 
 
-def _sigterm_as_interrupt() -> None:
-    """`kill <pid>` then stops everything as cleanly as Ctrl-C does."""
+def _stop_signals_as_interrupt() -> None:
+    """Ctrl-C and `kill <pid>` stop everything cleanly. SIGINT is set explicitly: a process started in the
+    background of a non-interactive shell (as CI and scripts start it) inherits SIGINT ignored, and Python then
+    leaves it ignored, so Ctrl-C, or a supervisor's SIGINT, would do nothing."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -179,12 +182,16 @@ def llm_up(
     """Start the FastChat controller, its OpenAI-compatible API server and the model workers; wait until ready."""
     from app.llm.stack import StackError
 
-    _sigterm_as_interrupt()
-    stack = _start_llm_stack(detach)
+    _stop_signals_as_interrupt()
+    try:
+        stack = _start_llm_stack(detach)  # interrupted while starting, it stops what it had started
+    except KeyboardInterrupt:
+        console.print("interrupted; nothing left running")
+        raise typer.Exit(130) from None
     if detach:
         return
-    console.print("press Ctrl-C to stop")
     try:
+        console.print("press Ctrl-C to stop")
         stack.wait()
     except KeyboardInterrupt:
         console.print("stopping the LLM stack")
@@ -270,8 +277,9 @@ def up(
     from app.webui_launcher import UIError, start_ui
 
     settings = get_settings()
-    _sigterm_as_interrupt()
+    _stop_signals_as_interrupt()
     stack = _start_llm_stack(detach=False) if llm else None
+    end_supervision = stack.supervise_in_background() if stack else None
     web = None
     try:
         if ui:
@@ -287,8 +295,9 @@ def up(
     finally:
         if web:
             terminate([web.pid])
-        if stack:
+        if stack and end_supervision:
             console.print("stopping the LLM stack")
+            end_supervision()
             stack.stop()
 
 

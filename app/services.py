@@ -19,6 +19,7 @@ from app.retrieval.embeddings import Embedder
 from app.retrieval.retriever import HybridFusion, Retriever
 from app.retrieval.scoring import ScoreCalibration
 from app.retrieval.service import SearchService
+from app.retrieval.text_embeddings import EmbeddingService
 from app.settings import Settings
 
 _EMBEDDERS: dict[tuple[object, ...], Embedder] = {}
@@ -107,6 +108,11 @@ class Services:
             HybridFusion(s.hybrid_fusion, s.hybrid_dense_weight, s.rrf_k),
         )
         return SearchService(s, self.knowledge_bases, retriever)
+
+    @cached_property
+    def embeddings(self) -> EmbeddingService:
+        # The passage embedder: a large embedding request then holds up indexing, never a user's search.
+        return EmbeddingService(self.settings, self.passage_embedder)
 
     @cached_property
     def llm(self) -> LLMClient:

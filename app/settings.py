@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     fastchat_dispatch_method: Literal["shortest_queue", "lottery"] = "shortest_queue"
     fastchat_heart_beat_s: int = Field(15, ge=1)
     fastchat_start_timeout_s: float = Field(180.0, gt=0)
+    # `kbqa llm up` restarts a worker that is alive but not serving: silent to a status request for this long,
+    # or busy without producing a token for this long.
+    fastchat_stall_timeout_s: float = Field(120.0, gt=0)
+    fastchat_probe_interval_s: float = Field(5.0, gt=0)
     llm_workers: list[WorkerSettings] = [WorkerSettings()]
 
     @classmethod

@@ -208,20 +208,31 @@ def _wait_for_ready(settings: Settings, launcher: subprocess.Popen[str]) -> None
         time.sleep(0.5)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "kill -9 of the launcher"])
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "ctrl-c, started as a background job", "kill -9 of the launcher"])
 def test_kbqa_llm_up_leaves_no_orphans(tmp_path: Path, llm_model_file: Path, how: str) -> None:
+    """A shell starts a background job (`kbqa llm up &`, as CI scripts do) with SIGINT ignored, and Python keeps
+    an inherited SIG_IGN: the launcher must still stop on SIGINT, as it promises."""
     settings = llm_settings(tmp_path, llm_model_file)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "llm", "up"], cwd=PROJECT_ROOT, env=_cli_env(settings),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_ignore_sigint if "background" in how else None,
     )
     try:
         _wait_for_ready(settings, launcher)
         children = [psutil.Process(pid) for pid in running_processes(settings)]
         assert len(children) == 3
-        launcher.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
-        launcher.wait(timeout=30)
-        _gone, alive = psutil.wait_procs(children, timeout=20)
+        launcher.send_signal(signal.SIGKILL if "kill" in how else signal.SIGINT)
+        try:
+            launcher.wait(timeout=120)  # a bound for a hung launcher, far above its stop (at most ~15 s)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            pytest.fail(f"the launcher did not stop after {how}: {launcher.communicate()[0]}")
+        _gone, alive = psutil.wait_procs(children, timeout=60)
         assert not alive, f"orphans left after {how}: {alive}"
     finally:
         if launcher.poll() is None:
@@ -310,3 +321,57 @@ def test_client_disconnect_stops_generation(llm_stack: LLMStack) -> None:
     assert finished.wait(20), "the abandoned generation kept the worker busy"
     assert "Paris" in result[0]
     assert httpx.post(status_url, timeout=5).json()["queue_length"] == 0
+
+
+def test_kbqa_llm_up_restarts_a_worker_that_is_alive_but_not_serving(tmp_path: Path, llm_model_file: Path) -> None:
+    """A stopped worker (SIGSTOP: alive, holding its port, answering nothing) is what a wedged one looks like from
+    outside; the supervisor must notice it within its stall timeout, say so, and start a worker that serves."""
+    settings = llm_settings(tmp_path, llm_model_file)
+    env = _cli_env(settings) | {"KBQA_FASTCHAT_STALL_TIMEOUT_S": "4", "KBQA_FASTCHAT_PROBE_INTERVAL_S": "1"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "llm", "up"], cwd=PROJECT_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+
+    def read_output() -> None:
+        for line in launcher.stdout or []:
+            lines.append(line)
+
+    def wait_for_line(fragment: str, deadline: float, what: str) -> None:
+        while not any(fragment in line for line in lines):
+            assert launcher.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, f"{what}: {''.join(lines)}"
+            time.sleep(0.5)
+
+    threading.Thread(target=read_output, daemon=True).start()
+    try:
+        # The launcher's own readiness, not the test's: it supervises only once it has seen the stack ready.
+        wait_for_line("press Ctrl-C to stop", time.monotonic() + 300, "kbqa llm up never got ready")
+        worker = psutil.Process(running_processes(settings)[-1])
+        assert "llamacpp_worker" in " ".join(worker.cmdline())
+        worker.suspend()
+        deadline = time.monotonic() + 180
+        wait_for_line("is alive but not serving", deadline, "the stuck worker was never noticed")
+        _gone, alive = psutil.wait_procs([worker], timeout=60)  # the stopped worker is killed, not left behind
+        assert not alive
+        client = LLMClient(settings)
+        while True:
+            try:
+                assert "Paris" in client.chat(EN_QUESTION).text
+                break
+            except (LLMUnavailable, LLMStreamError):
+                assert time.monotonic() < deadline + 180, "the restarted worker never served"
+                time.sleep(1)
+        note = next(line for line in lines if "is alive but not serving" in line)
+        assert "no answer to a status request" in note
+        log = (settings.logs_dir / f"fastchat-worker-{settings.llm_workers[0].port}.log").read_text()
+        assert "is alive but not serving" in log
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            launcher.wait(timeout=120)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+            stop_running(settings)

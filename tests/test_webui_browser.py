@@ -226,7 +226,11 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     page.locator('[data-testid="stSidebar"]').get_by_role("radio", name="中文").click()
     steps.idle()
     page.locator('[data-testid="stMainBlockContainer"]').get_by_role("radio", name="知识库问答", exact=True).wait_for()
+    # The rerun redraws the messages one by one, and until it reaches this one the page still shows the
+    # interrupted run's element (the text without the mark): wait for the redrawn message, don't read it once.
+    interrupted = page.locator('[data-testid="stChatMessage"]').nth(7)
+    interrupted.get_by_text("回答被中断", exact=False).wait_for(timeout=ANSWER_TIMEOUT_MS)
     assert page.locator('[data-testid="stChatMessage"]').count() == 8
-    kept = page.locator('[data-testid="stChatMessage"]').nth(7).inner_text()
+    kept = interrupted.inner_text()
     assert words.search(kept) and "回答被中断" in kept, kept
     assert page.dialogs == []  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from app.chat.service import ChatService
 from app.eval.service import EvaluationService
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.service import SearchService
+from app.retrieval.text_embeddings import EmbeddingService
 from app.services import Services
 
 
@@ -32,3 +33,7 @@ def conversations(request: Request) -> ConversationStore:
 
 def evaluation(request: Request) -> EvaluationService:
     return services(request).evaluation
+
+
+def embedding_service(request: Request) -> EmbeddingService:
+    return services(request).embeddings

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Security
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pymilvus.exceptions import MilvusException
@@ -14,7 +16,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.api.auth import ApiKeyMiddleware, ApiKeys, bearer_scheme
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
-from app.errors import KBQAError
+from app.api.routes.openai_compat import openai_error, validation_message
+from app.errors import InvalidInput, KBQAError
 from app.kb.catalog import Catalog, CatalogUnavailable
 from app.kb.vector_store import VectorStoreUnavailable
 from app.services import Services
@@ -49,6 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(KBQAError)
     async def _kbqa_error(_request: Request, exc: KBQAError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith("/v1/"):  # OpenAI clients read OpenAI's error shape
+            return openai_error(InvalidInput(validation_message(list(exc.errors()))))
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(VectorStoreUnavailable)
     @app.exception_handler(MilvusException)

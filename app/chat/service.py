@@ -84,11 +84,17 @@ class ChatSession:
             return
         if self.deltas is None:
             return
+        counted = False
         async for delta in self.deltas:
             if delta.finish_reason:
                 self.answer.finish_reason = delta.finish_reason
+            if delta.usage:  # the server's own count, prompt included
+                counted = True
+                self.answer.usage.prompt_tokens = delta.usage.get("prompt_tokens")
+                self.answer.usage.completion_tokens = delta.usage.get("completion_tokens", 0)
             if delta.text:
-                self.answer.usage.completion_tokens += 1  # the llama.cpp worker sends one piece per token
+                if not counted:
+                    self.answer.usage.completion_tokens += 1  # one piece per token, until the server says more
                 yield delta.text
 
     async def collect(self) -> ChatAnswer:

@@ -33,10 +33,12 @@ class LLMStreamError(ServiceUnavailable):
 
 @dataclass
 class ChatDelta:
-    """One piece of a streamed answer; the last one has `finish_reason` set."""
+    """One piece of a streamed answer; the last one has `finish_reason` set, and `usage` where the server counts
+    tokens (our FastChat stack does, on that last piece)."""
 
     text: str = ""
     finish_reason: str | None = None
+    usage: dict[str, int] | None = None
 
 
 @dataclass
@@ -175,4 +177,5 @@ def _delta(chunk: Any) -> ChatDelta | None:
     text = choice.delta.content or "" if choice.delta else ""
     if not text and choice.finish_reason is None:
         return None
-    return ChatDelta(text, choice.finish_reason)
+    usage = chunk.usage.model_dump(exclude_none=True) if getattr(chunk, "usage", None) else None
+    return ChatDelta(text, choice.finish_reason, usage)

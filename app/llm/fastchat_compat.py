@@ -10,6 +10,10 @@ Never an edit of site-packages: `apply()` patches the imported modules before th
    but defaults to False); it is silenced.
 4. Every FastChat error answered HTTP 400, and an unreachable worker or a model without workers was a bare 500.
    Server-side failures now answer 503 and an unknown model 404, with OpenAI-style bodies.
+5. A streamed chat never said how many tokens it used (the worker counts them; the server dropped the count):
+   the chunk that carries `finish_reason` now carries `usage` too, as OpenAI's own stream does on request.
+   It rides on that chunk rather than on an extra one with no choices, which FastChat's own test script and
+   other simple clients would fail to read.
 The transformers 5 breakage of its model_worker (`KeyError: 'factor'`) is handled by the pin in pyproject.toml.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -31,6 +36,10 @@ from pydantic import BaseModel
 
 _applied = False
 _ORIGINAL_STREAM = openai_api_server.generate_completion_stream
+_ORIGINAL_CHAT_STREAM = openai_api_server.chat_completion_stream_generator
+# The worker's last usage report, seen by the worker-stream wrapper and read by the chat-stream wrapper: both
+# run in the task that streams the response, so a holder set in that task's context reaches both.
+_STREAM_USAGE: ContextVar[dict[str, Any] | None] = ContextVar("kbqa_stream_usage", default=None)
 
 
 def apply() -> None:
@@ -44,6 +53,7 @@ def apply() -> None:
             if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel:
                 value.json = _json_with_dumps_kwargs
     openai_api_server.generate_completion_stream = _stream_with_error_event
+    openai_api_server.chat_completion_stream_generator = _chat_stream_with_usage
     openai_api_server.create_error_response = _error_response
     openai_api_server.app.add_exception_handler(ValueError, _no_worker_handler)
     openai_api_server.app.add_exception_handler(aiohttp.ClientError, _worker_unreachable_handler)
@@ -80,10 +90,13 @@ def _error_response(code: int, message: str) -> JSONResponse:
 
 
 async def _stream_with_error_event(payload: dict[str, Any], worker_addr: str) -> AsyncIterator[dict[str, Any]]:
+    usage_holder = _STREAM_USAGE.get()
     try:
         async for content in _ORIGINAL_STREAM(payload, worker_addr):
             if content.get("error_code", 0) != 0:
                 content = {**content, **error_body(content["error_code"], content.get("text", ""))}
+            elif usage_holder is not None and isinstance(content.get("usage"), dict):
+                usage_holder["usage"] = content["usage"]
             yield content
     except (httpx.HTTPError, OSError) as exc:
         message = f"the model worker at {worker_addr} stopped answering mid-stream ({type(exc).__name__})"
@@ -92,6 +105,26 @@ async def _stream_with_error_event(payload: dict[str, Any], worker_addr: str) ->
             "error_code": int(ErrorCode.CONTROLLER_WORKER_TIMEOUT),
             **error_body(ErrorCode.CONTROLLER_WORKER_TIMEOUT, message),
         }
+
+
+async def _chat_stream_with_usage(
+    model_name: str, gen_params: dict[str, Any], n: int, worker_addr: str
+) -> AsyncIterator[str]:
+    holder: dict[str, Any] = {}
+    _STREAM_USAGE.set(holder)
+    async for event in _ORIGINAL_CHAT_STREAM(model_name, gen_params, n, worker_addr):
+        if holder.get("usage") and event.startswith("data: {") and '"finish_reason"' in event:
+            event = _with_usage(event, holder["usage"])
+        yield event
+
+
+def _with_usage(event: str, usage: dict[str, Any]) -> str:
+    chunk = json.loads(event.removeprefix("data: "))
+    choices = chunk.get("choices") or []
+    if not choices or choices[0].get("finish_reason") is None:
+        return event
+    chunk["usage"] = {key: int(usage.get(key) or 0) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 
 async def _no_worker_handler(_request: Request, exc: Exception) -> JSONResponse:

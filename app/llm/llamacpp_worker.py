@@ -6,8 +6,15 @@ of `fastchat.serve.base_model_worker` (register, heartbeats, `/worker_generate_s
 carrying the cumulative text, `/worker_generate`, `/count_token`, `/model_details`,
 `/worker_get_conv_template`), so the stock controller and openai_api_server serve it like any other worker.
 
+The routes are this module's own (`create_app`), not `base_model_worker.app`: the stock routes take a semaphore
+and release it only when the call returns normally, so one call that raised (its `/worker_get_embeddings` on a
+worker without embeddings) or a stream whose client left early locked the worker for good while its heartbeat
+still said it was alive. Here nothing is held across a call: the queue length the controller balances on is a
+count kept in `try/finally`, and an unsupported call answers its error at once.
+
 Generation runs in a thread, one request at a time per model (llama.cpp contexts are not thread-safe), and
-stops within one token when the client goes away.
+stops within one token when the client goes away. `tokens_generated` in the status lets a supervisor tell a busy
+worker from a stuck one (see `app.llm.stack.LLMStack.probe_workers`).
 """
 
 from __future__ import annotations
@@ -18,13 +25,15 @@ import json
 import os
 import threading
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastchat.constants import ErrorCode
-from fastchat.serve import base_model_worker
 from fastchat.serve.base_model_worker import BaseModelWorker
 
 _DONE = object()
@@ -93,6 +102,11 @@ class LlamaCppWorker(BaseModelWorker):
         )
         self.context_len = self.llm.n_ctx()
         self._model_lock = threading.Lock()
+        self.in_flight = 0  # admitted calls not yet finished: the queue length the controller balances on
+        self.tokens_generated = 0
+
+    def get_queue_length(self) -> int:
+        return self.in_flight
 
     def _is_end_of_generation(self, token: int, stop_token_ids: set[int]) -> bool:
         return token in stop_token_ids or bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
@@ -104,7 +118,14 @@ class LlamaCppWorker(BaseModelWorker):
         return {"count": len(self.tokenize(params["prompt"])), "error_code": 0}
 
     def get_status(self) -> dict[str, Any]:
-        return {**super().get_status(), "call_ct": self.call_ct}
+        return {**super().get_status(), "call_ct": self.call_ct, "tokens_generated": self.tokens_generated}
+
+    def get_embeddings(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "text": f"{self.model_names[0]} serves chat and completions only: the llama.cpp worker computes no "
+            "embeddings (the kbqa API's /v1/embeddings serves its embedding model)",
+            "error_code": ErrorCode.PARAM_OUT_OF_RANGE,
+        }
 
     def generate(self, params: GenerationParams, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         """Yield FastChat's worker outputs: cumulative text, usage and, on the last one, finish_reason."""
@@ -147,6 +168,7 @@ class LlamaCppWorker(BaseModelWorker):
                         finish_reason = "stop"
                         break
                     output_ids.append(token)
+                    self.tokens_generated += 1
                     output_bytes += self.llm.detokenize([token])  # detokenizing them all each time is O(n²)
                     text = output_bytes.decode("utf-8", errors="ignore")
                     cut = _stop_position(text, params.stop)
@@ -189,16 +211,22 @@ class LlamaCppWorker(BaseModelWorker):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        loop.run_in_executor(None, produce)
+        self.in_flight += 1
         try:
+            loop.run_in_executor(None, produce)
             while (output := await queue.get()) is not _DONE:
                 yield json.dumps(output).encode() + b"\0"
         finally:
             cancelled.set()  # the thread finishes its current token, then frees the model
+            self.in_flight -= 1
 
-    def generate_gate(self, params: dict[str, Any]) -> dict[str, Any]:
-        *_, last = self._safe_generate(params, threading.Event())
-        return last
+    async def generate_gate(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.in_flight += 1
+        try:
+            outputs = self._safe_generate(params, threading.Event())
+            return await asyncio.to_thread(lambda: deque(outputs, maxlen=1)[0])  # each output holds all the text
+        finally:
+            self.in_flight -= 1
 
     def _safe_generate(self, params: dict[str, Any], cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         try:
@@ -223,6 +251,51 @@ def _held_back(text: str, stops: list[str]) -> int:
                 longest = size
                 break
     return longest
+
+
+def create_app(worker: LlamaCppWorker) -> FastAPI:
+    """FastChat's worker routes over `worker`; none of them holds anything once it has answered."""
+    app = FastAPI(title="kbqa llama.cpp worker")
+
+    async def params_of(request: Request) -> dict[str, Any]:
+        params = await request.json()
+        if not isinstance(params, dict):
+            raise ValueError("the request body must be a JSON object")
+        return params
+
+    @app.exception_handler(ValueError)
+    async def _bad_request(_request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"text": f"bad request: {exc}", "error_code": ErrorCode.VALIDATION_TYPE_ERROR}, 400)
+
+    @app.post("/worker_generate_stream")
+    async def generate_stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(worker.generate_stream_gate(await params_of(request)))
+
+    @app.post("/worker_generate")
+    async def generate(request: Request) -> JSONResponse:
+        return JSONResponse(await worker.generate_gate(await params_of(request)))
+
+    @app.post("/worker_get_embeddings")
+    async def embeddings(request: Request) -> JSONResponse:
+        return JSONResponse(worker.get_embeddings(await params_of(request)))
+
+    @app.post("/worker_get_status")
+    async def status() -> dict[str, Any]:
+        return worker.get_status()
+
+    @app.post("/count_token")
+    async def count_token(request: Request) -> dict[str, Any]:
+        return worker.count_token(await params_of(request))
+
+    @app.post("/worker_get_conv_template")
+    async def conv_template() -> dict[str, Any]:
+        return worker.get_conv_template()
+
+    @app.post("/model_details")
+    async def model_details() -> dict[str, Any]:
+        return {"context_length": worker.context_len}
+
+    return app
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -255,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         concurrency=args.limit_worker_concurrency,
     )
     worker.init_heart_beat()
-    uvicorn.run(base_model_worker.app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Each part is its own process (`python -m app.llm.entrypoints <role>`), in its own process group, logging to
 `<data_dir>/logs/<name>.log`. `start()` returns once `/v1/models` lists every configured model; the pids go
 to `<data_dir>/run/llm-stack.json` so `kbqa llm down` can stop a stack started elsewhere. In the foreground
-the children are also told by the kernel to stop when their parent dies, so a killed launcher leaves no orphans.
+the children are also told by the kernel to stop when their parent dies, so a killed launcher leaves no orphans,
+and `wait()` supervises them: a process that exits is restarted, and so is a worker that is alive but no longer
+serving (`probe_workers`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +45,18 @@ class ProcessSpec:
     name: str
     argv: list[str]
     log_file: Path
+    worker_port: int | None = None
+
+
+@dataclass
+class WorkerWatch:
+    """What the supervisor last saw of one worker: when it last answered, and its progress counters then. A worker
+    that has not answered since it was launched is loading its model: it gets the start timeout, not the stall one."""
+
+    answered_at: float
+    serving: bool
+    progress: tuple[object, ...] | None = None
+    progress_at: float = 0.0
 
 
 @dataclass
@@ -62,6 +77,7 @@ class LLMStack:
         self.settings = settings
         self.report = report
         self.processes: list[RunningProcess] = []
+        self._watches: dict[str, WorkerWatch] = {}
 
     @property
     def pid_file(self) -> Path:
@@ -112,7 +128,10 @@ class LLMStack:
         for worker in s.llm_workers:
             specs.append(
                 ProcessSpec(
-                    f"worker-{worker.port}", self._worker_argv(worker), logs / f"fastchat-worker-{worker.port}.log"
+                    f"worker-{worker.port}",
+                    self._worker_argv(worker),
+                    logs / f"fastchat-worker-{worker.port}.log",
+                    worker_port=worker.port,
                 )
             )
         return specs
@@ -190,6 +209,8 @@ class LLMStack:
                 self._spawn(spec, detach)
             self._write_pid_file()
             self._wait_until(self.models_ready, "the model workers", self.settings.fastchat_start_timeout_s)
+            now = time.monotonic()
+            self._watches = {p.spec.name: WorkerWatch(now, serving=True, progress_at=now) for p in self.processes}
         except BaseException:
             self.stop()
             raise
@@ -210,16 +231,71 @@ class LLMStack:
         return set(self.model_names()) <= listed and all(self._worker_answers(w) for w in self.settings.llm_workers)
 
     def _worker_answers(self, worker: WorkerSettings) -> bool:
+        return self._worker_status(worker.port) is not None
+
+    def _worker_status(self, port: int) -> dict[str, object] | None:
         try:
-            url = f"http://{self.settings.fastchat_host}:{worker.port}/worker_get_status"
-            return httpx.post(url, timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
+            response = httpx.post(f"http://{self.settings.fastchat_host}:{port}/worker_get_status", timeout=5)
+            status = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return status if isinstance(status, dict) else None
+
+    def probe_workers(self) -> list[str]:
+        """Restart every worker that is alive but not serving; returns their names.
+
+        A worker can stop serving without exiting (a lock it never released, a generation stuck in native code,
+        a stopped process); its heartbeat may still tell the controller it is fine, and every request sent to it
+        then waits forever. A worker that leaves status requests unanswered for `fastchat_stall_timeout_s`, or has
+        calls queued but produces no token (and finishes no call) for as long, is stopped and started again.
+        """
+        restarted = []
+        for index, proc in enumerate(self.processes):
+            if proc.spec.worker_port is None or proc.popen.poll() is not None:
+                continue
+            reason = self._stall_reason(proc)
+            if reason is None:
+                continue
+            message = f"{proc.spec.name} is alive but not serving ({reason}); restarting it"
+            self.report(f"{message} (log: {proc.spec.log_file})")
+            proc.log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {message} ====\n".encode())
+            proc.log.close()
+            terminate([proc.popen.pid], grace_s=5)
+            self.processes[index] = self._launch(proc.spec, detach=False)
+            restarted.append(proc.spec.name)
+        if restarted:
+            self._write_pid_file()
+        return restarted
+
+    def _stall_reason(self, proc: RunningProcess) -> str | None:
+        assert proc.spec.worker_port is not None
+        now = time.monotonic()
+        limit = self.settings.fastchat_stall_timeout_s
+        watch = self._watches.setdefault(proc.spec.name, WorkerWatch(now, serving=False, progress_at=now))
+        status = self._worker_status(proc.spec.worker_port)
+        if status is None:
+            silent = now - watch.answered_at
+            if not watch.serving:
+                limit = self.settings.fastchat_start_timeout_s
+            return f"no answer to a status request for {silent:.0f} s" if silent >= limit else None
+        watch.answered_at, watch.serving = now, True
+        progress = (status.get("tokens_generated"), status.get("call_ct"))
+        if progress == (None, None):  # a stock FastChat worker: it reports no progress, so only silence counts
+            return None
+        if not status.get("queue_length") or progress != watch.progress:
+            watch.progress, watch.progress_at = progress, now
+            return None
+        idle = now - watch.progress_at
+        if idle < limit:
+            return None
+        return f"{status['queue_length']} call(s) admitted and no token produced for {idle:.0f} s"
 
     def _spawn(self, spec: ProcessSpec, detach: bool) -> None:
         self.processes.append(self._launch(spec, detach))
 
     def _launch(self, spec: ProcessSpec, detach: bool) -> RunningProcess:
+        now = time.monotonic()
+        self._watches[spec.name] = WorkerWatch(now, serving=False, progress_at=now)  # loading its model
         log = spec.log_file.open("ab")
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name} ====\n".encode())
         log.flush()
@@ -277,16 +353,42 @@ class LLMStack:
             self._write_pid_file()
         return revived
 
-    def wait(self, max_restarts_per_minute: int = 3) -> None:
-        """Supervise until Ctrl-C: restart what dies, give up (StackError) on a process that keeps dying."""
+    def wait(self, stopping: threading.Event | None = None, max_restarts_per_minute: int = 3) -> None:
+        """Supervise until Ctrl-C (or until `stopping` is set): restart what dies or stops serving; give up
+        (StackError) on processes that keep dying."""
+        stopping = stopping or threading.Event()
         restarts: list[float] = []
-        while True:
-            time.sleep(0.5)
-            if self.revive():
+        next_probe = time.monotonic() + self.settings.fastchat_probe_interval_s
+        while not stopping.wait(0.5):
+            restarted = self.revive()
+            if time.monotonic() >= next_probe and not stopping.is_set():
+                restarted += self.probe_workers()
+                next_probe = time.monotonic() + self.settings.fastchat_probe_interval_s
+            if restarted:
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < 60] + [now]
                 if len(restarts) > max_restarts_per_minute:
                     raise StackError(f"processes keep dying; see the logs in {self.settings.logs_dir}")
+
+    def supervise_in_background(self) -> Callable[[], None]:
+        """`wait()` in a thread, for a launcher whose main thread serves something else (`kbqa up`); returns
+        the function that ends the supervision (call it before `stop()`)."""
+        stopping = threading.Event()
+
+        def supervise() -> None:
+            try:
+                self.wait(stopping)
+            except StackError as exc:
+                self.report(f"error: {exc}; the LLM stack is no longer supervised")
+
+        thread = threading.Thread(target=supervise, name="llm-supervisor", daemon=True)
+        thread.start()
+
+        def end() -> None:
+            stopping.set()
+            thread.join()
+
+        return end
 
     def stop(self) -> None:
         terminate([p.popen.pid for p in self.processes])

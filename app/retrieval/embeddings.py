@@ -93,6 +93,16 @@ class Embedder:
                 on_progress(indices)
         return out
 
+    def encode_texts(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        """Normalised vectors of `texts`, each read with `prompt` before it, in one locked pass of batches."""
+        return self._encode(texts, prompt)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads of `texts` with the query prompt (special tokens included, window-capped)."""
+        limit = self.model.max_seq_length
+        encoded = self.model.tokenizer([self.query_prompt + t for t in texts], truncation=True, max_length=limit)
+        return sum(len(ids) for ids in encoded["input_ids"])
+
     def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
         with self._lock:
             vectors = self.model.encode(

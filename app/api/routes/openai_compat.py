@@ -2,11 +2,14 @@
 
 The model name picks the mode: `kb:<knowledge base>` answers from that knowledge base (知识库问答), any other
 name is plain LLM chat. Sources come back in an extra `sources` field (on the first chunk when streamed).
-Errors use OpenAI's shape, `{"error": {"message", "type", "code"}}`.
+`/v1/embeddings` serves the product's own embedding model; `/v1/completions` (OpenAI's legacy text completions)
+is not served and says so. Errors use OpenAI's shape, `{"error": {"message", "type", "code"}}`, with 400 for
+any request OpenAI would call invalid.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -15,25 +18,56 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.api.deps import chat_service, knowledge_bases
+from app.api.deps import chat_service, embedding_service, knowledge_bases
 from app.api.routes.chat import SSE_HEADERS
 from app.chat.models import ChatMode, ChatRequest, HistoryMessage
 from app.chat.service import ChatService, ChatSession
 from app.errors import InvalidInput, KBQAError, NotFound
 from app.kb.service import KnowledgeBaseService
+from app.retrieval.text_embeddings import EmbeddingService
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 KB_PREFIX = "kb:"
 
 
+class TextPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
 class OpenAIMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    """A message; `content` may be a list of parts, as current OpenAI clients send it: text parts are joined,
+    any other kind (an image, audio, a file) is refused."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content: str | list[TextPart] | None) -> str:
+        if content is None:
+            return ""
+        if isinstance(content, str):
+            return content
+        kinds = sorted({part.type for part in content if part.type != "text"})
+        if kinds:
+            raise ValueError(f"only text content parts are supported, not {', '.join(kinds)}")
+        return "\n".join(part.text or "" for part in content)
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else ""
+
+    @property
+    def is_system(self) -> bool:
+        return self.role in ("system", "developer")
 
 
 class OpenAIChatRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     model: str
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
@@ -52,19 +86,73 @@ def openai_error(exc: KBQAError) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def validation_message(errors: list[Any]) -> str:
+    """Pydantic's errors as one line naming each field, e.g. `messages.0.content: only text content parts…`."""
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {str(error.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+class OpenAIEmbeddingsRequest(BaseModel):
+    model: str
+    input: str | list[str] = Field(description="A text or a list of texts (token arrays are not accepted)")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Must be the model's own dimension if given")
+    user: str | None = None
+
+
 @router.get("/models")
 def list_models(
     service: Annotated[ChatService, Depends(chat_service)],
     kbs: Annotated[KnowledgeBaseService, Depends(knowledge_bases)],
+    embeddings: Annotated[EmbeddingService, Depends(embedding_service)],
 ) -> dict[str, Any]:
-    """The LLM, and one `kb:<name>` model per knowledge base."""
-    names = [service.settings.llm_model] + [f"{KB_PREFIX}{kb.name}" for kb in kbs.list()]
+    """The LLM, one `kb:<name>` model per knowledge base, then the embedding model (for /v1/embeddings only)."""
+    names = [service.settings.llm_model] + [f"{KB_PREFIX}{kb.name}" for kb in kbs.list()] + [embeddings.model_id]
     return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "kbqa"} for n in names]}
 
 
+@router.post("/embeddings")
+def create_embeddings(
+    body: OpenAIEmbeddingsRequest, service: Annotated[EmbeddingService, Depends(embedding_service)]
+) -> Any:
+    """OpenAI's embeddings from the product's embedding model (unit-length vectors), float or base64."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    try:
+        result = service.embed(body.model, texts)
+        if body.dimensions is not None and body.dimensions != result.vectors.shape[1]:
+            raise InvalidInput(f"dimensions: {service.model_id} gives {result.vectors.shape[1]}, not {body.dimensions}")
+    except KBQAError as exc:
+        return openai_error(exc)
+    data = [
+        {"object": "embedding", "index": index, "embedding": _encoded(vector, body.encoding_format)}
+        for index, vector in enumerate(result.vectors)
+    ]
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return {"object": "list", "data": data, "model": service.model_id, "usage": usage}
+
+
+def _encoded(vector: Any, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":  # little-endian float32, what the openai package asks for by default
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+@router.post("/completions")
+def legacy_completions() -> JSONResponse:
+    """OpenAI's legacy text completions are not served: use /v1/chat/completions."""
+    message = (
+        "/v1/completions (legacy text completions) is not served here; use /v1/chat/completions. "
+        "The LLM's own FastChat server (kbqa llm up, fastchat_api_port) serves plain completions."
+    )
+    return openai_error(NotFound(message))
+
+
 def to_chat_request(body: OpenAIChatRequest, llm_model: str) -> ChatRequest:
-    turns = [m for m in body.messages if m.role != "system"]
-    system = "\n\n".join(m.content for m in body.messages if m.role == "system") or None
+    turns = [m for m in body.messages if not m.is_system]
+    system = "\n\n".join(m.text for m in body.messages if m.is_system) or None
     if not turns or turns[-1].role != "user":
         raise InvalidInput("the last message must come from the user")
     if body.model.startswith(KB_PREFIX):
@@ -73,12 +161,21 @@ def to_chat_request(body: OpenAIChatRequest, llm_model: str) -> ChatRequest:
         mode, kb_names = ChatMode.llm, []
     else:
         raise NotFound(f"unknown model {body.model!r}: use {llm_model!r} or kb:<knowledge base> (see /v1/models)")
+    try:
+        return _chat_request(body, mode, kb_names, turns, system)
+    except ValidationError as exc:  # a limit of ChatRequest's (the system message's or a turn's length)
+        raise InvalidInput(validation_message(exc.errors())) from exc
+
+
+def _chat_request(
+    body: OpenAIChatRequest, mode: ChatMode, kb_names: list[str], turns: list[OpenAIMessage], system: str | None
+) -> ChatRequest:
     return ChatRequest(
-        question=turns[-1].content,
+        question=turns[-1].text,
         system=system,
         mode=mode,
         kb_names=kb_names,
-        history=[HistoryMessage(role=m.role, content=m.content) for m in turns[:-1]],  # type: ignore[arg-type]
+        history=[HistoryMessage(role=m.role, content=m.text) for m in turns[:-1]],  # type: ignore[arg-type]
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         temperature=body.temperature,
@@ -103,8 +200,7 @@ async def chat_completions(
         return StreamingResponse(
             _chunks(session, completion_id, body.model), media_type="text/event-stream", headers=SSE_HEADERS
         )
-    usage = {"prompt_tokens": 0, "completion_tokens": answer.usage.completion_tokens}
-    usage["total_tokens"] = usage["completion_tokens"]
+    usage = _openai_usage(answer.usage.model_dump())
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -118,6 +214,13 @@ async def chat_completions(
         "sources": [s.model_dump() for s in answer.sources],
         "rewritten_question": answer.rewritten_question,
     }
+
+
+def _openai_usage(usage: dict[str, Any]) -> dict[str, int]:
+    prompt_tokens = usage.get("prompt_tokens") or 0  # none only where the LLM was not asked (a refusal)
+    completion_tokens = usage.get("completion_tokens") or 0
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 async def _chunks(session: ChatSession, completion_id: str, model: str) -> AsyncIterator[str]:
@@ -139,7 +242,7 @@ async def _chunks(session: ChatSession, completion_id: str, model: str) -> Async
         elif event["type"] == "delta":
             yield chunk({"content": event["text"]})
         elif event["type"] == "done":
-            yield chunk({}, event["finish_reason"] or "stop")
+            yield chunk({}, event["finish_reason"] or "stop", usage=_openai_usage(event["usage"]))
         else:
             error = {"message": event["message"], "type": "server_error", "code": event["status"]}
             yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
