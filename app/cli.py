@@ -139,10 +139,12 @@ def serve(
     """Run the REST API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from app.api.main import create_app
+    from app.api.main import create_app, server_options
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+    uvicorn.run(
+        create_app(settings), host=host or settings.api_host, port=port or settings.api_port, **server_options(settings)
+    )
 
 
 def _stop_signals_as_interrupt() -> None:
@@ -272,7 +274,7 @@ def up(
     """Start everything: the LLM stack, the web UI and the REST API; Ctrl-C stops all of it."""
     import uvicorn
 
-    from app.api.main import create_app
+    from app.api.main import create_app, server_options
     from app.llm.stack import terminate
     from app.webui_launcher import UIError, start_ui
 
@@ -289,7 +291,7 @@ def up(
                 _fail(str(exc))
             console.print(f"  web UI:                {settings.ui_url}", highlight=False)
         console.print(f"  kbqa API:              {settings.api_url}  (docs: {settings.api_url}/docs)", highlight=False)
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **server_options(settings))
     except KeyboardInterrupt:
         pass
     finally:

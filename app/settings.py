@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     max_filename_chars: int = Field(200, ge=16, le=255)
     max_kb_name_chars: int = Field(64, ge=1, le=255)
     max_question_chars: int = Field(1000, ge=1)
+    # Bounds on what one client can make the server hold (see app/api/guards.py and server_options in main.py).
+    max_request_mb: float = Field(1000, gt=0)
+    max_header_kb: int = Field(64, ge=1)
+    request_body_timeout_s: float = Field(60.0, gt=0)
 
     default_top_k: int = Field(5, ge=1)
     max_top_k: int = Field(100, ge=1, le=1000)
@@ -119,6 +123,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = []
     client_api_key: str = ""
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Names the API is served as besides 127.0.0.1, localhost, ::1 and api_host; "*" accepts any Host.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
 
     llm_base_url: str = ""
     llm_model: str = "Qwen2.5-Coder-1.5B-Instruct"
@@ -159,7 +165,7 @@ class Settings(BaseSettings):
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file())
         return init_settings, env_settings, yaml_source
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """Accept a JSON list or a comma-separated string (environment) besides a list (YAML); drop blanks."""
@@ -187,6 +193,8 @@ class Settings(BaseSettings):
             self.prompts_file = PROJECT_ROOT / self.prompts_file
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
+        if self.max_request_mb < self.max_upload_mb:
+            raise ValueError("max_request_mb must be at least max_upload_mb: an upload's request carries the file")
 
     @property
     def resolved_milvus_uri(self) -> str:

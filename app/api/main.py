@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Security
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException
 
 from app.api.auth import ApiKeyMiddleware, ApiKeys, bearer_scheme
+from app.api.guards import GuardMiddleware, RequestGuard
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
 from app.api.routes.openai_compat import openai_error, validation_message
 from app.errors import InvalidInput, KBQAError
@@ -57,7 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.url.path.startswith("/v1/"):  # OpenAI clients read OpenAI's error shape
             return openai_error(InvalidInput(validation_message(list(exc.errors()))))
-        return await request_validation_exception_handler(request, exc)
+        return JSONResponse(status_code=422, content={"detail": renderable_errors(exc.errors())})
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and documents.part_header_too_long(exc):
+            return JSONResponse(status_code=422, content={"detail": documents.name_too_long(settings)})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(VectorStoreUnavailable)
     @app.exception_handler(MilvusException)
@@ -89,9 +100,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every route needs the key but /health and the API's own description (see app/api/auth.py).
         docs = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
         app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=["/health", *filter(None, docs)])
+    # Before the key check: Host, Origin and the body's size and pace (app/api/guards.py).
+    app.add_middleware(GuardMiddleware, guard=RequestGuard(settings))
     if settings.cors_origins:
         # Added last, so it runs first: preflight requests are answered before any key is asked for.
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     return app
+
+
+def renderable_errors(errors: Sequence[Any]) -> list[Any]:
+    """Pydantic's errors in a form JSON can carry: a part holding NaN or a lone surrogate (often the very input that
+    was refused) becomes its JSON text, since a JSON response may hold neither."""
+    encoded = jsonable_encoder(errors)
+    for error in encoded:
+        for key, value in error.items():
+            try:
+                json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            except ValueError:  # UnicodeEncodeError is one too
+                error[key] = json.dumps(value)
+    return encoded
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """What `kbqa serve` and `kbqa up` give uvicorn.run: the h11 parser (httptools sets no limit on headers), whose
+    request line and headers together may hold max_header_kb."""
+    return {"http": "h11", "h11_max_incomplete_event_size": settings.max_header_kb * 1024}

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.retrieval.retriever import RetrievalMode
+from app.validation import RequestModel
 
 
 class ChatMode(enum.StrEnum):
@@ -16,12 +17,12 @@ class ChatMode(enum.StrEnum):
     kb_test = "kb_test"  # 知识库测试: retrieval only
 
 
-class HistoryMessage(BaseModel):
+class HistoryMessage(RequestModel):
     role: Literal["user", "assistant"]
     content: str = Field(max_length=20_000)
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(RequestModel):
     question: str = Field(description="Not empty; at most max_question_chars characters")
     mode: ChatMode = ChatMode.kb
     kb_names: list[str] = Field(default_factory=list, description="Knowledge bases to search (kb and kb_test)")

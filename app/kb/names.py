@@ -25,8 +25,14 @@ def is_temporary(name: str) -> bool:
     return name.startswith(TEMPORARY_PREFIX)
 
 
+def normalize_kb_name(name: str) -> str:
+    """The one spelling a name is stored and looked up in: NFC (a name typed as "e" + combining accent finds the
+    knowledge base created with "é"), without surrounding blanks."""
+    return unicodedata.normalize("NFC", name).strip()
+
+
 def validate_kb_name(name: str, max_chars: int, temporary: bool = False) -> str:
-    cleaned = unicodedata.normalize("NFC", name).strip()
+    cleaned = normalize_kb_name(name)
     if is_temporary(cleaned) != temporary:
         raise InvalidInput(f"knowledge base names starting with {TEMPORARY_PREFIX!r} are reserved for evaluations")
     if not cleaned:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,12 +17,28 @@ from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unsupp
 from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS
-from app.kb.names import TEMPORARY_PREFIX, collection_name_for, file_extension, sanitize_filename, validate_kb_name
+from app.kb.names import (
+    TEMPORARY_PREFIX,
+    collection_name_for,
+    file_extension,
+    normalize_kb_name,
+    sanitize_filename,
+    validate_kb_name,
+)
 from app.kb.vector_store import MilvusStore
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
 from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
 
 _COPY_BLOCK = 1024 * 1024
+
+
+class Staged(NamedTuple):
+    """An uploaded file copied to the staging folder, checked and hashed, not yet stored."""
+
+    filename: str
+    path: Path
+    sha256: str
+    size: int
 
 
 def supported_types_text() -> str:
@@ -177,24 +194,25 @@ class KnowledgeBaseService:
         return self.upload_many(kb_name, [(raw_filename, source)])[0]
 
     def upload_many(self, kb_name: str, files: list[tuple[str, BinaryIO]]) -> list[UploadOutcome]:
-        """Store files and queue them for indexing. Every name and type is checked before any file is stored,
-        so one unsupported file rejects them all (404 first for a missing knowledge base)."""
+        """Store files and queue them for indexing. A refused request changes nothing: every file is checked (name
+        and type first, then size and emptiness while it is staged) before any is stored, and all are registered
+        in one transaction (404 first for a missing knowledge base, and if it is deleted meanwhile)."""
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
             kb_id, kb_name = kb.id, kb.name
         names = [self._check_upload_name(raw_filename) for raw_filename, _ in files]
-        outcomes = []
-        for filename, (_, source) in zip(names, files, strict=True):
-            staged, sha256, size = self._stage(source, filename)
-            try:
-                outcomes.append(
-                    self._register(kb_id, kb_name, filename, file_extension(filename), staged, sha256, size)
-                )
-            finally:
-                staged.unlink(missing_ok=True)
+        staged: list[Staged] = []
+        try:
+            for filename, (_, source) in zip(names, files, strict=True):
+                staged.append(self._stage(source, filename))
+            outcomes = self._register(kb_id, kb_name, staged)
+        finally:
+            for item in staged:
+                item.path.unlink(missing_ok=True)
+        self.queue.submit_many([o.document.id for o in outcomes if not o.duplicate])
         return outcomes
 
-    def _stage(self, source: BinaryIO, filename: str) -> tuple[Path, str, int]:
+    def _stage(self, source: BinaryIO, filename: str) -> Staged:
         tmp_dir = self.settings.files_dir / "_incoming"
         if not tmp_dir.is_dir():
             tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -214,52 +232,78 @@ class KnowledgeBaseService:
         if size == 0:
             staged.unlink(missing_ok=True)
             raise InvalidInput(f"{filename!r} is empty (0 bytes)")
-        return staged, digest.hexdigest(), size
+        return Staged(filename, staged, digest.hexdigest(), size)
 
-    def _register(
-        self, kb_id: str, kb_name: str, filename: str, extension: str, staged: Path, sha256: str, size: int
+    def _register(self, kb_id: str, kb_name: str, staged: list[Staged]) -> list[UploadOutcome]:
+        """Move the staged files into the knowledge base's folder and add their documents, all or none."""
+        stored: list[Path] = []
+        try:
+            with self.catalog.session() as session:
+                # Locked (PostgreSQL) until this transaction ends: a delete of the knowledge base waits for it.
+                if session.get(KnowledgeBase, kb_id, with_for_update=True) is None:
+                    raise self._deleted_meanwhile(kb_name)
+                return [self._add_document(session, kb_id, kb_name, item, stored) for item in staged]
+        except BaseException as exc:
+            for path in stored:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, IntegrityError) and not self._kb_exists(kb_id):  # deleted after the check above
+                with contextlib.suppress(OSError):
+                    (self.settings.files_dir / kb_id).rmdir()  # recreated for our files; empty again
+                raise self._deleted_meanwhile(kb_name) from None
+            raise
+
+    def _add_document(
+        self, session: Session, kb_id: str, kb_name: str, item: Staged, stored: list[Path]
     ) -> UploadOutcome:
-        with self.catalog.session() as session:
-            same_content = session.scalars(
-                select(Document).where(
-                    Document.kb_id == kb_id, Document.sha256 == sha256, Document.status != DocumentStatus.failed
-                )
-            ).first()
-            if same_content:
-                info = DocumentInfo.of(same_content, kb_name)
-                return UploadOutcome(
-                    document=info,
-                    duplicate=True,
-                    message=f"identical content is already in this knowledge base as {same_content.filename!r}",
-                )
-            previous = session.scalars(
-                select(Document)
-                .where(Document.kb_id == kb_id, Document.filename == filename)
-                .order_by(Document.created_at.desc())
-            ).first()
-            doc = Document(
-                id=uuid.uuid4().hex,
-                kb_id=kb_id,
-                filename=filename,
-                file_type=extension.lstrip("."),
-                sha256=sha256,
-                size_bytes=size,
-                status=DocumentStatus.queued,
-                replaces_id=previous.id if previous else None,
-                stored_path="",
+        same_content = session.scalars(
+            select(Document).where(
+                Document.kb_id == kb_id, Document.sha256 == item.sha256, Document.status != DocumentStatus.failed
             )
-            # On disk the file is named by its id: display names may exceed the file system's 255-byte limit.
-            target = self.settings.files_dir / kb_id / f"{doc.id}{extension}"
-            if not target.parent.is_dir():
-                target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(staged, target)
-            doc.stored_path = str(target.relative_to(self.settings.files_dir))
-            session.add(doc)
-            session.flush()
-            info = DocumentInfo.of(doc, kb_name)
-        self.queue.submit(doc.id)
-        message = "queued for indexing" + (f"; replaces the earlier {filename!r} when ready" if previous else "")
-        return UploadOutcome(document=info, message=message)
+        ).first()
+        if same_content:
+            return UploadOutcome(
+                document=DocumentInfo.of(same_content, kb_name),
+                duplicate=True,
+                message=f"identical content is already in this knowledge base as {same_content.filename!r}",
+            )
+        previous = session.scalars(
+            select(Document)
+            .where(Document.kb_id == kb_id, Document.filename == item.filename)
+            .order_by(Document.created_at.desc())
+        ).first()
+        extension = file_extension(item.filename)
+        doc = Document(
+            id=uuid.uuid4().hex,
+            kb_id=kb_id,
+            filename=item.filename,
+            file_type=extension.lstrip("."),
+            sha256=item.sha256,
+            size_bytes=item.size,
+            status=DocumentStatus.queued,
+            replaces_id=previous.id if previous else None,
+            stored_path="",
+        )
+        # On disk the file is named by its id: display names may exceed the file system's 255-byte limit.
+        target = self.settings.files_dir / kb_id / f"{doc.id}{extension}"
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(item.path, target)
+        stored.append(target)
+        doc.stored_path = str(target.relative_to(self.settings.files_dir))
+        session.add(doc)
+        session.flush()
+        message = "queued for indexing" + (f"; replaces the earlier {item.filename!r} when ready" if previous else "")
+        return UploadOutcome(document=DocumentInfo.of(doc, kb_name), message=message)
+
+    def _kb_exists(self, kb_id: str) -> bool:
+        with self.catalog.session() as session:
+            return session.get(KnowledgeBase, kb_id) is not None
+
+    @staticmethod
+    def _deleted_meanwhile(kb_name: str) -> NotFound:
+        return NotFound(
+            f"知识库 {kb_name!r} 在上传过程中被删除 (knowledge base {kb_name!r} was deleted during the upload)"
+        )
 
     def copy_ready_documents(self, source_kb: str, target_kb: str, batch: int = 100) -> dict[str, str]:
         """Upload the stored files of the source's ready documents into the target (indexed there with its own
@@ -328,7 +372,7 @@ class KnowledgeBaseService:
 
     @staticmethod
     def _kb(session: Session, name: str) -> KnowledgeBase:
-        kb = kb_by_name(session, name.strip())
+        kb = kb_by_name(session, normalize_kb_name(name))
         if kb is None:
             raise NotFound(f"knowledge base {name!r} does not exist")
         return kb

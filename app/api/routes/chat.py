@@ -15,6 +15,7 @@ from app.api.deps import chat_service, conversations
 from app.chat.conversations import ConversationStore, ConversationView
 from app.chat.models import ChatAnswer, ChatRequest
 from app.chat.service import ChatService, Event
+from app.validation import RequestModel
 
 router = APIRouter(prefix="/api", tags=["chat"])
 
@@ -50,7 +51,7 @@ class ConversationCreated(BaseModel):
     id: str
 
 
-class ConversationCreate(BaseModel):
+class ConversationCreate(RequestModel):
     title: str = ""
 
 

@@ -5,13 +5,36 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile, status
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import DEFAULT_MAX_HEADER_SIZE
 
 from app.api.deps import knowledge_bases
 from app.kb.service import KnowledgeBaseService
 from app.kb.views import ChunkInfo, DocumentInfo, UploadOutcome
+from app.settings import Settings
 
 router = APIRouter(prefix="/api/kbs/{kb_name}/documents", tags=["documents"])
 KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
+
+
+def part_header_too_long(exc: BaseException) -> bool:
+    """Whether a 400 from the multipart parser (Starlette's "Invalid multipart data.") was python-multipart's limit
+    on one header line of a part: in an upload, the line holding the file name. The parser's error is the cause of
+    Starlette's, which the 400 was raised while handling."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MultipartParseError) and "header size" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def name_too_long(settings: Settings) -> str:
+    return (
+        f"文件名过长：文件名所在的头部不能超过 {DEFAULT_MAX_HEADER_SIZE} 字节 (file name too long: the header line "
+        f"holding it may be at most {DEFAULT_MAX_HEADER_SIZE} bytes; names within that are shortened to "
+        f"max_filename_chars, {settings.max_filename_chars} characters)"
+    )
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.api.deps import evaluation
 from app.errors import InvalidInput
 from app.eval.models import EvalJobView
 from app.eval.service import EvaluationService
+from app.validation import RequestModel
 
 router = APIRouter(tags=["evaluation"])
 Evaluations = Annotated[EvaluationService, Depends(evaluation)]
@@ -20,7 +21,7 @@ OVERLAP_HELP = "Overlap for those sizes (default: chunk_overlap scaled to each s
 SAMPLE_HELP = "Questions with answer text to send to the LLM in kb mode (0: no answer check)"
 
 
-class EvalRequest(BaseModel):
+class EvalRequest(RequestModel):
     questions: list[Any] = Field(
         description='Objects as the JSONL lines: {"question", "doc_id" | "file_name" | "answer(s)", "source", "id"}'
     )

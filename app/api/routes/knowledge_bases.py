@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.api.deps import knowledge_bases
 from app.kb.service import KnowledgeBaseService
 from app.kb.views import KnowledgeBaseInfo
 from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN
+from app.validation import RequestModel
 
 router = APIRouter(prefix="/api/kbs", tags=["knowledge bases"])
 KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
 
 
-class CreateKnowledgeBase(BaseModel):
+class CreateKnowledgeBase(RequestModel):
     name: str = Field(description="Display name; Chinese and punctuation are fine (no '/', '\\\\' or control chars)")
     description: str = Field("", max_length=2000)
     chunk_size: int | None = Field(
@@ -28,7 +29,7 @@ class CreateKnowledgeBase(BaseModel):
     )
 
 
-class RebuildKnowledgeBase(BaseModel):
+class RebuildKnowledgeBase(RequestModel):
     chunk_size: int | None = Field(None, description="New characters per chunk; default: keep the current one")
     chunk_overlap: int | None = Field(None, description="New overlap; default: chunk_overlap scaled to the size")
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.api.deps import search_service
 from app.kb.views import SearchResponse
 from app.retrieval.retriever import RetrievalMode
 from app.retrieval.service import SearchService
+from app.validation import RequestModel
 
 router = APIRouter(prefix="/api/kbs/{kb_name}", tags=["search"])
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestModel):
     question: str = Field(description="Not empty; at most max_question_chars characters")
     top_k: int | None = Field(None, description="1..max_top_k; default default_top_k")
     score_threshold: float | None = Field(
