@@ -185,3 +185,24 @@ def test_base64_embeddings_decode_to_the_float_ones(product_url: str) -> None:
         return httpx.post(f"{product_url}/embeddings", json=body, timeout=60).json()["data"][0]["embedding"]
     decoded = np.frombuffer(base64.b64decode(fetch("base64")), dtype="<f4")  # type: ignore[arg-type]
     assert np.allclose(decoded, np.array(fetch("float")), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ('{"input": ""}', "input[0] is empty"),
+        ('{"input": [[15339, 1917]]}', "input"),  # token arrays, which only OpenAI's own tokenizer can make
+        ('{"input": "\\ud800"}', "surrogate"),
+        ('{"input": ["a"], "dimensions": 1536}', "not 1536"),
+        ('{"input": ' + '["x"' + ', "x"' * 2048 + "]}", "at most 2048"),
+    ],
+    ids=["empty", "token-arrays", "lone-surrogate", "wrong-dimensions", "too-many"],
+)
+def test_product_embeddings_refuse_bad_input_in_openai_s_shape(product_url: str, payload: str, fragment: str) -> None:
+    model = [m.id for m in client(product_url).models.list().data][-1]
+    content = payload.replace("{", '{"model": "' + model + '", ', 1)
+    response = httpx.post(f"{product_url}/embeddings", content=content, timeout=60,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and fragment in error["message"], error

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.api.deps import chat_service, embedding_service, knowledge_bases
 from app.api.routes.chat import SSE_HEADERS
@@ -27,6 +27,7 @@ from app.chat.service import ChatService, ChatSession
 from app.errors import InvalidInput, KBQAError, NotFound
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.text_embeddings import EmbeddingService
+from app.validation import RequestModel
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 KB_PREFIX = "kb:"
@@ -37,7 +38,7 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
-class OpenAIMessage(BaseModel):
+class OpenAIMessage(RequestModel):
     """A message; `content` may be a list of parts, as current OpenAI clients send it: text parts are joined,
     any other kind (an image, audio, a file) is refused."""
 
@@ -65,9 +66,7 @@ class OpenAIMessage(BaseModel):
         return self.role in ("system", "developer")
 
 
-class OpenAIChatRequest(BaseModel):
-    model_config = ConfigDict(allow_inf_nan=False)
-
+class OpenAIChatRequest(RequestModel):
     model: str
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
@@ -95,7 +94,7 @@ def validation_message(errors: list[Any]) -> str:
     return "; ".join(parts)
 
 
-class OpenAIEmbeddingsRequest(BaseModel):
+class OpenAIEmbeddingsRequest(RequestModel):
     model: str
     input: str | list[str] = Field(description="A text or a list of texts (token arrays are not accepted)")
     encoding_format: Literal["float", "base64"] = "float"
