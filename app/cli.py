@@ -140,8 +140,10 @@ def serve(
     import uvicorn
 
     from app.api.main import create_app, server_options
+    from app.process_files import keep_process_files_in_data_dir
 
     settings = get_settings()
+    keep_process_files_in_data_dir(settings)
     uvicorn.run(
         create_app(settings), host=host or settings.api_host, port=port or settings.api_port, **server_options(settings)
     )
@@ -276,9 +278,11 @@ def up(
 
     from app.api.main import create_app, server_options
     from app.llm.stack import terminate
+    from app.process_files import keep_process_files_in_data_dir
     from app.webui_launcher import UIError, start_ui
 
     settings = get_settings()
+    keep_process_files_in_data_dir(settings)
     _stop_signals_as_interrupt()
     stack = _start_llm_stack(detach=False) if llm else None
     end_supervision = stack.supervise_in_background() if stack else None

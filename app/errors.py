@@ -33,3 +33,7 @@ class PayloadTooLarge(KBQAError):
 
 class ServiceUnavailable(KBQAError):
     status_code = 503
+
+
+class InsufficientStorage(KBQAError):
+    status_code = 507

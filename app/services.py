@@ -10,6 +10,7 @@ from app.chat.service import ChatService
 from app.eval.jobs import EvalJobs
 from app.eval.service import EvaluationService
 from app.kb.catalog import Catalog
+from app.kb.diskspace import DiskSpace
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.loaders import LoadLimits
 from app.kb.service import KnowledgeBaseService
@@ -70,7 +71,10 @@ class Services:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(settings.resolved_catalog_url)
-        self.store = MilvusStore(settings.resolved_milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
+        self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
+        self.store = MilvusStore(
+            settings.resolved_milvus_uri, settings.milvus_token, settings.milvus_timeout_s, disk=self.disk
+        )
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")
         self.indexer = DocumentIndexer(

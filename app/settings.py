@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     milvus_token: str = ""
     milvus_timeout_s: float = Field(10.0, gt=0)
     catalog_url: str = ""
+    min_free_disk_mb: float = Field(100, ge=0)
+    tmp_dir: str = ""
 
     embedding_model: str = ""
     embedding_backend: Literal["onnx-int8", "torch"] = "onnx-int8"
@@ -223,6 +225,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def resolved_tmp_dir(self) -> Path:
+        return Path(self.tmp_dir).absolute() if self.tmp_dir else self.data_dir / "tmp"
 
     @property
     def run_dir(self) -> Path:

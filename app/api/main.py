@@ -24,6 +24,7 @@ from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_
 from app.api.routes.openai_compat import openai_error, validation_message
 from app.errors import InvalidInput, KBQAError
 from app.kb.catalog import Catalog, CatalogUnavailable
+from app.kb.diskspace import DiskFull, is_disk_full
 from app.kb.vector_store import VectorStoreUnavailable
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -39,7 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services(settings)
         app.state.services = services
         services.query_embedder()
-        resumed = services.queue.resume_unfinished()
+        try:
+            resumed = services.queue.resume_unfinished()
+        except Exception as exc:  # started on a full disk: the heartbeat's sweep resumes them once there is room
+            if not is_disk_full(exc):
+                raise
+            log.warning("the disk holding %s is full: unfinished documents wait for room", settings.data_dir)
+            resumed = 0
         if resumed:
             log.info("resumed indexing of %d unfinished documents", resumed)
         try:
@@ -66,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and exc.__cause__ is not None and is_disk_full(exc.__cause__):
+            return _disk_full()  # an upload being received could not be spooled to the temporary folder
         if exc.status_code == 400 and documents.part_header_too_long(exc):
             return JSONResponse(status_code=422, content={"detail": documents.name_too_long(settings)})
         return await http_exception_handler(request, exc)
@@ -82,11 +91,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _catalog_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):
+            return _disk_full()
         log.warning("catalog error: %s", exc)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         catalog: Catalog | None = getattr(getattr(request.app.state, "services", None), "catalog", None)
         where = catalog.display_url if catalog else "the configured catalog_url"
         return JSONResponse(status_code=503, content={"detail": f"catalog database unavailable at {where}: {reason}"})
+
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
+        if is_disk_full(exc):
+            return _disk_full()
+        raise exc
+
+    def _disk_full() -> JSONResponse:
+        log.warning("the disk holding %s is full", settings.data_dir)
+        return JSONResponse(status_code=507, content={"detail": DiskFull(settings.data_dir).message})
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

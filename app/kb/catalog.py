@@ -5,10 +5,16 @@ count characters, names compare case-sensitively, and a claim with a lease says 
 from __future__ import annotations
 
 import enum
+import logging
+import shutil
+import sqlite3
+import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -30,6 +36,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from app.errors import InvalidInput
+from app.kb.diskspace import DiskFull, is_disk_full
+
+log = logging.getLogger(__name__)
+_REOPEN_MIN_FREE = 1024 * 1024  # a read-only catalog is reopened read-write once its disk has this much room
 
 
 def utcnow() -> datetime:
@@ -196,30 +206,83 @@ class Catalog:
     """Owns the engine and hands out sessions; the schema is created on first use."""
 
     def __init__(self, url: str) -> None:
-        is_sqlite = url.startswith("sqlite")
-        # A PostgreSQL server that does not answer is reported after connect_timeout seconds instead of hanging.
-        connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {"connect_timeout": 5}
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        self.url = url
+        self.engine = _engine(url)
         # What error messages show: the URL without its password.
         self.display_url = self.engine.url.render_as_string(hide_password=True)
-        if is_sqlite:
-            _enable_sqlite_foreign_keys(self.engine)
+        # Set while a SQLite catalog is open read-only because its disk was full when it was opened.
+        self.full_disk: Path | None = None
+        self._reopen_lock = threading.Lock()
         try:
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
         except OperationalError as exc:
             self.engine.dispose()
-            raise CatalogUnavailable(f"cannot open the catalog database at {self.display_url}: {exc.orig}") from exc
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self._sessions, "before_flush", _reject_nul)
+            if not (self.engine.dialect.name == "sqlite" and is_disk_full(exc)):
+                raise CatalogUnavailable(f"cannot open the catalog database at {self.display_url}: {exc.orig}") from exc
+            self._open_read_only()
+        self._sessions = _sessionmaker(self.engine)
+
+    def _open_read_only(self) -> None:
+        """SQLite cannot open a database in WAL mode without room for its wal-index (<db>-shm), which it removes
+        on a clean close. Then the file is complete, so it is read as it is (immutable) until the disk has room:
+        the API still lists and searches, and refuses writes with 507."""
+        database = Path(self.engine.url.database or "").absolute()
+        self.full_disk = database.parent
+        uri = f"file:{urllib.parse.quote(str(database))}?mode=ro&immutable=1"
+        self.engine = create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+        )
+        log.warning("the disk holding %s is full: the catalog is read-only until there is room", database)
+
+    def _reopen_writable(self) -> None:
+        """Back to read-write once the disk has room again."""
+        with self._reopen_lock:
+            if self.full_disk is None or shutil.disk_usage(self.full_disk).free < _REOPEN_MIN_FREE:
+                return
+            engine = _engine(self.url)
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+            except OperationalError:
+                engine.dispose()
+                return
+            read_only, self.engine, self._sessions = self.engine, engine, _sessionmaker(engine)
+            read_only.dispose()
+            self.full_disk = None
+            log.info("the catalog is writable again")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        if self.full_disk is not None:
+            self._reopen_writable()
+        full_disk = self.full_disk
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            if full_disk is not None and "readonly database" in str(exc.orig):
+                raise DiskFull(full_disk) from exc
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    is_sqlite = url.startswith("sqlite")
+    # A PostgreSQL server that does not answer is reported after connect_timeout seconds instead of hanging.
+    connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {"connect_timeout": 5}
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+    if is_sqlite:
+        _enable_sqlite_foreign_keys(engine)
+    return engine
+
+
+def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    event.listen(sessions, "before_flush", _reject_nul)
+    return sessions
 
 
 def kb_by_name(session: Session, name: str) -> KnowledgeBase | None:

@@ -20,7 +20,7 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
+from app.kb.diskspace import DiskFull, is_disk_full
 from app.kb.documents import Chunk, DocumentLoadError
 from app.kb.loaders import LoadLimits, load_document
 from app.kb.splitter import split_document
@@ -56,6 +57,8 @@ class _Job:
     replaces_id: str | None
     pages: int | None = None
     chunks: list[Chunk] = field(default_factory=list)
+    embedded: int = 0
+    cancelled: bool = False
 
 
 def new_owner_id() -> str:
@@ -95,6 +98,10 @@ class DocumentIndexer:
         self.limits = limits or LoadLimits.from_settings()
         self.max_attempts = max_attempts
         self.owner = new_owner_id()
+        self._cancelled: set[str] = set()  # deleted while queued or being indexed here
+        # Failures the catalog could not take when they happened (its disk was full), retried by the heartbeat.
+        self._unrecorded: dict[str, dict[str, object]] = {}
+        self._lock = threading.Lock()
 
     # -- claims -------------------------------------------------------------------------------------------------------
 
@@ -180,19 +187,29 @@ class DocumentIndexer:
         dropped = {doc_id for _, doc_id in given_up}
         return [d for d in doc_ids if d not in dropped]
 
+    def cancel(self, doc_ids: Iterable[str]) -> None:
+        """Stop indexing documents that were deleted: the work on them is dropped after the embedding step under
+        way (at most PROGRESS_STEP chunks), and the rest of their group goes on."""
+        with self._lock:
+            self._cancelled.update(doc_ids)
+
     def index_group(self, doc_ids: list[str]) -> None:
         """Load and split documents and embed their chunks in shared batches of about GROUP_CHUNKS. Each batch
         is stored by a second thread while the next one is embedded, so Milvus' insert time is hidden."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbqa-store") as storer:
-            pending: list[_Job] = []
-            for job in self._start(doc_ids):
-                if self._load(job):
-                    pending.append(job)
-                if sum(len(j.chunks) for j in pending) >= GROUP_CHUNKS:
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbqa-store") as storer:
+                pending: list[_Job] = []
+                for job in self._start(doc_ids):
+                    if not self._drop_cancelled([job]) and self._load(job):
+                        pending.append(job)
+                    if sum(len(j.chunks) for j in pending) >= GROUP_CHUNKS:
+                        self._embed_then_store(pending, storer)
+                        pending = []
+                if pending:
                     self._embed_then_store(pending, storer)
-                    pending = []
-            if pending:
-                self._embed_then_store(pending, storer)
+        finally:
+            with self._lock:
+                self._cancelled.difference_update(doc_ids)
 
     def _embed_then_store(self, jobs: list[_Job], storer: ThreadPoolExecutor) -> None:
         self._update_many({job.doc_id: {"pages": job.pages, "chunk_count": len(job.chunks)} for job in jobs})
@@ -200,15 +217,35 @@ class DocumentIndexer:
             vectors = self._embed(jobs)
         except Exception as exc:
             log.exception("embedding failed")
-            self._fail(jobs, exc)
+            self._fail([job for job in jobs if not job.cancelled], exc)
             return
         storer.submit(self._store, jobs, vectors)
 
+    def _drop_cancelled(self, jobs: list[_Job], gone: Iterable[str] = ()) -> list[_Job]:
+        """Mark the jobs of documents cancelled here, or found `gone` from the catalog (deleted through another
+        process), as cancelled, and remove whatever of them reached Milvus; the jobs newly cancelled."""
+        with self._lock:
+            cancelled = self._cancelled.union(gone)
+        dropped = [job for job in jobs if not job.cancelled and job.doc_id in cancelled]
+        for job in dropped:
+            job.cancelled = True
+            log.info(
+                "indexing of %s (%s) cancelled: the document was deleted; %d of its %d chunks had been embedded",
+                job.doc_id,
+                job.filename,
+                job.embedded,
+                len(job.chunks),
+            )
+        self._delete_vectors([(job.collection, job.doc_id) for job in dropped])
+        return dropped
+
     def _store(self, jobs: list[_Job], vectors: np.ndarray) -> None:
+        self._drop_cancelled(jobs)
         by_collection: dict[str, list[tuple[_Job, np.ndarray]]] = defaultdict(list)
         offset = 0
         for job in jobs:
-            by_collection[job.collection].append((job, vectors[offset : offset + len(job.chunks)]))
+            if not job.cancelled:
+                by_collection[job.collection].append((job, vectors[offset : offset + len(job.chunks)]))
             offset += len(job.chunks)
         for collection, items in by_collection.items():
             group = [job for job, _ in items]
@@ -266,15 +303,21 @@ class DocumentIndexer:
         return jobs
 
     def _embed(self, jobs: list[_Job]) -> np.ndarray:
+        """The vectors of all the jobs' chunks, in order. After each step, progress is recorded, and the chunks of
+        documents deleted meanwhile are skipped (their jobs marked cancelled, their rows left undefined)."""
         texts = [chunk.text for job in jobs for chunk in job.chunks]
         ends = np.cumsum([len(job.chunks) for job in jobs])
-        done = np.zeros(len(jobs), dtype=np.int64)
 
-        def on_progress(indices: np.ndarray) -> None:
+        def on_progress(indices: np.ndarray) -> list[int]:
             owners = np.searchsorted(ends, indices, side="right")
-            touched = np.unique(owners)
-            np.add.at(done, owners, 1)
-            self._update_many({jobs[i].doc_id: {"chunks_embedded": int(done[i])} for i in touched})
+            for i, count in zip(*np.unique(owners, return_counts=True), strict=True):
+                jobs[i].embedded += int(count)
+            touched = {jobs[i].doc_id: {"chunks_embedded": jobs[i].embedded} for i in np.unique(owners)}
+            gone = set(touched) - self._update_many(touched)
+            dropped = {job.doc_id for job in self._drop_cancelled(jobs, gone)}
+            self.store.check_disk()  # a full disk fails the group now, not after embedding all of it
+            spans = [(ends[i] - len(job.chunks), ends[i]) for i, job in enumerate(jobs) if job.doc_id in dropped]
+            return [t for start, end in spans for t in range(start, end)]
 
         return self.embedder().encode_passages(texts, on_progress=on_progress)
 
@@ -311,15 +354,50 @@ class DocumentIndexer:
 
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         self._delete_vectors([(job.collection, job.doc_id) for job in jobs])
-        reason = _failure_reason(exc)
+        self.record_failures([job.doc_id for job in jobs], exc)
+
+    def record_failures(self, doc_ids: list[str], exc: Exception) -> None:
+        """Mark the documents this process holds, unfinished, failed with the reason. If the catalog cannot take
+        it (its disk is full), it is kept and recorded by `record_pending_failures` once there is room, so no
+        document is left 'processing' with nothing working on it."""
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            exc = DiskFull(self.files_dir)
         failed = {
             "status": DocumentStatus.failed,
-            "error": reason,
+            "error": _failure_reason(exc),
             "claimed_by": None,
             "lease_until": None,
             "index_attempts": 0,
         }
-        self._update_many({job.doc_id: failed for job in jobs})
+        with self._lock:
+            self._unrecorded.update({doc_id: failed for doc_id in doc_ids})
+        try:
+            self.record_pending_failures()
+        except Exception as record_exc:
+            if not is_disk_full(record_exc):
+                with self._lock:
+                    for doc_id in doc_ids:
+                        self._unrecorded.pop(doc_id, None)
+                raise
+            log.warning("the disk is full: the failure of %s is recorded once there is room", doc_ids)
+
+    def record_pending_failures(self) -> None:
+        with self._lock:
+            pending = dict(self._unrecorded)
+        if not pending:
+            return
+        with self.catalog.session() as session:
+            for doc_id, fields in pending.items():
+                session.execute(
+                    update(Document)
+                    .where(Document.id == doc_id, Document.claimed_by == self.owner)
+                    .where(Document.status.in_([DocumentStatus.queued, DocumentStatus.processing]))
+                    .values(**fields)
+                    .execution_options(synchronize_session=False)
+                )
+        with self._lock:
+            for doc_id in pending:
+                self._unrecorded.pop(doc_id, None)
 
     def _delete_vectors(self, targets: list[tuple[str, str]]) -> None:
         by_collection: dict[str, list[str]] = defaultdict(list)
@@ -331,10 +409,10 @@ class DocumentIndexer:
             except Exception:
                 log.exception("could not remove the vectors of %s", doc_ids)
 
-    def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
-        """One transaction; rows deleted meanwhile are skipped."""
+    def _update_many(self, changes: dict[str, dict[str, object]]) -> set[str]:
+        """One transaction; rows deleted meanwhile are skipped. The ids that still exist."""
         if not changes:
-            return
+            return set()
         with self.catalog.session() as session:
             existing = set(session.scalars(select(Document.id).where(Document.id.in_(list(changes)))))
             rows = [{"id": doc_id, **fields} for doc_id, fields in changes.items() if doc_id in existing]
@@ -343,6 +421,7 @@ class DocumentIndexer:
                 by_keys[tuple(sorted(row))].append(row)
             for same_keys in by_keys.values():
                 session.execute(update(Document), same_keys)
+        return existing
 
 
 def _row(job: _Job, chunk: Chunk, vector: np.ndarray) -> ChunkRow:
@@ -402,17 +481,23 @@ class IngestionQueue:
     def _beat(self) -> None:
         interval = max(self.indexer.lease.total_seconds() / 4, 0.2)
         sweeps_every = 4  # look for abandoned documents once per lease
-        beats = 0
+        beats, disk_full = 0, False
         while not self._stopping.wait(interval):
             beats += 1
             try:
+                self.indexer.record_pending_failures()
                 with self._held_lock:
                     held = list(self._held)
                 self.indexer.renew(held)
                 if beats % sweeps_every == 0 and self.resume_unfinished():
                     log.info("took over unfinished documents of a process that stopped")
-            except Exception:
-                log.exception("renewing document leases failed")
+                disk_full = False
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    log.exception("renewing document leases failed")
+                elif not disk_full:  # once, not every beat
+                    log.warning("the disk is full: document leases are not renewed until there is room")
+                disk_full = is_disk_full(exc)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self._idle.wait(timeout)
@@ -439,14 +524,28 @@ class IngestionQueue:
             try:
                 if doc_ids:
                     self.indexer.index_group(doc_ids)
-            except Exception:
+            except Exception as exc:
                 log.exception("ingestion worker error on %s", doc_ids)
+                self._fail_unfinished(doc_ids, exc)
             finally:
                 self._release(doc_ids)
                 if self._queue.empty():
                     self._idle.set()
             if None in group:
                 return
+
+    def _fail_unfinished(self, doc_ids: list[str], exc: Exception) -> None:
+        """A group that broke off (its catalog's disk filled up, say) leaves none of its documents 'processing'."""
+        try:
+            self.indexer.record_failures(doc_ids, exc)
+        except Exception:
+            log.exception("could not record the failure of %s", doc_ids)
+
+    def cancel(self, doc_ids: list[str]) -> None:
+        """Stop indexing deleted documents in this process (see DocumentIndexer.cancel)."""
+        with self._held_lock:
+            held = [doc_id for doc_id in doc_ids if doc_id in self._held]
+        self.indexer.cancel(held)
 
     def _release(self, doc_ids: list[str]) -> None:
         with self._held_lock:

@@ -9,12 +9,13 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
+from app.kb.diskspace import DiskSpace
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS
 from app.kb.names import (
@@ -59,6 +60,7 @@ class KnowledgeBaseService:
         self.store = store
         self.queue = queue
         self.embedding_dim = embedding_dim
+        self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
 
     # -- knowledge bases ------------------------------------------------------------------------------------------
 
@@ -75,11 +77,17 @@ class KnowledgeBaseService:
         `temporary`: an evaluation's copy, named with TEMPORARY_PREFIX and left out of `list`."""
         name = validate_kb_name(name, self.settings.max_kb_name_chars, temporary)
         chunk_size, chunk_overlap = self.chunking(chunk_size, chunk_overlap)
+        self.disk.check()
         try:
             kb = self._insert_kb(name, description, chunk_size, chunk_overlap)
         except IntegrityError:  # another API process created the same name between our check and our insert
             raise Conflict(f"knowledge base {name!r} already exists") from None
-        self.store.create_collection(kb.collection_name, self.embedding_dim)
+        try:
+            self.store.create_collection(kb.collection_name, self.embedding_dim)
+        except Exception:  # e.g. the disk filled up meanwhile: no knowledge base without its collection
+            with self.catalog.session() as session:
+                session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
+            raise
         return KnowledgeBaseInfo.of(kb, [])
 
     def _insert_kb(self, name: str, description: str, chunk_size: int, chunk_overlap: int) -> KnowledgeBase:
@@ -119,7 +127,9 @@ class KnowledgeBaseService:
         with self.catalog.session() as session:
             kb = self._kb(session, name)
             kb_id, collection = kb.id, kb.collection_name
+            doc_ids = list(session.scalars(select(Document.id).where(Document.kb_id == kb_id)))
             session.delete(kb)
+        self.queue.cancel(doc_ids)
         self.store.drop_collection(collection)
         shutil.rmtree(self.settings.files_dir / kb_id, ignore_errors=True)
 
@@ -201,6 +211,7 @@ class KnowledgeBaseService:
             kb = self._kb(session, kb_name)
             kb_id, kb_name = kb.id, kb.name
         names = [self._check_upload_name(raw_filename) for raw_filename, _ in files]
+        self.disk.check()
         staged: list[Staged] = []
         try:
             for filename, (_, source) in zip(names, files, strict=True):
@@ -218,17 +229,19 @@ class KnowledgeBaseService:
             tmp_dir.mkdir(parents=True, exist_ok=True)
         staged = tmp_dir / uuid.uuid4().hex
         digest, size, limit = hashlib.sha256(), 0, self.settings.max_upload_bytes
-        with staged.open("wb") as out:
-            while block := source.read(_COPY_BLOCK):
-                size += len(block)
-                if size > limit:
-                    out.close()
-                    staged.unlink(missing_ok=True)
-                    raise PayloadTooLarge(
-                        f"{filename!r} is larger than the upload limit of {self.settings.max_upload_mb:g} MB"
-                    )
-                digest.update(block)
-                out.write(block)
+        try:
+            with staged.open("wb") as out:
+                while block := source.read(_COPY_BLOCK):
+                    size += len(block)
+                    if size > limit:
+                        raise PayloadTooLarge(
+                            f"{filename!r} is larger than the upload limit of {self.settings.max_upload_mb:g} MB"
+                        )
+                    digest.update(block)
+                    out.write(block)
+        except BaseException:  # over the limit, or the disk filled up: no partial file is left behind
+            staged.unlink(missing_ok=True)
+            raise
         if size == 0:
             staged.unlink(missing_ok=True)
             raise InvalidInput(f"{filename!r} is empty (0 bytes)")
@@ -346,6 +359,7 @@ class KnowledgeBaseService:
             doc = self._doc(session, kb, doc_id)
             collection, stored = kb.collection_name, self.settings.files_dir / doc.stored_path
             session.delete(doc)
+        self.queue.cancel([doc_id])
         self.store.delete_documents(collection, [doc_id])
         stored.unlink(missing_ok=True)
 

@@ -18,6 +18,8 @@ import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from app.kb.diskspace import DiskSpace
+
 TEXT_MAX_BYTES = 65535
 NAME_MAX_BYTES = 1024
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -55,6 +57,11 @@ class Hit:
     raw_score: float
 
 
+def is_lite_uri(uri: str) -> bool:
+    """A Milvus Lite file rather than a server's address."""
+    return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
 def _safe_id(value: str) -> str:
     if not _ID_RE.match(value):
         raise ValueError(f"not an internal id: {value!r}")
@@ -85,10 +92,12 @@ def _hit_from_entity(entity: dict[str, Any], raw_score: float) -> Hit:
 class MilvusStore:
     """Thin, typed wrapper over MilvusClient for the knowledge-base collections."""
 
-    def __init__(self, uri: str, token: str = "", timeout: float = 10.0) -> None:
+    def __init__(self, uri: str, token: str = "", timeout: float = 10.0, disk: DiskSpace | None = None) -> None:
+        """`disk`: the free space writes to a Milvus Lite file are checked against (see app/kb/diskspace.py)."""
         self.uri = uri
         self.timeout = timeout
-        self.is_lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        self.is_lite = is_lite_uri(uri)
+        self._lite_disk = disk if self.is_lite else None
         if self.is_lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -108,6 +117,7 @@ class MilvusStore:
     def create_collection(self, name: str, dim: int) -> None:
         if self.has_collection(name):
             return
+        self.check_disk()
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=80)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=32)
@@ -139,6 +149,11 @@ class MilvusStore:
             name, schema=schema, index_params=index_params, consistency_level="Strong", timeout=self.timeout
         )
 
+    def check_disk(self) -> None:
+        """DiskFull if a write now might be lost: Milvus Lite on a disk with too little room."""
+        if self._lite_disk is not None:
+            self._lite_disk.check()
+
     def drop_collection(self, name: str) -> None:
         if self.has_collection(name):
             self.client.drop_collection(name, timeout=self.timeout)
@@ -146,6 +161,7 @@ class MilvusStore:
     def insert(self, name: str, rows: Sequence[ChunkRow]) -> int:
         if not rows:
             return 0
+        self.check_disk()
         data = [
             {
                 "id": row.chunk_id,

@@ -8,7 +8,7 @@ the eval corpora, with recall@5 within a point of fp32 (see docs/benchmarks.md).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,18 +79,23 @@ class Embedder:
         return self._encode([text], self.query_prompt)[0]
 
     def encode_passages(
-        self, texts: Sequence[str], on_progress: Callable[[np.ndarray], None] | None = None
+        self, texts: Sequence[str], on_progress: Callable[[np.ndarray], Collection[int] | None] | None = None
     ) -> np.ndarray:
         """Encode longest first in steps of `PROGRESS_STEP` texts, calling `on_progress(indices)` after each step
-        with the indices just encoded. Ordering the whole input by length keeps padding low across steps."""
+        with the indices just encoded. Ordering the whole input by length keeps padding low across steps.
+        `on_progress` may return indices no longer wanted (a document deleted meanwhile): they are skipped, and
+        their rows of the result are left undefined."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        pending = np.argsort([-len(t) for t in texts], kind="stable")
+        skipped = np.zeros(len(texts), dtype=bool)
         step = max(PROGRESS_STEP, self.batch_size)
-        for start in range(0, len(order), step):
-            indices = order[start : start + step]
+        while len(pending):
+            indices, pending = pending[:step], pending[step:]
             out[indices] = self._encode([texts[i] for i in indices], self.passage_prompt)
-            if on_progress:
-                on_progress(indices)
+            dropped = on_progress(indices) if on_progress else None
+            if dropped:
+                skipped[list(dropped)] = True
+                pending = pending[~skipped[pending]]
         return out
 
     def encode_texts(self, texts: Sequence[str], prompt: str) -> np.ndarray:
