@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     load_max_zip_total_mb: float = Field(500, gt=0)
     load_max_zip_ratio: float = Field(100, gt=1)
     load_max_xml_mb: float = Field(50, gt=0)
+    load_max_sheet_cells: int = Field(1_000_000, ge=1)
 
     max_upload_mb: float = Field(200, gt=0)
     max_filename_chars: int = Field(200, ge=16, le=255)

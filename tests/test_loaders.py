@@ -332,7 +332,7 @@ def test_html_headings_tables_and_breaks(tmp_path: Path) -> None:
 
 
 def test_unsupported_type_lists_supported_ones(tmp_path: Path) -> None:
-    path = tmp_path / "slides.pptx"
+    path = tmp_path / "slides.key"  # Apple Keynote
     path.write_bytes(b"PK\x03\x04")
     with pytest.raises(UnsupportedFileType) as caught:
         load_document(path)

@@ -31,11 +31,23 @@ class DocumentTooLarge(DocumentLoadError):
 
 @dataclass(frozen=True)
 class Section:
-    """A run of text from one place in a document: one PDF page, or the text under one heading."""
+    """A run of text from one place in a document: one PDF page, or the text under one heading.
+
+    A spreadsheet row is a Section of its own with `rows` set to (row, row): the splitter packs neighbouring rows
+    of one sheet into chunks of whole rows and names their range in the chunk's heading (see `rows_heading`).
+    """
 
     text: str
     page: int | None = None
     heading: str | None = None
+    rows: tuple[int, int] | None = None
+
+
+def rows_heading(label: str | None, rows: tuple[int, int]) -> str:
+    """Where a chunk of spreadsheet rows lies: "Sheet1 · 第 2–15 行 (rows 2-15)" (no label for a CSV file)."""
+    first, last = rows
+    where = f"第 {first} 行 (row {first})" if first == last else f"第 {first}–{last} 行 (rows {first}-{last})"
+    return f"{label} · {where}" if label else where
 
 
 @dataclass

@@ -17,7 +17,7 @@ from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unsupp
 from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
 from app.kb.diskspace import DiskSpace
 from app.kb.ingestion import IngestionQueue
-from app.kb.loaders import SUPPORTED_EXTENSIONS
+from app.kb.loaders import SUPPORTED_EXTENSIONS, unsupported_message
 from app.kb.names import (
     TEMPORARY_PREFIX,
     collection_name_for,
@@ -40,10 +40,6 @@ class Staged(NamedTuple):
     path: Path
     sha256: str
     size: int
-
-
-def supported_types_text() -> str:
-    return ", ".join(sorted(SUPPORTED_EXTENSIONS))
 
 
 class KnowledgeBaseService:
@@ -193,10 +189,7 @@ class KnowledgeBaseService:
         filename = sanitize_filename(raw_filename, self.settings.max_filename_chars)
         extension = file_extension(filename)
         if extension not in SUPPORTED_EXTENSIONS:
-            raise UnsupportedMediaType(
-                f"{filename!r}: file type {extension or '(none)'} is not supported; "
-                f"supported types: {supported_types_text()}"
-            )
+            raise UnsupportedMediaType(f"{filename!r}: {unsupported_message(filename, extension)}")
         return filename
 
     def upload(self, kb_name: str, raw_filename: str, source: BinaryIO) -> UploadOutcome:

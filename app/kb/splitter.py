@@ -10,11 +10,12 @@ chunk ends with its full stop and the next one starts with a new sentence.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import groupby
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from app.kb.documents import Chunk, LoadedDocument, Section
+from app.kb.documents import Chunk, LoadedDocument, Section, rows_heading
 
 _CLOSE = "[\"'”’」』）)\\]》〉】]*"
 SEPARATORS: list[str] = [
@@ -49,11 +50,59 @@ def split_document(doc: LoadedDocument, chunk_size: int = 500, chunk_overlap: in
     )
     tiny = min(50, chunk_size // 4)
     chunks: list[Chunk] = []
-    for section in merge_tiny_sections(doc.sections, tiny):
-        texts = [text.strip() for text in splitter.split_text(section.text)]
-        for text in merge_tiny_pieces([t for t in texts if t], tiny, chunk_size):
-            chunks.append(Chunk(text=text, index=len(chunks), page=section.page, heading=section.heading))
+    for is_rows, run in groupby(doc.sections, key=lambda section: section.rows is not None):
+        if is_rows:
+            for text, page, heading in pack_rows(run, chunk_size):
+                chunks.append(Chunk(text=text, index=len(chunks), page=page, heading=heading))
+            continue
+        for section in merge_tiny_sections(run, tiny):
+            texts = [text.strip() for text in splitter.split_text(section.text)]
+            for text in merge_tiny_pieces([t for t in texts if t], tiny, chunk_size):
+                chunks.append(Chunk(text=text, index=len(chunks), page=section.page, heading=section.heading))
     return chunks
+
+
+_ROW_SPLITTER_SEPARATORS = [r" \| ", *SEPARATORS[2:]]
+
+
+def pack_rows(rows: Iterable[Section], chunk_size: int) -> Iterator[tuple[str, int | None, str | None]]:
+    """(text, page, heading) of chunks of whole spreadsheet rows: consecutive rows of one sheet, one per line, as
+    many as fit in `chunk_size`, with no overlap (each row is a self-contained record). The heading names the sheet
+    and the rows. A single row longer than `chunk_size` is the one exception: it is cut between its
+    `header: value` pairs, each piece under that row's heading."""
+    for (page, label), sheet in groupby(rows, key=lambda section: (section.page, section.heading)):
+        lines: list[str] = []
+        size = first = last = 0
+        for row in sheet:
+            assert row.rows is not None
+            text = row.text.strip()
+            if lines and size + 1 + len(text) > chunk_size:
+                yield "\n".join(lines), page, rows_heading(label, (first, last))
+                lines = []
+            if len(text) > chunk_size:
+                for piece in _split_long_row(text, chunk_size):
+                    yield piece, page, rows_heading(label, row.rows)
+                continue
+            if not lines:
+                first, size = row.rows[0], -1
+            lines.append(text)
+            size += 1 + len(text)
+            last = row.rows[1]
+        if lines:
+            yield "\n".join(lines), page, rows_heading(label, (first, last))
+
+
+def _split_long_row(text: str, chunk_size: int) -> list[str]:
+    splitter = RecursiveCharacterTextSplitter(
+        separators=_ROW_SPLITTER_SEPARATORS,
+        is_separator_regex=True,
+        keep_separator="end",
+        chunk_size=chunk_size,
+        chunk_overlap=0,
+        strip_whitespace=True,
+    )
+    pieces = (piece.removesuffix(" |").removesuffix("|").strip() for piece in splitter.split_text(text))
+    return [piece for piece in pieces if piece]
 
 
 def merge_tiny_pieces(pieces: list[str], tiny: int, chunk_size: int) -> list[str]:

@@ -1,8 +1,13 @@
-"""Helpers shared by several loaders: short error reasons and the heading-path Section builder."""
+"""Helpers shared by several loaders: short error reasons, the heading-path Section builder, OLE files."""
 
 from __future__ import annotations
 
-from app.kb.documents import Section
+from pathlib import Path
+
+from app.kb.documents import CorruptDocument, EncryptedDocument, Section
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+Kind = tuple[str, str]  # what is being read, in Chinese and in English: ("Word 文件", "the Word file")
 
 
 def _reason(exc: BaseException) -> str:
@@ -42,3 +47,21 @@ class _SectionBuilder:
             heading = " > ".join(title for _, title in self._stack) or None
             self._sections.append(Section(text=text, heading=heading))
         self._blocks = []
+
+
+def reject_ole_file(path: Path, kind: Kind, old: str, new: str) -> None:
+    """Office files saved with a password (.docx, .xlsx, .pptx) and the old binary formats (.doc, .xls, .ppt) are
+    OLE2 containers, not zip packages: say which, instead of "not a zip file"."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head != OLE_MAGIC:
+        return
+    if "EncryptedPackage".encode("utf-16-le") in path.read_bytes():
+        raise EncryptedDocument(
+            f"{kind[0]}设有打开密码（已加密），请去掉密码后重新上传。 "
+            f"({kind[1].capitalize()} is encrypted with a password; remove it and upload it again.)"
+        )
+    raise CorruptDocument(
+        f"这是旧版二进制 {old} 文件，不是 {new}：请另存为 {new} 后再上传。 "
+        f"(This is an old binary {old} file, not {new}; save it as {new} first.)"
+    )

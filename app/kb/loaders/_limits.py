@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from app.kb.documents import CorruptDocument, DocumentLoadError, DocumentTooLarge
-from app.kb.loaders._common import _reason
+from app.kb.loaders._common import Kind, _reason
 from app.settings import Settings
 
 MB = 1024 * 1024
@@ -22,8 +22,6 @@ BYTES_PER_CHAR_MAX = 4  # UTF-8, UTF-16/32 and GB18030 never use more than 4 byt
 _RATIO_GRACE_BYTES = MB
 # A central-directory entry is 46 bytes plus its name and extras: well under 1 KiB in any real package.
 _DIRECTORY_ENTRY_BYTES = 1024
-
-Kind = tuple[str, str]  # what is being read, in Chinese and in English: ("Word 文件", "the Word file")
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,7 @@ class LoadLimits:
     max_zip_total_mb: float
     max_zip_ratio: float
     max_xml_mb: float
+    max_sheet_cells: int
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LoadLimits:
@@ -83,8 +82,8 @@ def check_text_chars(count: int, limits: LoadLimits, kind: Kind) -> None:
 
 
 def check_zip(path: Path, limits: LoadLimits, kind: Kind) -> None:
-    """Refuse a zip package (.docx) whose members would inflate past the limits: first by the sizes its directory
-    declares, then by inflating each member piece by piece, since declared sizes can lie.
+    """Refuse a zip package (.docx, .xlsx, .pptx) whose members would inflate past the limits: first by the sizes
+    its directory declares, then by inflating each member piece by piece, since declared sizes can lie.
 
     Reading a member whole, as python-docx does, inflates all of its stream in one step and only then cuts it to
     the declared size, so a member that declares a megabyte but holds a gigabyte costs a gigabyte. Once every

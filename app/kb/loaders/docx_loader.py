@@ -16,11 +16,10 @@ from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
 from lxml import etree
 
-from app.kb.documents import CorruptDocument, EncryptedDocument, LoadedDocument
-from app.kb.loaders._common import _reason, _SectionBuilder
+from app.kb.documents import CorruptDocument, LoadedDocument
+from app.kb.loaders._common import _reason, _SectionBuilder, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
 
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
 _CN_CHAPTER = re.compile(r"^第[一二三四五六七八九十百零〇\d]{1,4}([章篇编部]|节)")
 
@@ -32,7 +31,7 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     against the limits first. Its XML parser leaves lxml's huge_tree off, which keeps libxml2's own limits on one
     text node and on nesting depth.
     """
-    _reject_ole_file(path)
+    reject_ole_file(path, ("Word 文件", "the Word file"), ".doc", ".docx")
     check_zip(path, limits, ("Word 文件", "the Word file"))
     try:
         document = docx.Document(str(path))
@@ -64,17 +63,6 @@ def _docx_reason(exc: Exception) -> str:
     if isinstance(exc, etree.XMLSyntaxError):
         return f"broken XML: {_reason(exc)}"
     return f"{type(exc).__name__}: {_reason(exc)}"
-
-
-def _reject_ole_file(path: Path) -> None:
-    """Password-protected .docx files (and old .doc files) are OLE2 containers, not zip packages."""
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if head != _OLE_MAGIC:
-        return
-    if "EncryptedPackage".encode("utf-16-le") in path.read_bytes():
-        raise EncryptedDocument("The Word file is encrypted with a password; remove it and upload it again.")
-    raise CorruptDocument("This is an old binary Word (.doc) file, not .docx; save it as .docx first.")
 
 
 def _iter_blocks(document: DocxDocument) -> Iterator[Paragraph | Table]:
