@@ -162,6 +162,20 @@ def test_xlsx_merged_cells_are_filled_with_their_value(tmp_path: Path) -> None:
     assert "姓名: 李建国 | 部门: 销售部" in second.text  # C4 is empty in the file: C3:C4 is merged
 
 
+def test_a_lone_title_row_is_told_from_a_header_with_a_blank_neighbour(tmp_path: Path) -> None:
+    path = tmp_path / "titles.xlsx"
+    workbook = openpyxl.Workbook()
+    for row in [["问题", None], ["怎么退货？", "七天内无理由退货。"]]:
+        workbook.active.append(row)
+    sales = workbook.create_sheet("销售")
+    for row in [["2024 销售表（未合并的标题）"], ["地区", "销售额", "负责人"], ["华东", 100, "王芳"]]:
+        sales.append(row)
+    workbook.save(path)
+    doc = load_document(path)
+    assert texts(doc) == ["问题: 怎么退货？ | B: 七天内无理由退货。", "地区: 华东 | 销售额: 100 | 负责人: 王芳"]
+    assert doc.sections[1].heading == "销售 · 2024 销售表（未合并的标题）"
+
+
 def test_xlsx_chunks_hold_whole_rows_and_name_sheet_and_rows(tmp_path: Path) -> None:
     doc = load_document(make_xlsx(tmp_path / "big.xlsx", staff=120))
     chunks = split_document(doc, chunk_size=300, chunk_overlap=30)

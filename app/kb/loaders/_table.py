@@ -59,19 +59,14 @@ def cell_text(value: object) -> str:
 def table_sections(grid: Grid, label: str | None, page: int | None) -> list[Section]:
     """One Section per row below the header row, rows numbered as in the file.
 
-    Leading rows holding one value only (a title over the table, usually merged across it) join the label. The
-    first row after them is the header row when all its values are text; otherwise the columns are named by
-    their letters (A, B, ...) and every row is a record. A table that is only a header row keeps it as a row.
+    Leading title rows (see `_is_title`) join the label. The first row after them is the header row when all its
+    values are text; otherwise the columns are named by their letters (A, B, ...) and every row is a record. A
+    table that is only a header row keeps it as a row.
     """
     numbers = sorted(grid)
-    wide = len({column for row in grid.values() for column in row}) > 1
     titles: list[str] = []
-    while wide and len(numbers) > 1 and len(titles) < _MAX_TITLE_ROWS:
-        values = {cell_text(v) for v in grid[numbers[0]].values()}
-        if len(values) != 1:
-            break
-        titles.append(values.pop())
-        numbers.pop(0)
+    while len(numbers) > 1 and len(titles) < _MAX_TITLE_ROWS and _is_title(grid[numbers[0]], grid[numbers[1]]):
+        titles.append(cell_text(next(iter(grid[numbers.pop(0)].values()))))
     label = " · ".join(t for t in [label, *titles] if t) or None
     header: dict[int, str] = {}
     if len(numbers) > 1 and all(_is_label(v) for v in grid[numbers[0]].values()):
@@ -80,6 +75,13 @@ def table_sections(grid: Grid, label: str | None, page: int | None) -> list[Sect
     if header and not records:
         records = [(numbers[0], " | ".join(header.values()))]
     return [Section(text=text, page=page, heading=label, rows=(n, n)) for n, text in records]
+
+
+def _is_title(row: dict[int, object], following: dict[int, object]) -> bool:
+    """A row holding one value over a table: merged across several columns (so filled into each), or alone above a
+    row of three values or more. A lone value above a row of two is more likely a header whose neighbour is blank."""
+    values = {cell_text(value) for value in row.values()}
+    return len(values) == 1 and (len(row) > 1 or len(following) >= 3)
 
 
 def _is_label(value: object) -> bool:
