@@ -274,6 +274,19 @@ def test_password_protected_xlsx_is_encrypted_and_old_xls_is_named(tmp_path: Pat
         load_document(old)
 
 
+def test_password_protected_pptx_is_encrypted(tmp_path: Path) -> None:
+    locked = tmp_path / "locked.pptx"
+    locked.write_bytes(OLE + b"\0" * 504 + "EncryptedPackage".encode("utf-16-le"))
+    with pytest.raises(EncryptedDocument, match="PowerPoint file is encrypted"):
+        load_document(locked)
+
+
+def test_xlsm_stored_under_a_generated_name_is_read_by_its_uploaded_name(tmp_path: Path) -> None:
+    stored = make_xlsx(tmp_path / "upload-0001.bin")  # openpyxl itself refuses paths without an Excel extension
+    doc = load_document(stored, filename="宏.XLSM")
+    assert doc.metadata["file_type"] == "xlsm" and doc.pages == 3
+
+
 def test_damaged_or_foreign_xlsx_is_corrupt(tmp_path: Path) -> None:
     text = tmp_path / "text.xlsx"
     text.write_text("not a workbook")

@@ -59,7 +59,7 @@ def reject_ole_file(path: Path, kind: Kind, old: str, new: str) -> None:
     if "EncryptedPackage".encode("utf-16-le") in path.read_bytes():
         raise EncryptedDocument(
             f"{kind[0]}设有打开密码（已加密），请去掉密码后重新上传。 "
-            f"({kind[1].capitalize()} is encrypted with a password; remove it and upload it again.)"
+            f"({kind[1][:1].upper()}{kind[1][1:]} is encrypted with a password; remove it and upload it again.)"
         )
     raise CorruptDocument(
         f"这是旧版二进制 {old} 文件，不是 {new}：请另存为 {new} 后再上传。 "
