@@ -200,12 +200,14 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
 
     # LLM 对话: the model alone, no sources.
     steps.mode("LLM 对话")
-    before = page.get_by_text("来源（", exact=False).count()
     steps.ask("和模型聊聊……", "用一句话介绍你自己。")
-    page.get_by_text("耗时:", exact=False).nth(2).wait_for(timeout=ANSWER_TIMEOUT_MS)  # the answer is complete
+    llm_answer = page.locator('[data-testid="stChatMessage"]').nth(5)
+    llm_answer.get_by_text("耗时:", exact=False).wait_for(timeout=ANSWER_TIMEOUT_MS)  # the answer is complete
     steps.idle()
-    assert page.locator('[data-testid="stChatMessage"]').nth(5).inner_text().strip()
-    assert page.get_by_text("来源（", exact=False).count() == before
+    # Asked of this message, not counted over the page: a rerun redraws the messages one by one, so a count over
+    # the whole page taken mid-redraw misses some (a busy machine showed 2 of 3).
+    assert llm_answer.inner_text().strip()
+    assert llm_answer.get_by_text("来源（", exact=False).count() == 0
     steps.shot("llm-chat")
 
     # The English switch relabels the interface; the conversation stays.
