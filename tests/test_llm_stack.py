@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -162,20 +161,34 @@ def test_worker_dying_mid_stream_ends_the_stream_with_an_error_then_recovers(
         assert "Paris" in result.text
 
 
-def test_two_workers_behind_one_controller_share_the_requests(tmp_path: Path, llm_model_file: Path) -> None:
-    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm_max_tokens=16)
+def test_two_workers_behind_one_controller_pass_over_the_busy_one(tmp_path: Path, llm_model_file: Path) -> None:
+    """While one worker streams a long answer, the controller sends the next question to the other.
+
+    The controller balances on the queue lengths the workers' heartbeats report, and counts its own dispatches in
+    between; a heartbeat that lands after a dispatch but before the request reaches the worker resets that count
+    (on a busy CI machine four concurrent questions once all went to one worker). `/refresh_all_workers` makes the
+    controller ask both workers now, the state the next heartbeat would bring, so the test waits on no timer."""
+    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm_max_tokens=2000)
+    controller = f"http://{settings.fastchat_host}:{settings.fastchat_controller_port}"
+
+    def status(port: int) -> dict[str, int]:
+        return httpx.post(f"http://{settings.fastchat_host}:{port}/worker_get_status", timeout=30).json()
+
     with running_llm_stack(settings):
         client = LLMClient(settings)
         assert client.list_models() == [settings.llm_model]  # one model name, two workers
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            answers = list(pool.map(lambda _i: client.chat(EN_QUESTION).text, range(4)))
-        assert all("Paris" in answer for answer in answers)
-        served = [
-            httpx.post(f"http://{settings.fastchat_host}:{w.port}/worker_get_status", timeout=5).json()["call_ct"]
-            for w in settings.llm_workers
-        ]
-        assert sum(served) == 4
-        assert min(served) >= 1, f"the controller sent every request to one worker: {served}"
+        essay = client.stream(LONG_ANSWER)
+        next(d for d in essay if d.text)  # a token arrived: one worker is generating
+        ports = [w.port for w in settings.llm_workers]
+        busy = [port for port in ports if status(port)["queue_length"] == 1]
+        assert len(busy) == 1, [status(port) for port in ports]
+        idle = next(port for port in ports if port not in busy)
+        httpx.post(f"{controller}/refresh_all_workers", timeout=30).raise_for_status()
+
+        assert "Paris" in client.chat(EN_QUESTION, max_tokens=16).text
+        assert status(idle)["call_ct"] == 1, "the question was not answered by the idle worker"
+        assert status(busy[0])["queue_length"] == 1, "the essay ended before the question was sent: no proof"
+        essay.close()
 
 
 def test_stop_leaves_no_process_and_frees_the_ports(tmp_path: Path, llm_model_file: Path) -> None:
