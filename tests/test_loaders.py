@@ -235,8 +235,10 @@ def test_damaged_docx_is_corrupt(tmp_path: Path) -> None:
         load_document(make_corrupt_docx(tmp_path))
     not_zip = tmp_path / "text.docx"
     not_zip.write_text("plain text, not a zip")
-    with pytest.raises(CorruptDocument, match="zip"):
+    with pytest.raises(CorruptDocument, match="zip") as caught:
         load_document(not_zip)
+    assert "已损坏" in str(caught.value)
+    assert str(tmp_path) not in str(caught.value), "the error must not name where the server stores files"
 
 
 def test_password_protected_docx_is_encrypted(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
+
+from lxml import etree
 
 from app.kb.documents import CorruptDocument, EncryptedDocument, Section
 
@@ -13,6 +16,24 @@ Kind = tuple[str, str]  # what is being read, in Chinese and in English: ("Word 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def damaged_package(kind: Kind, extension: str, exc: BaseException) -> CorruptDocument:
+    """The error for an Office package whose zip, XML or parts cannot be read: all mean a damaged file."""
+    if isinstance(exc, zipfile.BadZipFile):
+        reason = "it is not a valid zip package"
+    elif isinstance(exc, etree.XMLSyntaxError):
+        reason = f"broken XML: {_reason(exc)}"
+    else:
+        reason = f"{type(exc).__name__}: {_reason(exc)}"
+    return CorruptDocument(
+        f"{kind[0]}已损坏，或不是 {extension} 文件（{reason}）。 "
+        f"({_sentence(kind[1])} is damaged or not a {extension} file ({reason}).)"
+    )
 
 
 class _SectionBuilder:
@@ -59,7 +80,7 @@ def reject_ole_file(path: Path, kind: Kind, old: str, new: str) -> None:
     if "EncryptedPackage".encode("utf-16-le") in path.read_bytes():
         raise EncryptedDocument(
             f"{kind[0]}设有打开密码（已加密），请去掉密码后重新上传。 "
-            f"({kind[1][:1].upper()}{kind[1][1:]} is encrypted with a password; remove it and upload it again.)"
+            f"({_sentence(kind[1])} is encrypted with a password; remove it and upload it again.)"
         )
     raise CorruptDocument(
         f"这是旧版二进制 {old} 文件，不是 {new}：请另存为 {new} 后再上传。 "

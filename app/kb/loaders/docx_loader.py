@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import docx
 from docx.document import Document as DocxDocument
-from docx.opc.exceptions import PackageNotFoundError
 from docx.oxml.ns import qn
 from docx.oxml.xmlchemy import BaseOxmlElement
 from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
-from lxml import etree
 
-from app.kb.documents import CorruptDocument, LoadedDocument
-from app.kb.loaders._common import _reason, _SectionBuilder, reject_ole_file
+from app.kb.documents import LoadedDocument
+from app.kb.loaders._common import _SectionBuilder, damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
 
+_KIND = ("Word 文件", "the Word file")
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
 _CN_CHAPTER = re.compile(r"^第[一二三四五六七八九十百零〇\d]{1,4}([章篇编部]|节)")
 
@@ -31,13 +29,14 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     against the limits first. Its XML parser leaves lxml's huge_tree off, which keeps libxml2's own limits on one
     text node and on nesting depth.
     """
-    reject_ole_file(path, ("Word 文件", "the Word file"), ".doc", ".docx")
-    check_zip(path, limits, ("Word 文件", "the Word file"))
+    reject_ole_file(path, _KIND, ".doc", ".docx")
+    check_zip(path, limits, _KIND)
     try:
-        document = docx.Document(str(path))
-        blocks = list(_iter_blocks(document))
-    except Exception as exc:  # zip, XML and package errors all mean a damaged file
-        raise CorruptDocument(f"The Word file is damaged or not a .docx file ({_docx_reason(exc)}).") from exc
+        with path.open("rb") as handle:  # a file object: an error then names no server path
+            document = docx.Document(handle)
+            blocks = list(_iter_blocks(document))
+    except Exception as exc:
+        raise damaged_package(_KIND, ".docx", exc) from exc
     builder = _SectionBuilder()
     for block in blocks:
         if isinstance(block, Table):
@@ -53,16 +52,6 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     if title:
         metadata["title"] = title
     return LoadedDocument(sections=builder.finish(), pages=None, metadata=metadata)
-
-
-def _docx_reason(exc: Exception) -> str:
-    if isinstance(exc, zipfile.BadZipFile):
-        return "it is not a valid zip package"
-    if isinstance(exc, PackageNotFoundError):
-        return "it is not a zip package with a Word document inside"
-    if isinstance(exc, etree.XMLSyntaxError):
-        return f"broken XML: {_reason(exc)}"
-    return f"{type(exc).__name__}: {_reason(exc)}"
 
 
 def _iter_blocks(document: DocxDocument) -> Iterator[Paragraph | Table]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -11,8 +10,8 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pptx.shapes.base import BaseShape
 from pptx.slide import Slide
 
-from app.kb.documents import CorruptDocument, DocumentLoadError, LoadedDocument, Section
-from app.kb.loaders._common import _reason, reject_ole_file
+from app.kb.documents import DocumentLoadError, LoadedDocument, Section
+from app.kb.loaders._common import damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
 
 _KIND = ("PowerPoint 文件", "the PowerPoint file")
@@ -33,12 +32,8 @@ def _load_pptx(path: Path, limits: LoadLimits) -> LoadedDocument:
             title = (presentation.core_properties.title or "").strip()
     except DocumentLoadError:
         raise
-    except Exception as exc:  # zip, XML and package errors all mean a damaged file
-        reason = "it is not a valid zip package" if isinstance(exc, zipfile.BadZipFile) else _reason(exc)
-        raise CorruptDocument(
-            f"PowerPoint 文件已损坏，或不是 .pptx 文件（{reason}）。 "
-            f"(The PowerPoint file is damaged or not a .pptx file ({reason}).)"
-        ) from exc
+    except Exception as exc:
+        raise damaged_package(_KIND, ".pptx", exc) from exc
     metadata = {"slides": str(len(slides))}
     if title:
         metadata["title"] = title

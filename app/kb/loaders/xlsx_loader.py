@@ -8,7 +8,6 @@ a cell is read as its formula text ("=SUM(B2:B4)") rather than dropped, and coun
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
 
 from app.kb.documents import CorruptDocument, DocumentLoadError, LoadedDocument, Section
-from app.kb.loaders._common import _reason, reject_ole_file
+from app.kb.loaders._common import _reason, damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
 from app.kb.loaders._table import CellBudget, Grid, is_empty, table_sections
 
@@ -69,12 +68,8 @@ def _open_workbook(handle: Any) -> Workbook:
     generated names."""
     try:
         return openpyxl.load_workbook(handle, read_only=True, data_only=True, keep_links=False)
-    except Exception as exc:  # zip, XML and package errors all mean a damaged file
-        reason = "it is not a valid zip package" if isinstance(exc, zipfile.BadZipFile) else _reason(exc)
-        raise CorruptDocument(
-            f"Excel 文件已损坏，或不是 .xlsx 文件（{reason}）。 "
-            f"(The Excel file is damaged or not an .xlsx file ({reason}).)"
-        ) from exc
+    except Exception as exc:
+        raise damaged_package(_KIND, ".xlsx", exc) from exc
 
 
 class _SheetParser(WorkSheetParser):
