@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from app.api.deps import chat_service, embedding_service, knowledge_bases
-from app.api.routes.chat import SSE_HEADERS
+from app.api.responses import SSE_HEADERS, openai_error
 from app.chat.models import ChatMode, ChatRequest, HistoryMessage
 from app.chat.service import ChatService, ChatSession
 from app.errors import InvalidInput, KBQAError, NotFound
@@ -38,28 +38,28 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+_TEXT_PARTS = TypeAdapter(list[TextPart])
+
+
 class OpenAIMessage(RequestModel):
     """A message; `content` may be a list of parts, as current OpenAI clients send it: text parts are joined,
     any other kind (an image, audio, a file) is refused."""
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: str = ""
 
-    @field_validator("content")
+    @field_validator("content", mode="before")
     @classmethod
-    def _text_only(cls, content: str | list[TextPart] | None) -> str:
+    def _text_only(cls, content: Any) -> Any:
         if content is None:
             return ""
-        if isinstance(content, str):
+        if not isinstance(content, list):
             return content
-        kinds = sorted({part.type for part in content if part.type != "text"})
+        parts = _TEXT_PARTS.validate_python(content)
+        kinds = sorted({part.type for part in parts if part.type != "text"})
         if kinds:
             raise ValueError(f"only text content parts are supported, not {', '.join(kinds)}")
-        return "\n".join(part.text or "" for part in content)
-
-    @property
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else ""
+        return "\n".join(part.text or "" for part in parts)
 
     @property
     def is_system(self) -> bool:
@@ -75,14 +75,6 @@ class OpenAIChatRequest(RequestModel):
     # Extensions for knowledge-base models:
     top_k: int | None = None
     score_threshold: float | None = Field(None, ge=0, le=1)
-
-
-def openai_error(exc: KBQAError) -> JSONResponse:
-    """OpenAI's error shape; a request it would call invalid is a 400 there, not our 422."""
-    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    status = 400 if exc.status_code == 422 else exc.status_code
-    body = {"error": {"message": exc.message, "type": kind, "code": status}}
-    return JSONResponse(body, status_code=status)
 
 
 def validation_message(errors: list[Any]) -> str:
@@ -151,7 +143,7 @@ def legacy_completions() -> JSONResponse:
 
 def to_chat_request(body: OpenAIChatRequest, llm_model: str) -> ChatRequest:
     turns = [m for m in body.messages if not m.is_system]
-    system = "\n\n".join(m.text for m in body.messages if m.is_system) or None
+    system = "\n\n".join(m.content for m in body.messages if m.is_system) or None
     if not turns or turns[-1].role != "user":
         raise InvalidInput("the last message must come from the user")
     if body.model.startswith(KB_PREFIX):
@@ -170,11 +162,11 @@ def _chat_request(
     body: OpenAIChatRequest, mode: ChatMode, kb_names: list[str], turns: list[OpenAIMessage], system: str | None
 ) -> ChatRequest:
     return ChatRequest(
-        question=turns[-1].text,
+        question=turns[-1].content,
         system=system,
         mode=mode,
         kb_names=kb_names,
-        history=[HistoryMessage(role=m.role, content=m.text) for m in turns[:-1]],  # type: ignore[arg-type]
+        history=[HistoryMessage(role=m.role, content=m.content) for m in turns[:-1]],  # type: ignore[arg-type]
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         temperature=body.temperature,
