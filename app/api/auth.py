@@ -18,7 +18,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.routes.openai_compat import openai_error
+from app.api.responses import openai_error
 from app.errors import KBQAError
 
 # Declared on the routers only so that the OpenAPI schema shows the scheme and /docs an "Authorize" button;

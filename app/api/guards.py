@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.routes.openai_compat import openai_error
+from app.api.responses import openai_error
 from app.errors import KBQAError
 from app.settings import Settings
 

@@ -20,12 +20,13 @@ from starlette.exceptions import HTTPException
 
 from app.api.auth import ApiKeyMiddleware, ApiKeys, bearer_scheme
 from app.api.guards import GuardMiddleware, RequestGuard
+from app.api.responses import openai_error
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
-from app.api.routes.openai_compat import openai_error, validation_message
+from app.api.routes.openai_compat import validation_message
 from app.errors import InvalidInput, KBQAError
-from app.kb.catalog import Catalog, CatalogUnavailable
-from app.kb.diskspace import DiskFull, is_disk_full
-from app.kb.vector_store import VectorStoreUnavailable
+from app.storage.catalog import Catalog, CatalogUnavailable
+from app.storage.diskspace import DiskFull, is_disk_full
+from app.storage.vector_store import VectorStoreUnavailable
 from app.services import Services
 from app.settings import Settings, get_settings
 

@@ -12,14 +12,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from app.api.deps import chat_service, conversations
+from app.api.responses import SSE_HEADERS
 from app.chat.conversations import ConversationStore, ConversationView
 from app.chat.models import ChatAnswer, ChatRequest
 from app.chat.service import ChatService, Event
 from app.validation import RequestModel
 
 router = APIRouter(prefix="/api", tags=["chat"])
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def server_sent_events(events: AsyncIterator[Event]) -> AsyncIterator[str]:
