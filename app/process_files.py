@@ -6,8 +6,8 @@ import logging
 import os
 import tempfile
 
-from app.kb.vector_store import is_lite_uri
 from app.settings import Settings
+from app.storage.vector_store import is_lite_uri
 
 log = logging.getLogger(__name__)
 _SOCKET_PATH_MAX = 107  # bytes in a Unix socket's address, less the closing NUL

@@ -9,12 +9,9 @@ from app.chat.conversations import ConversationStore
 from app.chat.service import ChatService
 from app.eval.jobs import EvalJobs
 from app.eval.service import EvaluationService
-from app.kb.catalog import Catalog
-from app.kb.diskspace import DiskSpace
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.loaders import LoadLimits
 from app.kb.service import KnowledgeBaseService
-from app.kb.vector_store import MilvusStore
 from app.llm.client import LLMClient
 from app.retrieval.embeddings import Embedder
 from app.retrieval.retriever import HybridFusion, Retriever
@@ -22,6 +19,9 @@ from app.retrieval.scoring import ScoreCalibration
 from app.retrieval.service import SearchService
 from app.retrieval.text_embeddings import EmbeddingService
 from app.settings import Settings
+from app.storage.catalog import Catalog
+from app.storage.diskspace import DiskSpace
+from app.storage.vector_store import MilvusStore
 
 _EMBEDDERS: dict[tuple[object, ...], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()

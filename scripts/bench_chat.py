@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from app.chat.models import Source  # noqa: E402
 from app.chat.prompts import load_prompts  # noqa: E402
-from app.kb.vector_store import ChunkRow  # noqa: E402
 from app.llm.stack import LLMStack  # noqa: E402
 from app.services import Services  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from app.storage.vector_store import ChunkRow  # noqa: E402
 from scripts.benchdoc import (  # noqa: E402
     BENCHMARKS_MD,
     EVAL,

@@ -31,10 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.kb.vector_store import ChunkRow  # noqa: E402
 from app.retrieval.retriever import RetrievalMode  # noqa: E402
 from app.services import Services  # noqa: E402
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings  # noqa: E402
+from app.storage.vector_store import ChunkRow  # noqa: E402
 from scripts.benchdoc import BENCHMARKS_MD, EVAL, machine, read_jsonl, require_eval, write_section  # noqa: E402
 
 

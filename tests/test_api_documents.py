@@ -199,7 +199,7 @@ def test_rebuild_reindexes_stored_files(client: TestClient) -> None:
 def test_knowledge_base_from_another_embedding_model_asks_for_rebuild(client: TestClient) -> None:
     """A knowledge base indexed with a model of another dimension (recorded so in the catalog, as after a
     model change) cannot be searched until it is rebuilt with the configured model."""
-    from app.kb.catalog import KnowledgeBase, kb_by_name
+    from app.storage.catalog import KnowledgeBase, kb_by_name
 
     create_kb(client, "换模型")
     upload_ready(client, "换模型", ("m.txt", "模型更换测试：松鼠储存橡果过冬。".encode()))

@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.api.main import create_app
 from app.errors import InvalidInput
-from app.kb.catalog import Catalog, Document, KnowledgeBase, kb_by_name
 from app.kb.ingestion import DocumentIndexer
+from app.storage.catalog import Catalog, Document, KnowledgeBase, kb_by_name
 from tests.conftest import PostgresServer, create_kb, make_settings, running_postgres, upload_ready
 
 

@@ -29,10 +29,10 @@ import psutil
 import pytest
 from sqlalchemy import inspect
 
-from app.kb.catalog import Catalog, Document, KnowledgeBase
 from app.kb.documents import CorruptDocument, DocumentLoadError
 from app.kb.ingestion import DocumentIndexer
 from app.kb.loaders import LoadLimits, load_document
+from app.storage.catalog import Catalog, Document, KnowledgeBase
 from tests.conftest import Backend, Served, api_env, backend_overrides, kbqa_serve
 from tests.fixtures_docs import make_docx, make_simple_pdf
 

@@ -173,7 +173,7 @@ def test_an_upload_into_a_knowledge_base_deleted_meanwhile_is_a_404_leaving_noth
     assert list((services.settings.files_dir / "_incoming").iterdir()) == []
     from sqlalchemy import func, select
 
-    from app.kb.catalog import Document
+    from app.storage.catalog import Document
 
     with services.catalog.session() as session:
         assert session.scalar(select(func.count()).where(Document.kb_id == kb["id"])) == 0

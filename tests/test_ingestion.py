@@ -77,7 +77,7 @@ def test_failure_midway_leaves_no_partial_chunks(client: TestClient, monkeypatch
 
 def test_unfinished_documents_resume_after_restart(module_settings, client: TestClient) -> None:  # type: ignore[no-untyped-def]
     """A document left 'processing' by a crash (with some vectors already in Milvus) is indexed again."""
-    from app.kb.catalog import Document, DocumentStatus
+    from app.storage.catalog import Document, DocumentStatus
 
     create_kb(client, "重启")
     doc = upload_ready(client, "重启", ("r.txt", "重启恢复测试：灯塔每晚十点亮灯。".encode()))[0]

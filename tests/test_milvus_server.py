@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from pymilvus import MilvusClient
 
 from app.api.main import create_app
-from app.kb.vector_store import MilvusStore
+from app.storage.vector_store import MilvusStore
 from tests.conftest import Backend, MilvusOverTcp, create_kb, make_settings, upload_ready
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.kb.catalog import Catalog, Document
-from app.kb.vector_store import MilvusStore
+from app.storage.catalog import Catalog, Document
+from app.storage.vector_store import MilvusStore
 from tests.conftest import (
     POSTGRES_ABSENT,
     Backend,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
-from app.kb.catalog import DocumentStatus
 from app.retrieval.retriever import RetrievalMode
 from app.services import Services
+from app.storage.catalog import DocumentStatus
 from tests.conftest import make_settings
 
 

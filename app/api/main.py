@@ -24,11 +24,11 @@ from app.api.responses import openai_error
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
 from app.api.routes.openai_compat import validation_message
 from app.errors import InvalidInput, KBQAError
+from app.services import Services
+from app.settings import Settings, get_settings
 from app.storage.catalog import Catalog, CatalogUnavailable
 from app.storage.diskspace import DiskFull, is_disk_full
 from app.storage.vector_store import VectorStoreUnavailable
-from app.services import Services
-from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.chat.models import ChatAnswer, HistoryMessage, Source
 from app.errors import InvalidInput, NotFound
-from app.kb.catalog import Catalog, Conversation, ConversationMessage
+from app.storage.catalog import Catalog, Conversation, ConversationMessage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 

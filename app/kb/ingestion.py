@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
-from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
-from app.kb.diskspace import DiskFull, is_disk_full
 from app.kb.documents import Chunk, DocumentLoadError
 from app.kb.loaders import LoadLimits, load_document
 from app.kb.splitter import split_document
-from app.kb.vector_store import ChunkRow, MilvusStore
 from app.retrieval.embeddings import Embedder
+from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
+from app.storage.diskspace import DiskFull, is_disk_full
+from app.storage.vector_store import ChunkRow, MilvusStore
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 256

@@ -14,8 +14,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
-from app.kb.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
-from app.kb.diskspace import DiskSpace
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS, unsupported_message
 from app.kb.names import (
@@ -26,9 +24,11 @@ from app.kb.names import (
     sanitize_filename,
     validate_kb_name,
 )
-from app.kb.vector_store import MilvusStore
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
 from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
+from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
+from app.storage.diskspace import DiskSpace
+from app.storage.vector_store import MilvusStore
 
 _COPY_BLOCK = 1024 * 1024
 

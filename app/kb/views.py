@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from app.kb.catalog import Document, DocumentStatus, KnowledgeBase
+from app.storage.catalog import Document, DocumentStatus, KnowledgeBase
 
 
 class KnowledgeBaseInfo(BaseModel):

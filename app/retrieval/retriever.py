@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.kb.vector_store import Hit, MilvusStore
 from app.retrieval.scoring import ScoreCalibration
+from app.storage.vector_store import Hit, MilvusStore
 
 
 class RetrievalMode(enum.StrEnum):

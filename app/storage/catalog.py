@@ -36,7 +36,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from app.errors import InvalidInput
-from app.kb.diskspace import DiskFull, is_disk_full
+from app.storage.diskspace import DiskFull, is_disk_full
 
 log = logging.getLogger(__name__)
 _REOPEN_MIN_FREE = 1024 * 1024  # a read-only catalog is reopened read-write once its disk has this much room

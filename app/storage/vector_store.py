@@ -18,7 +18,7 @@ import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from app.kb.diskspace import DiskSpace
+from app.storage.diskspace import DiskSpace
 
 TEXT_MAX_BYTES = 65535
 NAME_MAX_BYTES = 1024
@@ -93,7 +93,7 @@ class MilvusStore:
     """Thin, typed wrapper over MilvusClient for the knowledge-base collections."""
 
     def __init__(self, uri: str, token: str = "", timeout: float = 10.0, disk: DiskSpace | None = None) -> None:
-        """`disk`: the free space writes to a Milvus Lite file are checked against (see app/kb/diskspace.py)."""
+        """`disk`: the free space writes to a Milvus Lite file are checked against (see app/storage/diskspace.py)."""
         self.uri = uri
         self.timeout = timeout
         self.is_lite = is_lite_uri(uri)
