@@ -70,7 +70,8 @@ def api(server: dict[str, str], key: str | None = None) -> httpx.Client:
 def assert_refused(response: httpx.Response, detail: str) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json() == {"detail": detail}
+    code = "api_key_missing" if detail == MISSING_KEY else "api_key_invalid"
+    assert response.json() == {"detail": detail, "code": code}
 
 
 def test_health_is_open_and_everything_else_needs_a_key(server: dict[str, str]) -> None:

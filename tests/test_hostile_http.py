@@ -53,6 +53,14 @@ def refused_field(response: httpx.Response) -> tuple[str, str]:
     return ".".join(str(part) for part in error["loc"][1:]), error["msg"]
 
 
+def assert_refused_unchanged(client: TestClient, path: str, body: str, field: str, reason: str) -> None:
+    """The raw JSON body is refused with a 422 naming the field and the reason, and no knowledge base changed."""
+    before = names(client)
+    where, message = refused_field(post_raw(client, path, body))
+    assert where == field and reason in message
+    assert names(client) == before
+
+
 # -- 1. NaN and infinities ------------------------------------------------------------------------------------------
 
 
@@ -75,10 +83,7 @@ def refused_field(response: httpx.Response) -> tuple[str, str]:
 def test_non_finite_numbers_are_refused_naming_the_field(
     client: TestClient, kb: str, path: str, body: str, field: str
 ) -> None:
-    before = names(client)
-    where, message = refused_field(post_raw(client, path.format(kb=kb), body.replace("{kb}", kb)))
-    assert where == field and NOT_FINITE in message
-    assert names(client) == before
+    assert_refused_unchanged(client, path.format(kb=kb), body.replace("{kb}", kb), field, NOT_FINITE)
 
 
 # -- 2. Lone UTF-16 surrogates -------------------------------------------------------------------------------------
@@ -101,10 +106,7 @@ def test_non_finite_numbers_are_refused_naming_the_field(
 def test_lone_surrogates_are_refused_naming_the_field(
     client: TestClient, kb: str, path: str, body: str, field: str
 ) -> None:
-    before = names(client)
-    where, message = refused_field(post_raw(client, path.format(kb=kb), body.replace("{kb}", kb)))
-    assert where == field and SURROGATE in message
-    assert names(client) == before
+    assert_refused_unchanged(client, path.format(kb=kb), body.replace("{kb}", kb), field, SURROGATE)
 
 
 # -- 4. Unicode normalisation of knowledge-base names -----------------------------------------------------------------
@@ -275,7 +277,7 @@ def test_a_body_sent_over_the_limit_without_length_is_refused(served: Served) ->
     )
     assert status in (413, 0), body  # 0: reset while the rest of the body was still arriving
     if status:
-        assert "max_request_mb" in json.loads(body)["detail"]
+        assert "max_request_mb" in json.loads(body)["detail"] and json.loads(body)["code"] == "request_too_large"
     assert name not in kb_names(served)
 
 
@@ -287,6 +289,7 @@ def test_a_stalled_body_is_answered_408_and_closed(served: Served) -> None:
     )
     assert status == 408
     assert json.loads(body)["detail"].startswith("请求体中断")
+    assert json.loads(body)["code"] == "request_body_stalled"
 
 
 def test_oversized_headers_are_refused(served: Served) -> None:

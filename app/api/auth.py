@@ -12,13 +12,12 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.responses import openai_error
+from app.api.responses import error_response, openai_error
 from app.errors import KBQAError
 
 # Declared on the routers only so that the OpenAPI schema shows the scheme and /docs an "Authorize" button;
@@ -32,6 +31,7 @@ OPENAI_PREFIX = "/v1/"
 
 class Unauthorized(KBQAError):
     status_code = 401
+    code = "api_key_invalid"
 
 
 def _digest(key: str) -> bytes:
@@ -81,7 +81,7 @@ class ApiKeyMiddleware:
         if reason is None:
             await self.app(scope, receive, send)
             return
-        error = Unauthorized(reason)
-        response = openai_error(error) if path.startswith(OPENAI_PREFIX) else JSONResponse({"detail": reason}, 401)
+        error = Unauthorized(reason, "api_key_missing" if reason == MISSING_KEY else None)
+        response = openai_error(error) if path.startswith(OPENAI_PREFIX) else error_response(error)
         response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)

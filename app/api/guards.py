@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.responses import openai_error
+from app.api.responses import error_response, openai_error
 from app.errors import KBQAError
 from app.settings import Settings
 
@@ -84,16 +84,17 @@ def _url(scheme: str, name: str, port: int) -> str:
 
 
 class Refused(KBQAError):
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status_code: int, message: str, code: str) -> None:
+        super().__init__(message, code)
         self.status_code = status_code
 
 
 class BodyRefused(HTTPException):
     """Raised while the app reads the body; an HTTPException, so FastAPI answers it as it is (not as a 400)."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, code: str) -> None:
         super().__init__(status_code, message, headers=CLOSE)
+        self.code = code
 
 
 class RequestGuard:
@@ -112,16 +113,16 @@ class RequestGuard:
         """Why a request is refused before its body is read, or None."""
         host = headers.get("host")
         if host is not None and not self.any_host and host_name(host) not in self.hosts:
-            return Refused(421, UNKNOWN_HOST.format(host=host))
+            return Refused(421, UNKNOWN_HOST.format(host=host), "host_not_allowed")
         if method.upper() in STATE_CHANGING:
             origin = headers.get("origin")
             if origin is not None and not self.allowed_origin(origin, host):
-                return Refused(403, FOREIGN_ORIGIN.format(origin=origin))
+                return Refused(403, FOREIGN_ORIGIN.format(origin=origin), "cross_site_refused")
             if origin is None and headers.get("sec-fetch-site", "").lower() == "cross-site":
-                return Refused(403, CROSS_SITE)
+                return Refused(403, CROSS_SITE, "cross_site_refused")
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
-            return Refused(413, TOO_LARGE.format(size=int(length), limit=self.max_request_mb))
+            return Refused(413, TOO_LARGE.format(size=int(length), limit=self.max_request_mb), "request_too_large")
         return None
 
     def allowed_origin(self, origin: str, host: str | None) -> bool:
@@ -159,14 +160,11 @@ class GuardMiddleware:
         except BodyRefused as exc:  # read outside a route (where FastAPI answers it itself)
             if started:
                 raise
-            await _response(scope, Refused(exc.status_code, str(exc.detail)))(scope, receive, send)
+            await _response(scope, Refused(exc.status_code, str(exc.detail), exc.code))(scope, receive, send)
 
 
 def _response(scope: Scope, refused: Refused) -> JSONResponse:
-    if scope.get("path", "").startswith(OPENAI_PREFIX):
-        response = openai_error(refused)
-    else:
-        response = JSONResponse({"detail": refused.message}, refused.status_code)
+    response = openai_error(refused) if scope.get("path", "").startswith(OPENAI_PREFIX) else error_response(refused)
     response.headers.update(CLOSE)
     return response
 
@@ -188,12 +186,12 @@ class BoundedBody:
         try:
             message = await asyncio.wait_for(self.receive(), self.guard.body_timeout_s)
         except TimeoutError:
-            raise BodyRefused(408, STALLED.format(seconds=self.guard.body_timeout_s)) from None
+            raise BodyRefused(408, STALLED.format(seconds=self.guard.body_timeout_s), "request_body_stalled") from None
         if message["type"] != "http.request":
             self.complete = True
             return message
         self.received += len(message.get("body", b""))
         if self.received > self.guard.max_body_bytes:
-            raise BodyRefused(413, TOO_LARGE_SENT.format(limit=self.guard.max_request_mb))
+            raise BodyRefused(413, TOO_LARGE_SENT.format(limit=self.guard.max_request_mb), "request_too_large")
         self.complete = not message.get("more_body", False)
         return message

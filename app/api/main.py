@@ -14,13 +14,14 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from pymilvus.exceptions import MilvusException
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from app.api.auth import ApiKeyMiddleware, ApiKeys, bearer_scheme
 from app.api.guards import GuardMiddleware, RequestGuard
-from app.api.responses import openai_error
+from app.api.responses import error_body, error_response, openai_error
 from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
 from app.api.routes.openai_compat import validation_message
 from app.errors import InvalidInput, KBQAError
@@ -64,21 +65,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(KBQAError)
     async def _kbqa_error(_request: Request, exc: KBQAError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.url.path.startswith("/v1/"):  # OpenAI clients read OpenAI's error shape
             return openai_error(InvalidInput(validation_message(list(exc.errors()))))
-        return JSONResponse(status_code=422, content={"detail": renderable_errors(exc.errors())})
+        return error_body(422, renderable_errors(exc.errors()), "validation_error")
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 400 and exc.__cause__ is not None and is_disk_full(exc.__cause__):
             return _disk_full()  # an upload being received could not be spooled to the temporary folder
         if exc.status_code == 400 and documents.part_header_too_long(exc):
-            return JSONResponse(status_code=422, content={"detail": documents.name_too_long(settings)})
-        return await http_exception_handler(request, exc)
+            return error_body(422, documents.name_too_long(settings), "file_name_too_long")
+        if not is_body_allowed_for_status_code(exc.status_code):
+            return await http_exception_handler(request, exc)
+        return error_body(exc.status_code, exc.detail, http_error_code(exc), exc.headers)
 
     @app.exception_handler(VectorStoreUnavailable)
     @app.exception_handler(MilvusException)
@@ -86,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("Milvus error: %s", exc)
         reason = getattr(exc, "message", None) or str(exc)
         detail = f"vector store unavailable at {settings.resolved_milvus_uri}: {reason.splitlines()[0][:300]}"
-        return JSONResponse(status_code=503, content={"detail": detail})
+        return error_body(503, detail, "vector_store_unavailable")
 
     @app.exception_handler(CatalogUnavailable)
     @app.exception_handler(OperationalError)
@@ -98,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         catalog: Catalog | None = getattr(getattr(request.app.state, "services", None), "catalog", None)
         where = catalog.display_url if catalog else "the configured catalog_url"
-        return JSONResponse(status_code=503, content={"detail": f"catalog database unavailable at {where}: {reason}"})
+        return error_body(503, f"catalog database unavailable at {where}: {reason}", "catalog_unavailable")
 
     @app.exception_handler(OSError)
     async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
@@ -106,9 +109,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _disk_full()
         raise exc
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        return error_body(500, "Internal Server Error", KBQAError.code)  # uvicorn logs the traceback
+
     def _disk_full() -> JSONResponse:
         log.warning("the disk holding %s is full", settings.data_dir)
-        return JSONResponse(status_code=507, content={"detail": DiskFull(settings.data_dir).message})
+        return error_response(DiskFull(settings.data_dir))
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
@@ -130,6 +137,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     return app
+
+
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+def http_error_code(exc: HTTPException) -> str:
+    """The code of an HTTP error raised outside the services (an unknown path, a malformed body): the body
+    guard's own, else by status."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else HTTP_ERROR_CODES.get(exc.status_code, f"http_{exc.status_code}")
 
 
 def renderable_errors(errors: Sequence[Any]) -> list[Any]:

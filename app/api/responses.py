@@ -3,12 +3,25 @@ Server-Sent Events stream. Kept apart so that neither the middleware nor one rou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fastapi.responses import JSONResponse
 
 from app.errors import KBQAError
 
 # No proxy may buffer or cache a stream of events.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def error_response(exc: KBQAError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The body of every error of /api: `detail` (the message) and `code` (README's "Error codes")."""
+    return error_body(exc.status_code, exc.message, exc.code, headers)
+
+
+def error_body(status: int, detail: Any, code: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """`detail` is a message, or for a request that fails validation, FastAPI's list of errors."""
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
 def openai_error(exc: KBQAError) -> JSONResponse:

@@ -22,13 +22,19 @@ from app.settings import Settings
 class LLMUnavailable(ServiceUnavailable):
     """The LLM server is not running, not ready, too slow or failing."""
 
+    code = "llm_unavailable"
+
 
 class LLMRequestRejected(InvalidInput):
     """The LLM server refused the request itself (context length, parameters)."""
 
+    code = "llm_rejected"
+
 
 class LLMStreamError(ServiceUnavailable):
     """The answer broke off mid-stream (a worker died, the server failed)."""
+
+    code = "llm_stream_broken"
 
 
 @dataclass
