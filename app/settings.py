@@ -17,11 +17,13 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from app.modelprep.llm_gguf import DEFAULT_LLM
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "settings.yaml"
+# What `kbqa models prepare` builds under models_dir (app/modelprep/): the embedding model's folder, its int8 ONNX
+# file, and the default chat model's GGUF file.
 DEFAULT_EMBEDDING_DIRNAME = "multilingual-e5-small"
+ONNX_INT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
+DEFAULT_LLM_FILENAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 CHUNK_SIZE_MIN, CHUNK_SIZE_MAX = 50, 8000  # characters; also the bounds of a knowledge base's own chunk_size
 
 
@@ -221,7 +223,7 @@ class Settings(BaseSettings):
 
     @property
     def default_llm_file(self) -> Path:
-        return self.models_dir / DEFAULT_LLM.filename
+        return self.models_dir / DEFAULT_LLM_FILENAME
 
     @property
     def logs_dir(self) -> Path:

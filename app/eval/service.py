@@ -39,7 +39,8 @@ from app.eval.models import (
 from app.eval.questions import EvalQuestion, parse_jsonl, parse_rows
 from app.kb.names import TEMPORARY_PREFIX
 from app.kb.service import KnowledgeBaseService
-from app.kb.views import KnowledgeBaseInfo, SearchHit
+from app.kb.views import KnowledgeBaseInfo
+from app.retrieval.models import SearchHit
 from app.retrieval.retriever import RetrievalMode
 from app.retrieval.service import SearchService
 from app.settings import Settings

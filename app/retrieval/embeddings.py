@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-ONNX_INT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
+from app.settings import ONNX_INT8_FILE
+
 PROGRESS_STEP = 128
 # transformers 4.57 warns about a "Mistral regex" for any large local tokenizer (transformers#44031); the
 # warning does not apply to XLM-R's tokenizer, and asking for no fix silences it.

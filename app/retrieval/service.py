@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.errors import InvalidInput
 from app.kb.service import KnowledgeBaseService
-from app.kb.views import SearchHit, SearchResponse
+from app.retrieval.models import SearchHit, SearchResponse
 from app.retrieval.retriever import RetrievalMode, Retriever
 from app.settings import Settings
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from app.api.deps import search_service
-from app.kb.views import SearchResponse
+from app.retrieval.models import SearchResponse
 from app.retrieval.retriever import RetrievalMode
 from app.retrieval.service import SearchService
 from app.validation import RequestModel

@@ -1,0 +1,23 @@
+"""What a search returns: scored chunks with their sources, also the API's response body (知识库测试)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from app.kb.views import ChunkInfo
+
+
+class SearchHit(ChunkInfo):
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+
+class SearchResponse(BaseModel):
+    kb_name: str
+    question: str
+    mode: str
+    top_k: int
+    score_threshold: float
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
