@@ -1,13 +1,13 @@
 """The kbqa web UI (Streamlit): `kbqa ui`, or `streamlit run webui_st.py` with KBQA_API_URL pointing at the API.
 
-It talks to the backend only through the REST API (webui/api.py); nothing here imports the backend package.
+It talks to the backend only through the REST API (kbqa_client); nothing here imports the backend package.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from webui.api import ApiError
+from kbqa_client import ApiError
 from webui.common import get_api, refresh_status
 from webui.i18n import LANGUAGES, default_language, t
 

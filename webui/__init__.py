@@ -1,1 +1,1 @@
-"""The Streamlit web UI. It reaches the backend only through the REST API (webui.api), never by importing `app`."""
+"""The Streamlit web UI. It reaches the backend only through the REST API (kbqa_client), never by importing `app`."""

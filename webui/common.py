@@ -1,4 +1,5 @@
-"""What both pages share: the API client, safe text rendering and friendly error messages."""
+"""What both pages share: the API client (one per URL and key for the app's life), safe text rendering and
+friendly error messages."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from webui.api import DEFAULT_API_URL, ApiError, KbqaApi
+from kbqa_client import DEFAULT_API_URL, ApiError, KbqaClient
 from webui.i18n import t
 
 # Markdown's special characters, plus '$' (Streamlit renders $...$ as LaTeX) and '<' / '>' (so that HTML-looking
@@ -28,11 +29,11 @@ def answer_markdown(text: str) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _client(base_url: str, api_key: str) -> KbqaApi:
-    return KbqaApi(base_url, api_key)
+def _client(base_url: str, api_key: str) -> KbqaClient:
+    return KbqaClient(base_url, api_key)
 
 
-def get_api() -> KbqaApi:
+def get_api() -> KbqaClient:
     """The API at KBQA_API_URL, sending KBQA_CLIENT_API_KEY (`kbqa ui` sets both from the settings)."""
     return _client(os.environ.get("KBQA_API_URL", DEFAULT_API_URL), os.environ.get("KBQA_CLIENT_API_KEY", ""))
 
@@ -40,7 +41,7 @@ def get_api() -> KbqaApi:
 RETRIEVAL_MODES = ["hybrid", "dense", "bm25"]
 
 
-def refresh_status(api: KbqaApi) -> dict[str, Any]:
+def refresh_status(api: KbqaClient) -> dict[str, Any]:
     """GET /api/status once per run of the app (the sidebar and the page both need it, and it asks the LLM):
     webui_st.py calls this before the page runs; the page reads the result with `run_status`."""
     try:
@@ -59,14 +60,14 @@ def run_status() -> dict[str, Any]:
     return status
 
 
-def show_error(exc: ApiError, api: KbqaApi) -> None:
+def show_error(exc: ApiError, api: KbqaClient) -> None:
     """One clear message: what went wrong and what to start or fix."""
     if exc.unreachable:
         st.error(t("err.api_unreachable", url=api.base_url))
         st.caption(t("err.detail", detail=plain(exc.message)))
     elif exc.status == 401:
         st.error(t("err.unauthorized"))
-    elif exc.status == 503 and "LLM" in exc.message:
+    elif exc.llm_unavailable:
         st.error(t("err.llm_down"))
         st.caption(t("err.detail", detail=plain(exc.message)))
     else:

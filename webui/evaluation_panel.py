@@ -10,14 +10,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from webui.api import ApiError, KbqaApi
+from kbqa_client import ApiError, KbqaClient
 from webui.common import RETRIEVAL_MODES, plain, show_error
 from webui.i18n import t
 
 FINISHED = {"done", "failed", "cancelled"}
 
 
-def render(api: KbqaApi, kb_names: list[str]) -> None:
+def render(api: KbqaClient, kb_names: list[str]) -> None:
     state = st.session_state
     with st.expander(t("eval.title"), icon=":material/analytics:", expanded=bool(state.get("eval_job"))):
         st.caption(t("eval.intro"))
@@ -30,7 +30,7 @@ def render(api: KbqaApi, kb_names: list[str]) -> None:
             st.fragment(run_every=1.0 if polling else None)(job_view)(api, job_id)
 
 
-def start_form(api: KbqaApi, kb_names: list[str]) -> None:
+def start_form(api: KbqaClient, kb_names: list[str]) -> None:
     state = st.session_state
     if state.get("eval_kb") not in kb_names:
         state.eval_kb = (state.get("selected_kbs") or kb_names)[0]
@@ -59,7 +59,7 @@ def start_form(api: KbqaApi, kb_names: list[str]) -> None:
     st.rerun()
 
 
-def job_view(api: KbqaApi, job_id: str) -> None:
+def job_view(api: KbqaClient, job_id: str) -> None:
     try:
         job = api.evaluation_job(job_id)
     except ApiError as exc:

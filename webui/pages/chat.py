@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from kbqa_client import ApiError, KbqaClient
 from webui import evaluation_panel
-from webui.api import ApiError, KbqaApi
 from webui.common import RETRIEVAL_MODES, answer_markdown, get_api, plain, run_status, show_error
 from webui.export import conversation_markdown
 from webui.i18n import t
@@ -34,7 +34,7 @@ def init_state(limits: dict[str, Any]) -> None:
         st.session_state.setdefault(key, value)
 
 
-def restore_conversation(api: KbqaApi) -> None:
+def restore_conversation(api: KbqaClient) -> None:
     """After a reload the page has lost its messages; the conversation id in the URL (?c=…) brings them back from
     the server, which keeps every LLM 对话 and 知识库问答 turn."""
     state = st.session_state
@@ -235,7 +235,7 @@ def show_history() -> None:
 # --- asking -------------------------------------------------------------------------------------------------------
 
 
-def stream_answer(api: KbqaApi, body: dict[str, Any], message: dict[str, Any]) -> Iterator[str]:
+def stream_answer(api: KbqaClient, body: dict[str, Any], message: dict[str, Any]) -> Iterator[str]:
     """The answer's text pieces for st.write_stream; sources, timings and errors land in `message`."""
     for event in api.chat_events(body):
         if event["type"] == "sources":
@@ -253,7 +253,7 @@ def stream_answer(api: KbqaApi, body: dict[str, Any], message: dict[str, Any]) -
             message["error"] = event["message"]
 
 
-def answer(api: KbqaApi, question: str, message: dict[str, Any]) -> None:
+def answer(api: KbqaClient, question: str, message: dict[str, Any]) -> None:
     """Fill `message` (already in the history) as the answer arrives: a click that interrupts this run (a mode
     or language switch) then keeps what has come so far instead of losing the whole answer."""
     state = st.session_state
@@ -269,7 +269,7 @@ def answer(api: KbqaApi, question: str, message: dict[str, Any]) -> None:
             show_answer_details(message)  # the text and the rewritten question are already on the page
             return
     except ApiError as exc:
-        message["api_error"] = {"message": exc.message, "status": exc.status}
+        message["api_error"] = {"message": exc.message, "status": exc.status, "code": exc.code}
     show_assistant(message)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from webui.api import ApiError, KbqaApi
+from kbqa_client import ApiError, KbqaClient
 from webui.common import get_api, human_size, plain, run_status, show_error
 from webui.i18n import t
 
@@ -16,7 +16,7 @@ CHUNKS_PER_PAGE = 10
 FINISHED = {"ready", "failed"}
 
 
-def create_form(api: KbqaApi) -> None:
+def create_form(api: KbqaClient) -> None:
     expander = st.expander(t("kbs.create"), expanded=not st.session_state.get("has_kbs", True), icon=":material/add:")
     with expander, st.form("create_kb", clear_on_submit=True, border=False):
         name = st.text_input(t("kbs.name"), max_chars=64)
@@ -43,7 +43,7 @@ def overview(kb: dict[str, Any]) -> None:
         st.caption(plain(kb["description"]))
 
 
-def delete_kb(api: KbqaApi, name: str) -> None:
+def delete_kb(api: KbqaClient, name: str) -> None:
     if not st.session_state.get("confirm_delete_kb"):
         if st.button(t("kbs.delete"), icon=":material/delete:", key="delete_kb"):
             st.session_state.confirm_delete_kb = True
@@ -66,7 +66,7 @@ def delete_kb(api: KbqaApi, name: str) -> None:
         st.rerun()
 
 
-def upload(api: KbqaApi, kb: str, file_types: list[str], max_mb: float) -> None:
+def upload(api: KbqaClient, kb: str, file_types: list[str], max_mb: float) -> None:
     round_ = st.session_state.setdefault("upload_round", 0)
     files = st.file_uploader(
         t("kbs.upload"),
@@ -106,7 +106,7 @@ def upload_notes() -> None:
         (st.error if kind == "error" else st.info)(text)
 
 
-def progress(api: KbqaApi, kb: str) -> None:
+def progress(api: KbqaClient, kb: str) -> None:
     """Each watched document's progress, polled every second until all are ready or failed; then their outcome
     moves to the page's notes and the whole page refreshes once (table and counts)."""
     watching: dict[str, str] = st.session_state.get("watching", {})
@@ -172,7 +172,7 @@ def documents_table(documents: list[dict[str, Any]]) -> None:
     )
 
 
-def document_actions(api: KbqaApi, kb: str, documents: list[dict[str, Any]]) -> None:
+def document_actions(api: KbqaClient, kb: str, documents: list[dict[str, Any]]) -> None:
     by_id = {d["id"]: d for d in documents}
     doc_id = st.selectbox(
         t("kbs.doc_select"), list(by_id), format_func=lambda i: by_id[i]["filename"], key=f"doc_selected_{kb}"
@@ -193,7 +193,7 @@ def document_actions(api: KbqaApi, kb: str, documents: list[dict[str, Any]]) -> 
         chunk_viewer(api, kb, doc)
 
 
-def chunk_viewer(api: KbqaApi, kb: str, doc: dict[str, Any]) -> None:
+def chunk_viewer(api: KbqaClient, kb: str, doc: dict[str, Any]) -> None:
     total = doc["chunk_count"]
     page_key = f"chunk_page_{doc['id']}"
     page = st.session_state.setdefault(page_key, 0)

@@ -1,0 +1,164 @@
+"""KbqaClient: one method per REST call the CLI and the web UI make.
+
+Paths are built from segments, each escaped whole (`quote(..., safe="")`), so a knowledge-base name such as
+'质量?#%报告 & <b>' reaches `/api/kbs/%E8%B4%A8%E9%87%8F%3F%23%25...` instead of ending the path at '?'. Streamed
+answers are parsed by httpx-sse in one place, `sse_events`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import EventSource, connect_sse
+
+from kbqa_client.errors import ApiUnreachable, error_from_response
+
+DEFAULT_API_URL = "http://127.0.0.1:7861"
+LONG_CALL_S = 300.0  # uploads, evaluations being started, answers: work on the server before the reply
+Content = bytes | IO[bytes]
+
+
+def api_path(*segments: str) -> str:
+    """'/api/kbs/<name>/documents' from ('kbs', name, 'documents'), every segment escaped."""
+    return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The JSON events of a streamed (text/event-stream) response, in order."""
+    for event in EventSource(response).iter_sse():
+        yield event.json()
+
+
+class KbqaClient:
+    """The kbqa REST API at `base_url`, sending `api_key` as a Bearer token when there is one. Every failure raises
+    an ApiError (ApiUnreachable when there is no answer at all)."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        api_key: str = "",
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 3.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        )
+        self.long_timeout = httpx.Timeout(max(timeout_s, LONG_CALL_S), connect=connect_timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The parsed JSON body of a call (None when empty); an error status raises its ApiError."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(self.base_url, exc) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response.json() if response.content else None
+
+    # -- status, knowledge bases ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self.request("GET", api_path("status"))
+
+    def knowledge_bases(self) -> list[dict[str, Any]]:
+        return self.request("GET", api_path("kbs"))
+
+    def knowledge_base(self, name: str) -> dict[str, Any]:
+        return self.request("GET", api_path("kbs", name))
+
+    def create_knowledge_base(
+        self, name: str, description: str = "", chunk_size: int | None = None, chunk_overlap: int | None = None
+    ) -> dict[str, Any]:
+        """chunk_size and chunk_overlap left out take the server's defaults."""
+        body = {"name": name, "description": description, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+        return self.request("POST", api_path("kbs"), json=body)
+
+    def delete_knowledge_base(self, name: str) -> None:
+        self.request("DELETE", api_path("kbs", name))
+
+    def rebuild_knowledge_base(self, name: str) -> None:
+        self.request("POST", api_path("kbs", name, "rebuild"))
+
+    def search(self, kb: str, question: str, top_k: int = 5, score_threshold: float = 0.0, mode: str = "hybrid") -> Any:
+        body = {"question": question, "top_k": top_k, "score_threshold": score_threshold, "mode": mode}
+        return self.request("POST", api_path("kbs", kb, "search"), json=body)
+
+    # -- documents -----------------------------------------------------------------------------------------------
+
+    def documents(self, kb: str) -> list[dict[str, Any]]:
+        return self.request("GET", api_path("kbs", kb, "documents"))
+
+    def document(self, kb: str, doc_id: str) -> dict[str, Any]:
+        return self.request("GET", api_path("kbs", kb, "documents", doc_id))
+
+    def upload(self, kb: str, filename: str, content: Content) -> dict[str, Any]:
+        """Upload one file; the outcome says whether it was queued or already there."""
+        files = [("files", (filename, content))]
+        return self.request("POST", api_path("kbs", kb, "documents"), files=files, timeout=self.long_timeout)[0]
+
+    def delete_document(self, kb: str, doc_id: str) -> None:
+        self.request("DELETE", api_path("kbs", kb, "documents", doc_id))
+
+    def chunks(self, kb: str, doc_id: str, offset: int = 0, limit: int = 20) -> list[dict[str, Any]]:
+        path = api_path("kbs", kb, "documents", doc_id, "chunks")
+        return self.request("GET", path, params={"offset": offset, "limit": limit})
+
+    # -- evaluation ----------------------------------------------------------------------------------------------
+
+    def start_evaluation(
+        self,
+        kb: str,
+        questions_jsonl: Content,
+        modes: list[str],
+        chunk_sizes: list[int],
+        answer_sample: int = 0,
+        chunk_overlap: int | None = None,
+        filename: str = "questions.jsonl",
+    ) -> dict[str, Any]:
+        """Start a retrieval evaluation job on a JSONL question set; poll it with evaluation_job()."""
+        form = {"modes": ",".join(modes), "chunk_sizes": ",".join(map(str, chunk_sizes))}
+        form |= {"answer_sample": str(answer_sample)}
+        if chunk_overlap is not None:
+            form["chunk_overlap"] = str(chunk_overlap)
+        files = [("file", (filename, questions_jsonl, "application/jsonl"))]
+        return self.request("POST", api_path("kbs", kb, "eval"), data=form, files=files, timeout=self.long_timeout)
+
+    def evaluation_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", api_path("eval", "jobs", job_id))
+
+    def cancel_evaluation(self, job_id: str) -> dict[str, Any]:
+        return self.request("DELETE", api_path("eval", "jobs", job_id))
+
+    # -- chat ----------------------------------------------------------------------------------------------------
+
+    def new_conversation(self, title: str = "") -> str:
+        return self.request("POST", api_path("conversations"), json={"title": title})["id"]
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return self.request("GET", api_path("conversations", conversation_id))
+
+    def ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole answer at once (知识库测试 has no LLM part to stream)."""
+        return self.request("POST", api_path("chat"), json=body | {"stream": False}, timeout=self.long_timeout)
+
+    def chat_events(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The events of a streamed answer: sources, delta..., then done or error (the LLM failed mid-answer).
+
+        Bad input, an unknown knowledge base or a down LLM raise their ApiError before any event."""
+        body = body | {"stream": True}
+        try:
+            with connect_sse(self.http, "POST", api_path("chat"), json=body, timeout=self.long_timeout) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    raise error_from_response(source.response)
+                yield from sse_events(source.response)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(self.base_url, exc) from exc

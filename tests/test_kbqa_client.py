@@ -1,0 +1,108 @@
+"""kbqa_client against the real API served over HTTP (uvicorn, Milvus Lite, the real embedding model): every path
+segment escaped on the wire, streamed answers parsed, failures raised as typed errors with the API's code."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kbqa_client import ApiError, ApiUnreachable, KbqaClient, LLMUnavailable, NotFound, Unauthorized, api_path
+from tests.conftest import free_port, make_settings
+from tests.live_api import serving
+
+HOSTILE = "质量?#%报告 & <b>"
+ESCAPED = "%E8%B4%A8%E9%87%8F%3F%23%25%E6%8A%A5%E5%91%8A%20%26%20%3Cb%3E"
+FACT = "第三季度质量报告：产品合格率为百分之九十八。"
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("client-api"), embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1"
+    )
+    with serving(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def client(api_url: str) -> Iterator[KbqaClient]:
+    client = KbqaClient(api_url)
+    yield client
+    client.close()
+
+
+def wait_ready(client: KbqaClient, kb: str, doc_id: str) -> dict:
+    deadline = time.monotonic() + 300
+    while (doc := client.document(kb, doc_id))["status"] not in {"ready", "failed"}:
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.2)
+    return doc
+
+
+def test_api_path_escapes_every_segment() -> None:
+    assert api_path("kbs", HOSTILE, "documents", "a/b") == f"/api/kbs/{ESCAPED}/documents/a%2Fb"
+
+
+def test_a_knowledge_base_named_with_url_characters_round_trips(client: KbqaClient) -> None:
+    paths: list[str] = []
+    client.http.event_hooks["request"].append(lambda request: paths.append(request.url.raw_path.decode()))
+    assert client.create_knowledge_base(HOSTILE)["name"] == HOSTILE
+    assert paths[-1] == "/api/kbs"
+    assert client.knowledge_base(HOSTILE)["name"] == HOSTILE
+    assert paths[-1] == f"/api/kbs/{ESCAPED}"
+    outcome = client.upload(HOSTILE, f"{HOSTILE}.md", FACT.encode())
+    doc = wait_ready(client, HOSTILE, outcome["document"]["id"])
+    assert (doc["filename"], doc["status"]) == (f"{HOSTILE}.md", "ready")
+    assert [d["id"] for d in client.documents(HOSTILE)] == [doc["id"]]
+    assert "合格率" in client.chunks(HOSTILE, doc["id"])[0]["text"]
+    assert client.search(HOSTILE, "合格率是多少", top_k=1)["hits"][0]["file_name"] == f"{HOSTILE}.md"
+    client.delete_document(HOSTILE, doc["id"])
+    assert client.documents(HOSTILE) == []
+    client.delete_knowledge_base(HOSTILE)
+    assert {f"/api/kbs/{ESCAPED}/documents", f"/api/kbs/{ESCAPED}/search"} <= set(paths)
+    with pytest.raises(NotFound) as missing:
+        client.knowledge_base(HOSTILE)
+    assert (missing.value.status, missing.value.code) == (404, "not_found") and HOSTILE in missing.value.message
+
+
+def test_streamed_answers_are_parsed_into_events(client: KbqaClient) -> None:
+    client.create_knowledge_base("流式库")
+    wait_ready(client, "流式库", client.upload("流式库", "报告.md", FACT.encode())["document"]["id"])
+    body = {"question": "产品合格率是多少？", "mode": "kb_test", "kb_names": ["流式库"]}
+    events = list(client.chat_events(body))
+    assert [e["type"] for e in events] == ["sources", "done"]
+    assert events[0]["sources"][0]["file_name"] == "报告.md" and "合格率" in events[0]["sources"][0]["text"]
+    # Nothing passes the threshold: the knowledge-base answer is the fixed refusal, streamed without the LLM.
+    refused = list(client.chat_events(body | {"mode": "kb", "score_threshold": 1.0}))
+    assert [e["type"] for e in refused] == ["sources", "delta", "done"]
+    assert "无法回答" in refused[1]["text"] and refused[0]["sources"] == []
+
+
+def test_failures_raise_typed_errors_with_the_api_code(client: KbqaClient) -> None:
+    with pytest.raises(LLMUnavailable) as down:
+        list(client.chat_events({"question": "你好", "mode": "llm"}))
+    assert (down.value.status, down.value.code) == (503, "llm_unavailable") and down.value.llm_unavailable
+    with pytest.raises(NotFound) as missing:
+        client.search("没有这个库", "问题")
+    assert (missing.value.status, missing.value.code) == (404, "not_found")
+    with pytest.raises(ApiError) as schema:
+        client.request("POST", api_path("kbs"), json={})
+    assert (schema.value.status, schema.value.code) == (422, "validation_error")
+    assert schema.value.message.startswith("body.name: ") and isinstance(schema.value.detail, list)
+    nowhere = KbqaClient(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ApiUnreachable) as unreachable:
+        nowhere.knowledge_bases()
+    assert unreachable.value.unreachable and unreachable.value.status is None
+    assert "cannot reach the kbqa API at" in unreachable.value.message
+
+
+def test_a_refused_key_is_unauthorized(tmp_path: Path, embedding_model_dir: Path) -> None:
+    settings = make_settings(tmp_path, embedding_model_dir, api_keys=["k-1"])
+    with serving(settings) as url:
+        with pytest.raises(Unauthorized) as refused:
+            KbqaClient(url, "wrong").knowledge_bases()
+        assert (refused.value.status, refused.value.code) == (401, "api_key_invalid")
+        assert KbqaClient(url, "k-1").knowledge_bases() == []
