@@ -14,11 +14,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,6 +28,7 @@ from app.settings import DEFAULT_EMBEDDING_DIRNAME, PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
     from app.llm.stack import LLMStack
+    from app.storage.catalog import Catalog
 
 SHARED = PROJECT_ROOT.parent / "shared"
 # Starlette's TestClient sends `Host: testserver`, a name the API refuses unless told it is served as it
@@ -322,6 +323,47 @@ def wait_documents(client: TestClient, kb: str, doc_ids: list[str] | None = None
         if time.monotonic() > deadline:
             raise TimeoutError(f"documents still indexing after {timeout} s: {watched}")
         time.sleep(0.2)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 300, poll_s: float = 0.2) -> None:
+    """Poll a state until it holds; `timeout` only bounds a hang (fails naming `what`), it is no time window."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(poll_s)
+
+
+class DocState(NamedTuple):
+    """A document's indexing state as the catalog holds it."""
+
+    status: str
+    claimed_by: str | None
+    index_attempts: int
+    chunks_embedded: int
+
+    def held_by(self, pid: int) -> bool:
+        """Claimed by that process (a claim reads `host:pid:token`)."""
+        return bool(self.claimed_by) and self.claimed_by.split(":")[-2] == str(pid)  # type: ignore[union-attr]
+
+
+def doc_state(catalog: Catalog, doc_id: str) -> DocState:
+    from app.storage.catalog import Document
+
+    with catalog.session() as session:
+        doc = session.get(Document, doc_id)
+        assert doc is not None, f"document {doc_id} is not in the catalog"
+        return DocState(doc.status.value, doc.claimed_by, doc.index_attempts or 0, doc.chunks_embedded or 0)
+
+
+def wait_doc_state(
+    catalog: Catalog, doc_id: str, reached: Callable[[DocState], bool], passing: set[str], timeout: float = 300
+) -> DocState:
+    """Poll the catalog until the document's state is `reached`; on the way its status may only be in `passing`."""
+    deadline = time.monotonic() + timeout
+    while not reached(state := doc_state(catalog, doc_id)):
+        assert state.status in passing and time.monotonic() < deadline, state
+        time.sleep(0.02)
+    return state
 
 
 def upload(client: TestClient, kb: str, *files: tuple[str, bytes]) -> list[dict]:

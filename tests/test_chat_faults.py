@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -13,7 +12,8 @@ import httpx
 import pytest
 
 from app.llm.stack import LLMStack
-from tests.conftest import llm_settings, make_settings, running_llm_stack
+from kbqa_client import sse_events
+from tests.conftest import llm_settings, make_settings, running_llm_stack, wait_until
 from tests.live_api import serving
 
 LONG = "请写一篇很长的文章，介绍印刷术从古至今的历史，至少一千字。"
@@ -41,12 +41,10 @@ def stream_events(http: httpx.Client, url: str, body: dict, stop_after_deltas: i
     events = []
     with http.stream("POST", f"{url}/api/chat", json={"stream": True, **body}) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line.removeprefix("data: ")))
-                deltas = sum(e["type"] == "delta" for e in events)
-                if stop_after_deltas is not None and deltas >= stop_after_deltas:
-                    break
+        for event in sse_events(response):
+            events.append(event)
+            if stop_after_deltas is not None and sum(e["type"] == "delta" for e in events) >= stop_after_deltas:
+                break
     return events
 
 
@@ -62,10 +60,7 @@ def test_client_disconnect_stops_the_generation(api_url: str, stack: LLMStack) -
     with httpx.Client(timeout=300) as http:
         events = stream_events(http, api_url, {"question": LONG, "mode": "llm"}, stop_after_deltas=3)
         assert [e["type"] for e in events][:2] == ["sources", "delta"]
-    deadline = time.monotonic() + 300
-    while worker_status(stack)["queue_length"] != 0:  # the worker lets go of the abandoned generation
-        assert time.monotonic() < deadline, "the abandoned generation never ended"
-        time.sleep(0.5)
+    wait_until(lambda: worker_status(stack)["queue_length"] == 0, "the worker to let go of the abandoned generation")
     spent = worker_status(stack)["tokens_generated"] - before
     assert 3 <= spent < 100, f"{spent} tokens generated for a client that left after 3"
     with httpx.Client(timeout=300) as http:
@@ -80,11 +75,10 @@ def test_worker_dying_mid_answer_ends_with_an_error_event(api_url: str, stack: L
     with httpx.Client(timeout=120) as http, http.stream(
         "POST", f"{api_url}/api/chat", json={"question": LONG, "mode": "llm", "stream": True}
     ) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line.removeprefix("data: ")))
-                if sum(e["type"] == "delta" for e in events) == 3:
-                    os.killpg(worker.popen.pid, signal.SIGKILL)
+        for event in sse_events(response):
+            events.append(event)
+            if sum(e["type"] == "delta" for e in events) == 3:
+                os.killpg(worker.popen.pid, signal.SIGKILL)
     assert events[-1]["type"] == "error", events[-4:]
     assert events[-1]["status"] == 503 and "mid-stream" in events[-1]["message"]
     assert events[-1]["partial_answer"] == "".join(e["text"] for e in events if e["type"] == "delta")
@@ -114,10 +108,7 @@ def test_cli_ask_streams_the_answer_then_its_sources(api_url: str) -> None:
         fact = "石屿灯塔建于一八九三年，灯光射程二十二海里。".encode()
         uploaded = http.post("/api/kbs/灯塔库/documents", files=[("files", ("灯塔.md", fact))])
         assert uploaded.status_code == 202
-        deadline = time.monotonic() + 120
-        while http.get("/api/kbs/灯塔库/documents").json()[0]["status"] != "ready":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(lambda: http.get("/api/kbs/灯塔库/documents").json()[0]["status"] == "ready", "灯塔.md indexed")
     runner = CliRunner()
     env = {"KBQA_API_URL": api_url}
     result = runner.invoke(cli_app, ["ask", "灯塔库", "石屿灯塔是哪一年建成的？", "--top-k", "1"], env=env)

@@ -11,8 +11,7 @@ import math
 import shutil
 import stat
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -22,18 +21,20 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.retrieval.embeddings import PROGRESS_STEP
-from tests.conftest import api_env, create_kb, kbqa_serve, make_settings, upload, upload_ready, wait_documents
+from tests.conftest import (
+    api_env,
+    create_kb,
+    kbqa_serve,
+    make_settings,
+    upload,
+    upload_ready,
+    wait_documents,
+    wait_until,
+)
 from tests.test_ingestion import _big_chinese_text
 
 DISK_MB = 64
 DISK_FULL_WORDS = ("磁盘已满", "is full")
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.2)
 
 
 # -- a full disk ------------------------------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ def disk_env(data_dir: Path, model_dir: Path) -> dict[str, str]:
 
 def assert_disk_full(response: httpx.Response, data_dir: Path) -> None:
     assert response.status_code == 507, response.text
+    assert response.json()["code"] == "disk_full"
     detail = response.json()["detail"]
     assert str(data_dir) in detail and all(word in detail for word in DISK_FULL_WORDS), detail
 
@@ -96,7 +98,7 @@ def document(http: httpx.Client, kb: str, doc_id: str) -> dict:
 
 
 def wait_ready(http: httpx.Client, kb: str, doc_id: str) -> dict:
-    wait_for(lambda: document(http, kb, doc_id)["status"] in {"ready", "failed"}, f"{doc_id} to be indexed")
+    wait_until(lambda: document(http, kb, doc_id)["status"] in {"ready", "failed"}, f"{doc_id} to be indexed")
     return document(http, kb, doc_id)
 
 
@@ -116,7 +118,7 @@ def test_a_disk_that_fills_up_refuses_writes_with_507_and_fails_what_was_being_i
         kept = indexed(http, "满盘", "kept.txt", "保留：信天翁一次飞行可达数千公里。")
         assert kept["status"] == "ready"
         big = uploaded(http, "满盘", "big.txt", _big_chinese_text(6000))
-        wait_for(lambda: document(http, "满盘", big["id"])["chunks_embedded"] > 0, "the big document's embedding")
+        wait_until(lambda: document(http, "满盘", big["id"])["chunks_embedded"] > 0, "the big document's embedding")
         small = uploaded(http, "满盘", "small.txt", "排队中：北极燕鸥每年往返两极。".encode())
         assert document(http, "满盘", small["id"])["status"] == "queued"
 
@@ -135,10 +137,10 @@ def test_a_disk_that_fills_up_refuses_writes_with_507_and_fails_what_was_being_i
             waiting = any("recorded once there is room" in line and doc_id in line for line in log_lines(log_path))
             return waiting or document(http, "满盘", doc_id)["status"] == "failed"
 
-        wait_for(lambda: given_up(big["id"]) and given_up(small["id"]), "indexing to give up on the full disk")
+        wait_until(lambda: given_up(big["id"]) and given_up(small["id"]), "indexing to give up on the full disk")
         filler.unlink()
 
-        wait_for(
+        wait_until(
             lambda: all(document(http, "满盘", d["id"])["status"] == "failed" for d in (big, small)),
             "the failures to be recorded once there is room",
         )
@@ -212,14 +214,14 @@ def test_deleting_a_document_being_indexed_drops_its_work_and_the_rest_of_its_gr
         return client.get(f"/api/kbs/取消/documents/{doc['id']}").json()
 
     blocker = upload(client, "取消", ("blocker.txt", _big_chinese_text(4000)))[0]["document"]
-    wait_for(lambda: state(blocker)["chunks_embedded"] > 0, "the blocker's embedding")
+    wait_until(lambda: state(blocker)["chunks_embedded"] > 0, "the blocker's embedding")
     small_file = ("small.txt", "同组的小文件：蜂鸟每秒振翅五十次。".encode())
     pair = upload(client, "取消", small_file, ("big.txt", _big_chinese_text(5000)))
     small, big = (outcome["document"] for outcome in pair)
     assert [state(small)["status"], state(big)["status"]] == ["queued", "queued"]
     assert client.delete(f"/api/kbs/取消/documents/{blocker['id']}").status_code == 204
 
-    wait_for(lambda: state(big)["chunks_embedded"] > 0, "the big document's embedding")
+    wait_until(lambda: state(big)["chunks_embedded"] > 0, "the big document's embedding")
     big_then = state(big)
     assert big_then["status"] == "processing" and big_then["chunks_embedded"] < big_then["chunk_count"], big_then
     assert state(small)["status"] == "processing"  # the same group

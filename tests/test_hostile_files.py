@@ -33,7 +33,7 @@ from app.kb.documents import CorruptDocument, DocumentLoadError
 from app.kb.ingestion import DocumentIndexer
 from app.kb.loaders import LoadLimits, load_document
 from app.storage.catalog import Catalog, Document, KnowledgeBase
-from tests.conftest import Backend, Served, api_env, backend_overrides, kbqa_serve
+from tests.conftest import Backend, Served, api_env, backend_overrides, doc_state, kbqa_serve, wait_doc_state
 from tests.fixtures_docs import make_docx, make_simple_pdf
 
 MIB = 1 << 20
@@ -398,27 +398,19 @@ def _big_text(paragraphs: int) -> bytes:
     ).encode()
 
 
-def _state(catalog: Catalog, doc_id: str) -> tuple[str, str | None, int]:
-    with catalog.session() as session:
-        doc = session.get(Document, doc_id)
-        assert doc is not None
-        return doc.status.value, doc.claimed_by, doc.index_attempts or 0
-
-
 def _kill_while_processing(api: Api, catalog: Catalog, doc_id: str, attempt: int) -> None:
     """SIGKILL the server once it is indexing the document for the `attempt`-th time, as the out-of-memory killer
     would; then let the dead owner's lease run out (moved into the past, rather than waited for)."""
     pid = api.served.process.pid
-    deadline = time.monotonic() + 300
-    while True:
-        status, owner, attempts = _state(catalog, doc_id)
-        if status == "processing" and owner and owner.split(":")[-2] == str(pid) and attempts == attempt:
-            break
-        assert status in {"queued", "processing"} and time.monotonic() < deadline, (status, owner, attempts)
-        time.sleep(0.02)
+    wait_doc_state(
+        catalog,
+        doc_id,
+        lambda s: s.status == "processing" and s.held_by(pid) and s.index_attempts == attempt,
+        passing={"queued", "processing"},
+    )
     os.kill(pid, signal.SIGKILL)
     api.served.process.wait()
-    assert _state(catalog, doc_id)[0] == "processing", "indexed before the kill: make the document bigger"
+    assert doc_state(catalog, doc_id).status == "processing", "indexed before the kill: make the document bigger"
     with catalog.session() as session:
         row = session.get(Document, doc_id)
         assert row is not None
@@ -452,7 +444,7 @@ def test_a_document_that_keeps_killing_the_server_ends_failed_after_its_attempts
             assert api.chunk_count("崩溃库", neighbour["id"]) == neighbour["chunk_count"]
             assert api.top_hit("崩溃库", "信天翁在哪里滑翔")["doc_id"] == neighbour["id"]
             # The failure is final: a later sweep or restart does not pick the document up again.
-            assert _state(catalog, doc_id)[0] == "failed"
+            assert doc_state(catalog, doc_id).status == "failed"
     finally:
         catalog.dispose()
 
@@ -482,7 +474,7 @@ def test_an_older_catalog_counts_attempts_from_its_first_start(tmp_path: Path) -
         for attempt in (1, 2):
             assert indexer.give_up_interrupted(["d"]) == ["d"]
             assert [job.doc_id for job in indexer._start(["d"])] == ["d"]
-            assert _state(catalog, "d")[2] == attempt
+            assert doc_state(catalog, "d").index_attempts == attempt
         assert indexer.give_up_interrupted(["d"]) == []
         with catalog.session() as session:
             doc = session.get(Document, "d")

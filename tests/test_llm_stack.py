@@ -22,7 +22,7 @@ from app.cli import app as cli_app
 from app.llm.client import LLMClient, LLMRequestRejected, LLMStreamError, LLMUnavailable
 from app.llm.stack import LLMStack, port_is_free, running_processes, stop_running
 from app.settings import PROJECT_ROOT, Settings
-from tests.conftest import free_port, llm_settings, running_llm_stack
+from tests.conftest import free_port, llm_settings, running_llm_stack, wait_until
 
 ZH_QUESTION = [{"role": "user", "content": "中国的首都是哪个城市？只回答城市名。"}]
 EN_QUESTION = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
@@ -162,33 +162,39 @@ def test_worker_dying_mid_stream_ends_the_stream_with_an_error_then_recovers(
 
 
 def test_two_workers_behind_one_controller_pass_over_the_busy_one(tmp_path: Path, llm_model_file: Path) -> None:
-    """While one worker streams a long answer, the controller sends the next question to the other.
+    """While one worker generates a long answer, the controller sends the next question to the other.
 
     The controller balances on the queue lengths the workers' heartbeats report, and counts its own dispatches in
     between; a heartbeat that lands after a dispatch but before the request reaches the worker resets that count
     (on a busy CI machine four concurrent questions once all went to one worker). `/refresh_all_workers` makes the
-    controller ask both workers now, the state the next heartbeat would bring, so the test waits on no timer."""
-    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm_max_tokens=2000)
+    controller ask both workers now, the state the next heartbeat would bring, so the test waits on no timer. The
+    long answer counts to 3,000, which cannot end (by EOS or by its token limit) before the question is answered."""
+    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm_max_tokens=3000)
     controller = f"http://{settings.fastchat_host}:{settings.fastchat_controller_port}"
 
     def status(port: int) -> dict[str, int]:
-        return httpx.post(f"http://{settings.fastchat_host}:{port}/worker_get_status", timeout=30).json()
+        return httpx.post(f"http://{settings.fastchat_host}:{port}/worker_get_status", timeout=60).json()
+
+    def both_registered_after_refresh() -> bool:
+        """FastChat's refresh drops a worker that does not answer its status request within 5 s (a loaded machine)."""
+        httpx.post(f"{controller}/refresh_all_workers", timeout=120).raise_for_status()
+        return httpx.post(f"{controller}/worker_get_status", timeout=120).json()["speed"] == 2  # 1 per worker
 
     with running_llm_stack(settings):
         client = LLMClient(settings)
         assert client.list_models() == [settings.llm_model]  # one model name, two workers
-        essay = client.stream(LONG_ANSWER)
-        next(d for d in essay if d.text)  # a token arrived: one worker is generating
+        counting = client.stream([{"role": "user", "content": "Count from 1 to 3000, one number per line."}])
+        next(d for d in counting if d.text)  # a token arrived: one worker is generating
         ports = [w.port for w in settings.llm_workers]
         busy = [port for port in ports if status(port)["queue_length"] == 1]
         assert len(busy) == 1, [status(port) for port in ports]
         idle = next(port for port in ports if port not in busy)
-        httpx.post(f"{controller}/refresh_all_workers", timeout=30).raise_for_status()
+        wait_until(both_registered_after_refresh, "the controller to hold both workers")
 
         assert "Paris" in client.chat(EN_QUESTION, max_tokens=16).text
+        assert status(busy[0])["queue_length"] == 1, "the count ended before the question was sent: no proof"
         assert status(idle)["call_ct"] == 1, "the question was not answered by the idle worker"
-        assert status(busy[0])["queue_length"] == 1, "the essay ended before the question was sent: no proof"
-        essay.close()
+        counting.close()
 
 
 def test_stop_leaves_no_process_and_frees_the_ports(tmp_path: Path, llm_model_file: Path) -> None:
@@ -347,16 +353,26 @@ def test_kbqa_llm_up_restarts_a_worker_that_is_alive_but_not_serving(tmp_path: P
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: list[str] = []
+    printed = threading.Condition()  # notified on every line the launcher prints, and when its output ends
+    ended = False
 
     def read_output() -> None:
+        nonlocal ended
         for line in launcher.stdout or []:
-            lines.append(line)
+            with printed:
+                lines.append(line)
+                printed.notify_all()
+        with printed:
+            ended = True
+            printed.notify_all()
 
     def wait_for_line(fragment: str, deadline: float, what: str) -> None:
-        while not any(fragment in line for line in lines):
-            assert launcher.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, f"{what}: {''.join(lines)}"
-            time.sleep(0.5)
+        def seen() -> bool:
+            return any(fragment in line for line in lines)
+
+        with printed:
+            printed.wait_for(lambda: ended or seen(), timeout=max(0.0, deadline - time.monotonic()))
+            assert seen(), f"{what}: {''.join(lines)}"
 
     threading.Thread(target=read_output, daemon=True).start()
     try:

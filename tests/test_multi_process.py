@@ -28,8 +28,10 @@ from tests.conftest import (
     Backend,
     api_env,
     backend_overrides,
+    doc_state,
     kbqa_serve,
     postgres_bin_dir,
+    wait_doc_state,
 )
 
 pytestmark = pytest.mark.skipif(postgres_bin_dir() is None, reason=POSTGRES_ABSENT)
@@ -185,13 +187,6 @@ def _big_text(paragraphs: int) -> bytes:
     ).encode()
 
 
-def _claim(cluster: Cluster, doc_id: str) -> tuple[str, str | None, int]:
-    with cluster.catalog.session() as session:
-        doc = session.get(Document, doc_id)
-        assert doc is not None
-        return doc.status.value, doc.claimed_by, doc.chunks_embedded
-
-
 def test_in_flight_documents_are_not_stolen_and_a_dead_process_is_taken_over(cluster: Cluster) -> None:
     """A third process uploads a large file and starts indexing it; it is then frozen (SIGSTOP) mid-indexing, its
     claim still valid (its lease is long). A fourth process starting meanwhile leaves the document alone (before
@@ -204,17 +199,14 @@ def test_in_flight_documents_are_not_stolen_and_a_dead_process_is_taken_over(clu
         served = stack.enter_context(kbqa_serve(victim_env, cluster.logs / "victim.log"))
         victim = stack.enter_context(httpx.Client(base_url=served.url, timeout=60))
         doc = upload(victim, "接管库", "长文.txt", _big_text(600))
-        deadline = time.monotonic() + 120
-        while (state := _claim(cluster, doc["id"]))[2] == 0:
-            assert state[0] in {"queued", "processing"} and time.monotonic() < deadline, state
-            time.sleep(0.05)
+        wait_doc_state(cluster.catalog, doc["id"], lambda s: s.chunks_embedded > 0, passing={"queued", "processing"})
         os.kill(served.process.pid, signal.SIGSTOP)
-        frozen = _claim(cluster, doc["id"])
-        assert frozen[0] == "processing", "the document was indexed before the process was frozen: make it bigger"
-        assert frozen[1] and frozen[1].split(":")[-2] == str(served.process.pid)
+        frozen = doc_state(cluster.catalog, doc["id"])
+        assert frozen.status == "processing", "the document was indexed before the process was frozen: make it bigger"
+        assert frozen.held_by(served.process.pid)
 
         stack.enter_context(kbqa_serve(cluster.new_env(), cluster.logs / "latecomer.log"))  # resumes on startup
-        assert _claim(cluster, doc["id"]) == frozen, "the latecomer took a document a live process holds"
+        assert doc_state(cluster.catalog, doc["id"]) == frozen, "the latecomer took a document a live process holds"
 
         os.kill(served.process.pid, signal.SIGKILL)
         killed_at = datetime.now(UTC)
@@ -222,10 +214,7 @@ def test_in_flight_documents_are_not_stolen_and_a_dead_process_is_taken_over(clu
             row = session.get(Document, doc["id"])
             assert row is not None
             row.lease_until = killed_at - timedelta(seconds=1)
-        deadline = time.monotonic() + 300
-        while (state := _claim(cluster, doc["id"]))[0] != "ready":
-            assert state[0] == "processing" and time.monotonic() < deadline, state
-            time.sleep(0.2)
+        wait_doc_state(cluster.catalog, doc["id"], lambda s: s.status == "ready", passing={"processing"})
     final = cluster.b.get(f"/api/kbs/接管库/documents/{doc['id']}").json()
     assert final["status"] == "ready" and final["chunk_count"] >= 100
     assert datetime.fromisoformat(final["indexed_at"]) > killed_at

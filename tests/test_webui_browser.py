@@ -110,7 +110,8 @@ class Steps:
         self.count += 1
         if show is not None:
             show.scroll_into_view_if_needed()
-        self.page.wait_for_timeout(400)  # let Streamlit finish painting
+        self.idle()
+        self.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
         self.page.screenshot(path=str(ARTIFACTS / f"{self.count:02d}-{name}.png"))
 
     def nav(self, label: str) -> None:
@@ -125,9 +126,10 @@ class Steps:
         box.press("Enter")
 
     def idle(self, timeout_ms: int = ANSWER_TIMEOUT_MS) -> None:
-        """Wait until the script has finished running (Streamlit's running indicator is gone)."""
-        self.page.wait_for_timeout(300)
-        self.page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout_ms)
+        """Wait until the script run has finished (the state Streamlit marks on its root element) and no element of
+        an earlier run is left stale. Called after waiting for something the run draws, so that run has started."""
+        self.page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_ms)
+        self.page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=timeout_ms)
 
 
 def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) -> None:
