@@ -5,7 +5,6 @@ The knowledge base holds facts the model cannot know (an invented project, its l
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.llm.stack import LLMStack
+from kbqa_client import sse_events
 from tests.conftest import create_kb, free_port, make_settings, upload_ready
 
 KB = "项目库"
@@ -59,8 +59,7 @@ def events_of(client: TestClient, **body: object) -> list[dict]:
     with client.stream("POST", "/api/chat", json={"stream": True, **body}) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
-    return [json.loads(line.removeprefix("data: ")) for line in lines]
+        return list(sse_events(response))
 
 
 def test_kb_answers_with_the_fact_and_its_source(client: TestClient) -> None:
