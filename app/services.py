@@ -100,15 +100,7 @@ class Services:
         retriever = Retriever(
             self.store,
             lambda text: self.query_embedder().encode_query(text),
-            ScoreCalibration(
-                s.score_dense_center,
-                s.score_dense_scale,
-                s.score_bm25_center,
-                s.score_bm25_scale,
-                s.score_hybrid_dense,
-                s.score_hybrid_bm25,
-                s.score_hybrid_bias,
-            ),
+            ScoreCalibration.load(s.score_calibration_file),
             HybridFusion(s.hybrid_fusion, s.hybrid_dense_weight, s.rrf_k),
         )
         return SearchService(s, self.knowledge_bases, retriever)

@@ -109,13 +109,8 @@ class Settings(BaseSettings):
     eval_max_answer_sample: int = Field(100, ge=0)
     eval_misses_listed: int = Field(100, ge=0)
     eval_jobs_kept: int = Field(20, ge=1)
-    score_dense_center: float = 0.8564
-    score_dense_scale: float = Field(26.849, gt=0)
-    score_bm25_center: float = 2.5882
-    score_bm25_scale: float = Field(3.6684, gt=0)
-    score_hybrid_dense: float = 21.2991
-    score_hybrid_bm25: float = 0.8240
-    score_hybrid_bias: float = -19.7014
+    # A score calibration fitted by scripts/calibrate_scores.py; empty: the bundled fit for multilingual-e5-small.
+    score_calibration_file: Path | None = None
 
     api_host: str = "127.0.0.1"
     api_port: int = 7861

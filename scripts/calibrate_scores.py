@@ -5,7 +5,9 @@
 Ingests passages of ../shared/eval (zh and en) with the configured embedding model, asks the questions, and
 labels every retrieved chunk by whether it comes from the question's gold passage. A logistic regression of
 that label on the raw score (cosine for dense, ln(1 + BM25) for bm25; both for hybrid, over the union of
-the two modes' hits) gives the curves of app/retrieval/scoring.py. Prints the lines for configs/settings.yaml.
+the two modes' hits) gives the curves of app/retrieval/scoring.py. Prints the fitted constants, and with
+`--write FILE` writes them as a calibration file (app/retrieval/calibration.json is the bundled one; point the
+`score_calibration_file` setting at another).
 Questions are taken from the end of each question file, away from the ones the tests use.
 """
 
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.retrieval.scoring import ScoreCalibration  # noqa: E402
 from app.services import Services  # noqa: E402
 from app.settings import get_settings  # noqa: E402
 from scripts.benchdoc import EVAL, read_jsonl  # noqa: E402
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=400)
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--depth", type=int, default=20, help="hits per question and mode to label")
+    parser.add_argument("--write", type=Path, help="write the fit as a calibration file (JSON) here")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kbqa-calibrate-"))
@@ -101,13 +107,24 @@ def main() -> None:
     (dense_coef,), dense_bias = fitted["dense"]
     (bm25_coef,), bm25_bias = fitted["bm25"]
     (hybrid_dense, hybrid_bm25), hybrid_bias = fitted["hybrid"]
-    print(f"score_dense_center: {-dense_bias / dense_coef:.4f}")
-    print(f"score_dense_scale: {dense_coef:.3f}")
-    print(f"score_bm25_center: {-bm25_bias / bm25_coef:.4f}")
-    print(f"score_bm25_scale: {bm25_coef:.4f}")
-    print(f"score_hybrid_dense: {hybrid_dense:.4f}")
-    print(f"score_hybrid_bm25: {hybrid_bm25:.4f}")
-    print(f"score_hybrid_bias: {hybrid_bias:.4f}")
+    calibration = ScoreCalibration(
+        dense_center=-dense_bias / dense_coef,
+        dense_scale=dense_coef,
+        bm25_center=-bm25_bias / bm25_coef,
+        bm25_scale=bm25_coef,
+        hybrid_dense=hybrid_dense,
+        hybrid_bm25=hybrid_bm25,
+        hybrid_bias=hybrid_bias,
+    )
+    constants = {name: round(value, 4) for name, value in asdict(calibration).items()}
+    print(json.dumps(constants, indent=2))
+    if args.write:
+        described = {
+            "model": settings.resolved_embedding_model,
+            "fitted_by": f"scripts/calibrate_scores.py --passages {args.passages} --questions {args.questions}",
+        }
+        args.write.write_text(json.dumps(described | constants, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"written to {args.write}")
 
 
 if __name__ == "__main__":

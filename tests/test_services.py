@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from app.retrieval.retriever import RetrievalMode
+from app.retrieval.scoring import ScoreCalibration
 from app.services import Services
 from app.storage.catalog import DocumentStatus
 from tests.conftest import make_settings
@@ -56,3 +60,24 @@ def test_service_errors_are_typed(services: Services) -> None:
         services.search.search("错误", "问题", mode="fuzzy")
     with pytest.raises(NotFound):
         services.search.search("不存在", "问题")
+
+
+def test_a_calibration_file_sets_the_score_scale(services: Services, tmp_path: Path) -> None:
+    """`score_calibration_file` replaces the bundled fit: a curve centred higher scores the same hit lower."""
+    services.knowledge_bases.create("标定")
+    services.knowledge_bases.upload("标定", "a.txt", io.BytesIO("标定测试：灰鹤在湿地越冬。".encode()))
+    assert services.queue.wait_idle(120)
+    bundled = ScoreCalibration.load()
+    shifted = tmp_path / "calibration.json"
+    shifted.write_text(json.dumps(asdict(bundled) | {"dense_center": bundled.dense_center + 0.1}), encoding="utf-8")
+    recalibrated = Services(services.settings.model_copy(update={"score_calibration_file": shifted}))
+    try:
+        question = {"kb_name": "标定", "question": "灰鹤在哪里越冬", "mode": RetrievalMode.dense}
+        before = services.search.search(**question).hits[0]
+        after = recalibrated.search.search(**question).hits[0]
+    finally:
+        recalibrated.close()
+    assert after.chunk_id == before.chunk_id
+    assert after.score < before.score
+    cosine = bundled.dense_center + math.log(before.score / (1 - before.score)) / bundled.dense_scale
+    assert after.score == pytest.approx(ScoreCalibration.load(shifted).dense(cosine), abs=2e-4)  # 4 decimals

@@ -14,13 +14,18 @@ The hybrid model weighs both signals as learned from the data, and its score als
 A score of 0.5 is where answering passages and other passages are equally likely to score like this (in the
 fitted data: e5 cosine 0.856; BM25 12.3); higher is better in every mode. BM25 depends on the corpus: in a
 knowledge base of a handful of documents even a perfect keyword match scores low, while dense and hybrid
-scores do not need many documents. Defaults for multilingual-e5-small live in configs/settings.yaml.
+scores do not need many documents. The fitted constants are data beside this module (calibration.json, for
+multilingual-e5-small); `score_calibration_file` points at another fit, e.g. for another embedding model.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+BUNDLED_CALIBRATION = Path(__file__).with_name("calibration.json")
 
 
 def _sigmoid(x: float) -> float:
@@ -38,6 +43,12 @@ class ScoreCalibration:
     hybrid_dense: float
     hybrid_bm25: float
     hybrid_bias: float
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ScoreCalibration:
+        """The fitted constants of a calibration file (the bundled one by default); other keys describe the fit."""
+        data = json.loads((path or BUNDLED_CALIBRATION).read_text(encoding="utf-8"))
+        return cls(**{field.name: float(data[field.name]) for field in fields(cls)})
 
     def dense(self, cosine: float) -> float:
         return _sigmoid(self.dense_scale * (cosine - self.dense_center))
