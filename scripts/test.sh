@@ -7,4 +7,4 @@ bash scripts/setup.sh
 export KBQA_DATA_DIR="${KBQA_DATA_DIR:-$ROOT/data}"
 .venv/bin/ruff check app kbqa_client webui webui_st.py tests scripts
 # pytest exits 5 when it collected no test: that is a failure here too, not a pass.
-.venv/bin/pytest -q -ra "$@"
+.venv/bin/pytest -q -ra --durations=15 "$@"

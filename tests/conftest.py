@@ -44,6 +44,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+LLM_FIXTURES = {"llm_stack", "llm_model_file"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs the real LLM (`llm`) or a real browser (`browser`): minutes each, so a developer can run
+    the rest alone with `-m "not llm and not browser"`; scripts/test.sh runs everything."""
+    for item in items:
+        if LLM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.llm)
+        if item.path.name == "test_webui_browser.py":
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def embedding_model_dir() -> Path:
     from app.modelprep.prepare import prepare_embedding_model
