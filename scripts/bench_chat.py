@@ -74,7 +74,10 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
             noisy = vectors[:n] + rng.normal(0, 0.01, size=(n, vectors.shape[1])).astype(np.float32)
             noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
             doc = owners[have % len(owners)]  # copies belong to ready documents, so searches keep them
-            rows = [ChunkRow(doc, 10_000 + have + i, texts[i], "padding.txt", None, None, noisy[i]) for i in range(n)]
+            rows = [
+                ChunkRow(doc_id=doc, chunk_index=index, text=text, file_name="padding.txt", page=None, vector=vector)
+                for index, text, vector in zip(range(10_000 + have, 10_000 + have + n), texts, noisy, strict=False)
+            ]
             services.store.insert(collection, rows)
             have += n
         return services.store.count(collection)

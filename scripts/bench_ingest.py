@@ -171,7 +171,10 @@ def run_scale(services: Services, seed_rows: list[dict], questions: list[dict], 
         noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
         doc_id = uuid.uuid4().hex
         rows = [
-            ChunkRow(doc_id, i, seed_rows[i]["text"], seed_rows[i]["file_name"], None, None, noisy[i]) for i in range(n)
+            ChunkRow(
+                doc_id=doc_id, chunk_index=i, text=seed["text"], file_name=seed["file_name"], page=None, vector=noisy[i]
+            )
+            for i, seed in enumerate(seed_rows[:n])
         ]
         for start in range(0, n, 2000):
             store.insert(collection, rows[start : start + 2000])

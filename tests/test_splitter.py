@@ -113,7 +113,7 @@ def test_chunks_keep_their_section_page_and_heading() -> None:
         pages=2,
     )
     chunks = split_document(doc)
-    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert all(c.page is not None and c.heading for c in chunks)
     for chunk in chunks:  # nothing from one section ends up in a chunk of another
         source = next(s for s in doc.sections if chunk.text in s.text)
@@ -148,7 +148,7 @@ def test_heading_line_before_a_long_paragraph_is_not_a_chunk_alone() -> None:
 def test_blank_sections_give_no_chunks() -> None:
     doc = LoadedDocument(sections=[Section(text="   \n\n  ", page=1), Section(text="  正文。  ", page=2)])
     chunks = split_document(doc)
-    assert [(c.text, c.page, c.index) for c in chunks] == [("正文。", 2, 0)]
+    assert [(c.text, c.page, c.chunk_index) for c in chunks] == [("正文。", 2, 0)]
 
 
 @pytest.mark.parametrize(("size", "overlap"), [(100, 100), (100, 150), (0, 0), (100, -1)])
@@ -170,7 +170,7 @@ def test_shared_report_chunks() -> None:
         pytest.skip(f"{path} is absent: the shared documents live in ../shared beside the project root")
     doc = load_document(path)
     chunks = split_document(doc)
-    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert all(1 <= (c.page or 0) <= 25 and len(c.text) <= 500 for c in chunks)
     clean_ends = 0
     for chunk in chunks:  # a chunk should end at a sentence end or at the end of a line (table row, heading)

@@ -71,7 +71,7 @@ class ConversationStore:
             c = self._get(session, conversation_id)
             messages = [
                 StoredMessage(role=m.role, content=m.content, mode=m.mode, rewritten_question=m.rewritten_question,
-                              sources=[Source(**s) for s in json.loads(m.sources_json or "[]")],
+                              sources=[Source.model_validate(s) for s in json.loads(m.sources_json or "[]")],
                               created_at=m.created_at)
                 for m in c.messages
             ]

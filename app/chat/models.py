@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.retrieval.retriever import RetrievalMode
+from app.storage.chunks import ChunkRecord
 from app.validation import RequestModel
 
 
@@ -43,15 +44,11 @@ class ChatRequest(RequestModel):
     stream: bool = True
 
 
-class Source(BaseModel):
+class Source(ChunkRecord):
+    """A chunk given to the LLM, numbered as the answer cites it ([1], [2]...)."""
+
     number: int
     kb_name: str
-    doc_id: str
-    file_name: str
-    page: int | None
-    chunk_index: int
-    heading: str | None = None
-    text: str
     score: float
 
 

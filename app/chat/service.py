@@ -215,7 +215,4 @@ class ChatService:
             response = self.search.search(name, question, top_k, threshold, mode)
             found.extend((name, hit) for hit in response.hits)
         found.sort(key=lambda pair: pair[1].score, reverse=True)
-        return [
-            Source(number=number, kb_name=name, **hit.model_dump(exclude={"chunk_id", "dense_score", "bm25_score"}))
-            for number, (name, hit) in enumerate(found[:top_k], start=1)
-        ]
+        return [hit.to(Source, number=n, kb_name=name) for n, (name, hit) in enumerate(found[:top_k], start=1)]

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.retrieval.retriever import RetrievalMode
+from app.storage.chunks import ChunkRef
 
 
 class Latency(BaseModel):
@@ -43,11 +44,10 @@ class ThresholdSuggestion(BaseModel):
     note: str | None = None
 
 
-class ReturnedHit(BaseModel):
+class ReturnedHit(ChunkRef):
+    """A hit of a missed question: which chunk, the start of its text."""
+
     rank: int
-    file_name: str
-    doc_id: str
-    chunk_index: int
     score: float
     gold: bool
     snippet: str

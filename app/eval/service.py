@@ -378,15 +378,7 @@ def _miss(question: EvalQuestion, rank: int | None, hits: list[SearchHit], flags
         expected=question.expected(),
         gold_rank=rank,
         returned=[
-            ReturnedHit(
-                rank=r,
-                file_name=hit.file_name,
-                doc_id=hit.doc_id,
-                chunk_index=hit.chunk_index,
-                score=hit.score,
-                gold=gold,
-                snippet=hit.text[:SNIPPET_CHARS],
-            )
+            hit.to(ReturnedHit, rank=r, gold=gold, snippet=hit.text[:SNIPPET_CHARS])
             for r, (hit, gold) in enumerate(zip(hits, flags, strict=True), start=1)
             if r <= RETURNED_SHOWN
         ],

@@ -59,7 +59,10 @@ class LoadedDocument:
 
 @dataclass(frozen=True)
 class Chunk:
+    """A piece of a document as the splitter cuts it; ingestion adds the document to make the stored record
+    (app/storage/chunks.py), whose field names these are."""
+
     text: str
-    index: int
+    chunk_index: int
     page: int | None = None
     heading: str | None = None

@@ -22,7 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -435,15 +435,7 @@ class DocumentIndexer:
 
 
 def _row(job: _Job, chunk: Chunk, vector: np.ndarray) -> ChunkRow:
-    return ChunkRow(
-        doc_id=job.doc_id,
-        chunk_index=chunk.index,
-        text=chunk.text,
-        file_name=job.filename,
-        page=chunk.page,
-        heading=chunk.heading,
-        vector=vector,
-    )
+    return ChunkRow(**asdict(chunk), doc_id=job.doc_id, file_name=job.filename, vector=vector)
 
 
 class IngestionQueue:

@@ -361,19 +361,8 @@ class KnowledgeBaseService:
             kb = self._kb(session, kb_name)
             self._doc(session, kb, doc_id)
             collection = kb.collection_name
-        hits = self.store.document_chunks(collection, doc_id, offset=offset, limit=limit)
-        return [
-            ChunkInfo(
-                chunk_id=h.chunk_id,
-                doc_id=h.doc_id,
-                chunk_index=h.chunk_index,
-                text=h.text,
-                file_name=h.file_name,
-                page=h.page,
-                heading=h.heading,
-            )
-            for h in hits
-        ]
+        chunks = self.store.document_chunks(collection, doc_id, offset=offset, limit=limit)
+        return [chunk.to(ChunkInfo) for chunk in chunks]
 
     # -- lookups ------------------------------------------------------------------------------------------------------
 

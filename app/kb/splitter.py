@@ -53,12 +53,12 @@ def split_document(doc: LoadedDocument, chunk_size: int = 500, chunk_overlap: in
     for is_rows, run in groupby(doc.sections, key=lambda section: section.rows is not None):
         if is_rows:
             for text, page, heading in pack_rows(run, chunk_size):
-                chunks.append(Chunk(text=text, index=len(chunks), page=page, heading=heading))
+                chunks.append(Chunk(text=text, chunk_index=len(chunks), page=page, heading=heading))
             continue
         for section in merge_tiny_sections(run, tiny):
             texts = [text.strip() for text in splitter.split_text(section.text)]
             for text in merge_tiny_pieces([t for t in texts if t], tiny, chunk_size):
-                chunks.append(Chunk(text=text, index=len(chunks), page=section.page, heading=section.heading))
+                chunks.append(Chunk(text=text, chunk_index=len(chunks), page=section.page, heading=section.heading))
     return chunks
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from app.storage.catalog import Document, DocumentStatus, KnowledgeBase
+from app.storage.chunks import ChunkRecord
 
 
 class KnowledgeBaseInfo(BaseModel):
@@ -92,11 +93,7 @@ class UploadOutcome(BaseModel):
     message: str
 
 
-class ChunkInfo(BaseModel):
-    chunk_id: str
-    doc_id: str
-    chunk_index: int
-    text: str
-    file_name: str
-    page: int | None
-    heading: str | None
+class ChunkInfo(ChunkRecord):
+    """A chunk as the API lists it: the record and its id."""
+
+    chunk_id = computed_field(ChunkRecord.chunk_id)  # type: ignore[assignment]

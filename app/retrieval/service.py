@@ -5,8 +5,14 @@ from __future__ import annotations
 from app.errors import InvalidInput
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.models import SearchHit, SearchResponse
-from app.retrieval.retriever import RetrievalMode, Retriever
+from app.retrieval.retriever import RetrievalMode, Retriever, ScoredChunk
 from app.settings import Settings
+
+
+def _search_hit(chunk: ScoredChunk) -> SearchHit:
+    """The hit with its scores rounded to 4 places."""
+    scores = {"score": chunk.score, "dense_score": chunk.dense_score, "bm25_score": chunk.bm25_score}
+    return chunk.hit.to(SearchHit, **{name: None if s is None else round(s, 4) for name, s in scores.items()})
 
 
 class SearchService:
@@ -27,28 +33,13 @@ class SearchService:
         top_k, threshold, mode = self.options(top_k, score_threshold, mode)
         collection, ready = self.knowledge_bases.collection_and_ready_docs(kb_name)
         result = self.retriever.search(collection, question, top_k, mode, threshold, allowed_doc_ids=ready)
-        hits = [
-            SearchHit(
-                chunk_id=c.hit.chunk_id,
-                doc_id=c.hit.doc_id,
-                chunk_index=c.hit.chunk_index,
-                text=c.hit.text,
-                file_name=c.hit.file_name,
-                page=c.hit.page,
-                heading=c.hit.heading,
-                score=round(c.score, 4),
-                dense_score=None if c.dense_score is None else round(c.dense_score, 4),
-                bm25_score=None if c.bm25_score is None else round(c.bm25_score, 4),
-            )
-            for c in result.chunks
-        ]
         return SearchResponse(
             kb_name=kb_name,
             question=question,
             mode=mode.value,
             top_k=top_k,
             score_threshold=threshold,
-            hits=hits,
+            hits=[_search_hit(chunk) for chunk in result.chunks],
             timings_ms=result.timings_ms,
         )
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from app.storage.chunks import ChunkRecord
 from app.storage.diskspace import DiskSpace
 
 TEXT_MAX_BYTES = 65535
@@ -30,30 +31,17 @@ class VectorStoreUnavailable(RuntimeError):
     """Milvus cannot be reached or refused an operation."""
 
 
-@dataclass(frozen=True)
-class ChunkRow:
-    doc_id: str
-    chunk_index: int
-    text: str
-    file_name: str
-    page: int | None
-    heading: str | None
+class ChunkRow(ChunkRecord):
+    """A chunk to insert, with its dense vector (its BM25 vector Milvus makes from the text)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     vector: np.ndarray
 
-    @property
-    def chunk_id(self) -> str:
-        return f"{self.doc_id}_{self.chunk_index}"
 
+class Hit(ChunkRecord):
+    """A chunk a search found, with Milvus' own score: the cosine similarity, or the BM25 score."""
 
-@dataclass(frozen=True)
-class Hit:
-    chunk_id: str
-    doc_id: str
-    text: str
-    file_name: str
-    page: int | None
-    chunk_index: int
-    heading: str | None
     raw_score: float
 
 
@@ -75,18 +63,14 @@ def _clip_utf8(text: str, max_bytes: int) -> str:
     return encoded[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def _hit_from_entity(entity: dict[str, Any], raw_score: float) -> Hit:
+def _record_fields(entity: dict[str, Any]) -> dict[str, Any]:
+    """A stored entity as the record's fields: the collection keeps no page as -1 and no heading as ""."""
     page = int(entity.get("page", -1))
-    return Hit(
-        chunk_id=str(entity["id"]),
-        doc_id=str(entity["doc_id"]),
-        text=str(entity["text"]),
-        file_name=str(entity["file_name"]),
-        page=page if page >= 0 else None,
-        chunk_index=int(entity["chunk_index"]),
-        heading=entity.get("heading") or None,
-        raw_score=float(raw_score),
-    )
+    return {**entity, "page": page if page >= 0 else None, "heading": entity.get("heading") or None}
+
+
+def _hit_from_entity(entity: dict[str, Any], raw_score: float) -> Hit:
+    return Hit.model_validate({**_record_fields(entity), "raw_score": raw_score})
 
 
 class MilvusStore:
@@ -196,14 +180,14 @@ class MilvusStore:
         rows = self.client.query(name, filter="", output_fields=["count(*)"], timeout=self.timeout)
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def document_chunks(self, name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[Hit]:
+    def document_chunks(self, name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[ChunkRecord]:
         """Chunks `offset`..`offset + limit - 1` of a document, in order (selected by chunk_index in the filter)."""
         expr = (
             f'doc_id == "{_safe_id(doc_id)}" and chunk_index >= {int(offset)} and chunk_index < {int(offset + limit)}'
         )
         rows = self.client.query(name, filter=expr, output_fields=_OUTPUT_FIELDS, limit=limit, timeout=self.timeout)
         rows.sort(key=lambda r: int(r["chunk_index"]))
-        return [_hit_from_entity(r, 0.0) for r in rows]
+        return [ChunkRecord.model_validate(_record_fields(r)) for r in rows]
 
     def search_dense(self, name: str, vector: np.ndarray, limit: int) -> list[Hit]:
         result = self.client.search(
