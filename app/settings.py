@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     load_max_zip_ratio: float = Field(100, gt=1)
     load_max_xml_mb: float = Field(50, gt=0)
     load_max_sheet_cells: int = Field(1_000_000, ge=1)
+    # OCR (app/kb/loaders/ocr.py, Debian's tesseract-ocr): scanned PDF pages, image files, pictures in DOCX/PPTX.
+    load_ocr: bool = True
+    load_ocr_languages: str = Field("chi_sim+eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
+    load_ocr_dpi: int = Field(200, ge=72, le=400)
+    load_ocr_page_timeout_s: float = Field(60.0, gt=0)
+    load_ocr_max_image_pixels: int = Field(64_000_000, ge=1)
+    load_ocr_max_pictures: int = Field(50, ge=0)
 
     max_upload_mb: float = Field(200, gt=0)
     max_filename_chars: int = Field(200, ge=16, le=255)

@@ -26,6 +26,8 @@ apt_install() {
 
 # CJK (Droid Sans Fallback) and Latin (DejaVu) fonts let the tests generate Chinese PDFs with fpdf2.
 apt_install fonts-droid-fallback fonts-dejavu-core
+# OCR (app/kb/loaders/ocr.py): Tesseract 5 with its Simplified Chinese and English models, all Debian packages.
+apt_install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng
 # Debian's Chromium: the browser the end-to-end UI test drives through Playwright (executable_path=/usr/bin/chromium).
 apt_install chromium
 # PostgreSQL's server binaries (initdb, pg_ctl under /usr/lib/postgresql/<version>/bin): the tests start a private

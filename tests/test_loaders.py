@@ -133,10 +133,10 @@ def test_non_pdf_bytes_named_pdf_are_corrupt(tmp_path: Path) -> None:
         load_document(path)
 
 
-def test_image_only_pdf_is_empty_and_says_ocr_is_unsupported(tmp_path: Path) -> None:
-    with pytest.raises(EmptyDocument, match="OCR is not supported") as caught:
-        load_document(make_image_only_pdf(tmp_path))
-    assert "scanned" in str(caught.value)
+def test_image_only_pdf_is_read_by_ocr_and_its_blank_page_reported(tmp_path: Path) -> None:
+    doc = load_document(make_image_only_pdf(tmp_path))
+    assert [(s.page, s.ocr, s.text) for s in doc.sections] == [(1, True, "SCANNED PAGE WITHOUT TEXT LAYER")]
+    assert (doc.report.text_pages, doc.report.ocr_pages, doc.report.empty_pages) == (0, 1, [2])
 
 
 def test_simple_pdf_metadata(tmp_path: Path) -> None:

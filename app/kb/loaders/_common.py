@@ -58,6 +58,12 @@ class _SectionBuilder:
         if text.strip():
             self._blocks.append(text.strip("\n"))
 
+    def add_ocr_text(self, text: str) -> None:
+        """Text read from a picture: a Section of its own (flagged `ocr`) under the current heading."""
+        self._flush()
+        if text.strip():
+            self._sections.append(Section(text=text.strip(), heading=self._heading(), ocr=True))
+
     def finish(self) -> list[Section]:
         self._flush()
         return self._sections
@@ -65,9 +71,11 @@ class _SectionBuilder:
     def _flush(self) -> None:
         text = "\n\n".join(self._blocks).strip()
         if text:
-            heading = " > ".join(title for _, title in self._stack) or None
-            self._sections.append(Section(text=text, heading=heading))
+            self._sections.append(Section(text=text, heading=self._heading()))
         self._blocks = []
+
+    def _heading(self) -> str | None:
+        return " > ".join(title for _, title in self._stack) or None
 
 
 def reject_ole_file(path: Path, kind: Kind, old: str, new: str) -> None:

@@ -26,7 +26,8 @@ _DIRECTORY_ENTRY_BYTES = 1024
 
 @dataclass(frozen=True)
 class LoadLimits:
-    """The limits for one document, named as their settings without the `load_` prefix."""
+    """The limits for one document, and how pictures in it are read (OCR), named as their settings without the
+    `load_` prefix."""
 
     max_text_chars: int
     max_html_elements: int
@@ -37,6 +38,12 @@ class LoadLimits:
     max_zip_ratio: float
     max_xml_mb: float
     max_sheet_cells: int
+    ocr: bool
+    ocr_languages: str
+    ocr_dpi: int
+    ocr_page_timeout_s: float
+    ocr_max_image_pixels: int
+    ocr_max_pictures: int
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LoadLimits:

@@ -1,9 +1,10 @@
-"""Word (.docx) loading with python-docx: paragraphs and tables in body order, sections cut at headings."""
+"""Word (.docx) loading with python-docx: paragraphs and tables in body order, sections cut at headings; text in
+pictures read by OCR where the picture stands."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docx
@@ -13,9 +14,10 @@ from docx.oxml.xmlchemy import BaseOxmlElement
 from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
 
-from app.kb.documents import LoadedDocument
+from app.kb.documents import LoadedDocument, ReadReport
 from app.kb.loaders._common import _SectionBuilder, damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
+from app.kb.loaders.ocr import PictureReader
 
 _KIND = ("Word 文件", "the Word file")
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
@@ -38,20 +40,39 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     except Exception as exc:
         raise damaged_package(_KIND, ".docx", exc) from exc
     builder = _SectionBuilder()
+    report = ReadReport()
+    pictures = PictureReader(limits, report)
     for block in blocks:
         if isinstance(block, Table):
             builder.add_text("\n".join(_table_rows(block)))
-            continue
-        text = block.text.strip()
-        level = _heading_level(block, text) if text else None
-        if level is not None:
-            builder.start_heading(level, text)
-        builder.add_text(text)
+        else:
+            text = block.text.strip()
+            level = _heading_level(block, text) if text else None
+            if level is not None:
+                builder.start_heading(level, text)
+            builder.add_text(text)
+        for part_name, blob in _pictures(document, block):
+            result = pictures.read_picture(part_name, blob, _KIND)
+            if result is not None:
+                builder.add_ocr_text(result.text)
+    sections = builder.finish()
+    if not sections and pictures.pictures_seen:
+        raise pictures.nothing_readable(_KIND)
     metadata = {"file_type": "docx"}
     title = (document.core_properties.title or "").strip()
     if title:
         metadata["title"] = title
-    return LoadedDocument(sections=builder.finish(), pages=None, metadata=metadata)
+    return LoadedDocument(sections=sections, pages=None, metadata=metadata, report=report)
+
+
+def _pictures(document: DocxDocument, block: Paragraph | Table) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(part name, a reader of its bytes) of each picture embedded in a paragraph or table; linked pictures (a
+    path or address outside the file) are never fetched."""
+    element = block._p if isinstance(block, Paragraph) else block._tbl
+    for rel_id in element.xpath(".//a:blip/@r:embed"):
+        part = document.part.related_parts.get(rel_id)
+        if part is not None:
+            yield str(part.partname), lambda part=part: part.blob
 
 
 def _iter_blocks(document: DocxDocument) -> Iterator[Paragraph | Table]:

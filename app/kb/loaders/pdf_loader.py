@@ -1,14 +1,18 @@
-"""PDF loading with pypdf: one Section per page, a choice between pypdf's extraction modes, and paragraph repair."""
+"""PDF loading with pypdf: one Section per page, a choice between pypdf's extraction modes, and paragraph repair.
+A page without a usable text layer (a scan) is rendered with pypdfium2 and read by OCR."""
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pypdfium2
+from PIL import Image
 from pypdf import PageObject, PasswordType, PdfReader
 from pypdf.errors import DependencyError, LimitReachedError, PyPdfError
 
@@ -18,23 +22,31 @@ from app.kb.documents import (
     EmptyDocument,
     EncryptedDocument,
     LoadedDocument,
+    ReadReport,
     Section,
 )
 from app.kb.loaders._common import _reason
 from app.kb.loaders._limits import LoadLimits, check_text_chars, too_large
+from app.kb.loaders.ocr import MAX_OCR_PIXELS, OcrText, OnPage, PictureReader
 
 logger = logging.getLogger(__name__)
 
 _WIDE = frozenset("WF")
 _SENTENCE_END = "。！？!?.…"
 _CLOSERS = "”’」』）)》〉】]\"'"
+_KIND = ("PDF", "the PDF")
+# A text layer with fewer visible characters than this is not the page's text when the page draws a picture (a
+# scan with its page number as text); a page with no text layer at all is always rendered for OCR.
+_MIN_TEXT_LAYER_CHARS = 20
+_PDFIUM_LOCK = threading.Lock()  # PDFium is not thread-safe: one call into it at a time in the process
 
 
-def _load_pdf(path: Path, limits: LoadLimits) -> LoadedDocument:
+def _load_pdf(path: Path, limits: LoadLimits, on_page: OnPage | None = None) -> LoadedDocument:
     """One Section per page (1-based `page`); the heading is the PDF outline entry in force on that page.
 
     pypdf bounds what one stream may inflate to and how much a content stream may hold (its LimitReachedError);
-    the page count and the text extracted are bounded here.
+    the page count and the text extracted are bounded here. Pages with a usable text layer are read first, then
+    the scanned ones by OCR, each reported to `on_page` as it is done.
     """
     reader = _open_pdf(path)
     _check_page_count(_declared_page_count(reader), limits)
@@ -48,30 +60,109 @@ def _load_pdf(path: Path, limits: LoadLimits) -> LoadedDocument:
         raise EmptyDocument("The PDF has no pages.")
     _check_page_count(len(pages), limits)
     headings = _outline_headings(reader, len(pages))
-    sections, failed = [], []
-    chars = 0
+    sections, failed, scanned = [], [], {}
+    report = ReadReport()
+    chars = done = 0
     for number, page in enumerate(pages, start=1):
         text = _page_text(page)
         if text is None:
             failed.append(number)
+        elif _needs_ocr(page, text):
+            scanned[number] = text
             continue
-        chars += len(text)
-        check_text_chars(chars, limits, (f"PDF 的前 {number} 页", f"the first {number} pages of the PDF"))
-        sections.append(Section(text=text, page=number, heading=headings.get(number)))
+        else:
+            chars += len(text)
+            check_text_chars(chars, limits, (f"PDF 的前 {number} 页", f"the first {number} pages of the PDF"))
+            sections.append(Section(text=text, page=number, heading=headings.get(number)))
+            report.text_pages += 1
+        done += 1
+        if on_page is not None:
+            on_page(done, len(pages))
     if len(failed) == len(pages):
         raise CorruptDocument("The PDF is damaged: no page's text could be read.")
+    reader_ocr = PictureReader(limits, report)
+    for number, result in _read_scans(path, list(scanned), limits, reader_ocr):
+        text, ocr = (result.text, True) if result is not None else (scanned[number], False)
+        if text.strip():
+            chars += len(text)
+            check_text_chars(chars, limits, ("PDF 扫描页识别出", "the scanned pages of the PDF"))
+            sections.append(Section(text=text, page=number, heading=headings.get(number), ocr=ocr))
+            if ocr:
+                report.ocr_pages += 1
+            else:
+                report.text_pages += 1
+        else:
+            report.empty_pages.append(number)
+        done += 1
+        if on_page is not None:
+            on_page(done, len(pages))
+    sections.sort(key=lambda section: section.page or 0)
+    report.empty_pages = sorted(report.empty_pages + failed)
     if not any(s.text.strip() for s in sections):
-        raise EmptyDocument(
-            "The PDF has no extractable text layer (probably scanned images); OCR is not supported, "
-            "so upload a PDF with selectable text."
-        )
+        raise reader_ocr.nothing_readable(_KIND)
     metadata = {"file_type": "pdf"}
     if failed:
         metadata["unreadable_pages"] = ",".join(map(str, failed))
     title = _pdf_title(reader)
     if title:
         metadata["title"] = title
-    return LoadedDocument(sections=sections, pages=len(pages), metadata=metadata)
+    return LoadedDocument(sections=sections, pages=len(pages), metadata=metadata, report=report)
+
+
+def _needs_ocr(page: PageObject, text: str) -> bool:
+    """A page is read by OCR when its text layer is empty, or holds only a few characters and the page draws a
+    picture. Characters PDF fonts leave without a Unicode meaning (U+FFFD, private-use, controls) do not count."""
+    usable = sum(1 for ch in text if not ch.isspace() and ch != "\ufffd" and unicodedata.category(ch)[0] != "C")
+    if usable == 0:
+        return True
+    if usable >= _MIN_TEXT_LAYER_CHARS:
+        return False
+    try:
+        return len(page.images) > 0
+    except Exception as exc:  # a broken image dictionary: the page's text layer is all there is
+        logger.debug("pypdf could not list a page's images: %s", exc)
+        return False
+
+
+def _read_scans(
+    path: Path, numbers: list[int], limits: LoadLimits, reader: PictureReader
+) -> Iterator[tuple[int, OcrText | None]]:
+    """OCR of each page in `numbers` (1-based), rendered with PDFium at load_ocr_dpi, or fewer dots for a page
+    larger than MAX_OCR_PIXELS at that resolution (a poster, or a hostile 200-inch page)."""
+    if not numbers:
+        return
+    if not limits.ocr:
+        yield from ((number, None) for number in numbers)
+        return
+    try:
+        with _PDFIUM_LOCK:
+            document = pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError as exc:
+        logger.warning("PDFium cannot open the PDF to render its scanned pages: %s", exc)
+        yield from ((number, None) for number in numbers)
+        return
+    try:
+        for number in numbers:
+            image = _render(document, number, limits.ocr_dpi)
+            yield number, reader.read(image) if image is not None else None
+    finally:
+        with _PDFIUM_LOCK:
+            document.close()
+
+
+def _render(document: pypdfium2.PdfDocument, number: int, dpi: int) -> Image.Image | None:
+    try:
+        with _PDFIUM_LOCK:
+            page = document[number - 1]
+            try:
+                width, height = page.get_size()
+                scale = min(dpi / 72, (MAX_OCR_PIXELS / max(width * height, 1.0)) ** 0.5)
+                return page.render(scale=scale, grayscale=True).to_pil()
+            finally:
+                page.close()
+    except (pypdfium2.PdfiumError, ValueError, MemoryError) as exc:
+        logger.warning("PDFium could not render page %d for OCR: %s", number, exc)
+        return None
 
 
 def _declared_page_count(reader: PdfReader) -> int:

@@ -1,8 +1,9 @@
-"""PowerPoint (.pptx) loading with python-pptx: one Section per slide, text in reading order, tables as rows, notes."""
+"""PowerPoint (.pptx) loading with python-pptx: one Section per slide, text in reading order, tables as rows, notes;
+text in the slide's pictures read by OCR into a Section of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pptx
@@ -10,34 +11,74 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pptx.shapes.base import BaseShape
 from pptx.slide import Slide
 
-from app.kb.documents import DocumentLoadError, LoadedDocument, Section
+from app.kb.documents import DocumentLoadError, LoadedDocument, ReadReport, Section
 from app.kb.loaders._common import damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
+from app.kb.loaders.ocr import OnPage, PictureReader
 
 _KIND = ("PowerPoint 文件", "the PowerPoint file")
 # Shapes whose tops lie within this distance read as one line, left to right (EMU: 914400 to the inch).
 _LINE_EMU = 914400 // 5
 
 
-def _load_pptx(path: Path, limits: LoadLimits) -> LoadedDocument:
+Picture = tuple[str, Callable[[], bytes]]  # a picture's identity (its content's SHA-1) and a reader of its bytes
+
+
+def _load_pptx(path: Path, limits: LoadLimits, on_page: OnPage | None = None) -> LoadedDocument:
     """One Section per slide: `page` is the slide number, the heading its title; speaker notes follow the slide's
-    text. Pictures, charts and SmartArt carry no text python-pptx can read and are skipped."""
+    text. Text in the slide's pictures follows as a Section flagged `ocr`; charts and SmartArt are skipped."""
     reject_ole_file(path, _KIND, ".ppt", ".pptx")
     check_zip(path, limits, _KIND)
     try:
         with path.open("rb") as handle:
             presentation = pptx.Presentation(handle)  # a file object: uploads are stored under generated names
             slides = list(presentation.slides)
-            sections = [section for n, slide in enumerate(slides, start=1) if (section := _slide_section(slide, n))]
+            read = [(_slide_section(slide, n), list(_pictures(slide.shapes))) for n, slide in enumerate(slides, 1)]
             title = (presentation.core_properties.title or "").strip()
     except DocumentLoadError:
         raise
     except Exception as exc:
         raise damaged_package(_KIND, ".pptx", exc) from exc
-    metadata = {"slides": str(len(slides))}
+    loaded = LoadedDocument(sections=[], pages=len(slides), metadata={"slides": str(len(slides))})
+    reader = PictureReader(limits, loaded.report)
+    for number, (section, pictures) in enumerate(read, start=1):
+        loaded.sections += _with_pictures(section, pictures, number, reader, loaded.report)
+        if on_page is not None:
+            on_page(number, len(slides))
+    if not loaded.sections and reader.pictures_seen:
+        raise reader.nothing_readable(_KIND)
     if title:
-        metadata["title"] = title
-    return LoadedDocument(sections=sections, pages=len(slides), metadata=metadata)
+        loaded.metadata["title"] = title
+    return loaded
+
+
+def _with_pictures(
+    section: Section | None, pictures: list[Picture], number: int, reader: PictureReader, report: ReadReport
+) -> list[Section]:
+    """The slide's text Section, then one of the text OCR read in its pictures; the slide counted in `report`."""
+    read = [result.text for key, blob in pictures if (result := reader.read_picture(key, blob, _KIND))]
+    sections = [section] if section is not None else []
+    if read:
+        heading = section.heading if section is not None else None
+        sections.append(Section(text="\n\n".join(read), page=number, heading=heading, ocr=True))
+    if section is not None:
+        report.text_pages += 1
+    elif not read:
+        report.empty_pages.append(number)
+    return sections
+
+
+def _pictures(shapes: Iterable[BaseShape]) -> Iterator[Picture]:
+    """The slide's embedded pictures in reading order, inside groups too (a linked picture is never fetched)."""
+    for shape in _reading_order(shapes):
+        if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
+            yield from _pictures(shape.shapes)  # type: ignore[attr-defined]
+            continue
+        try:
+            image = shape.image  # type: ignore[attr-defined]
+        except (AttributeError, KeyError, ValueError):  # not a picture, or a linked one
+            continue
+        yield image.sha1, lambda image=image: image.blob
 
 
 def _slide_section(slide: Slide, number: int) -> Section | None:

@@ -1,0 +1,343 @@
+"""Text from pictures (OCR): scanned PDF pages, image files, and pictures inside Word and PowerPoint files.
+
+The engine is Debian's Tesseract 5 (`tesseract-ocr` with the `chi_sim` and `eng` packs, installed by
+scripts/setup.sh); its models are files of those packages, never downloaded. It was measured against
+rapidocr-onnxruntime 1.4.4 (PP-OCRv4) on the same generated pages (scripts/bench_ocr.py, docs/benchmarks.md): as
+accurate on printed Chinese and English, a third of the CPU time per page, and it keeps the spaces between English
+words, which PP-OCRv4 often drops ("componentranks"), breaking keyword search.
+
+Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: on a 2-core machine
+the other core keeps answering), and is killed past `load_ocr_page_timeout_s`: a page that takes too long costs at
+most that and counts as unreadable. The command line is called directly rather than through pytesseract, which
+can give the child its thread limit only by changing the environment of the whole server (and with it of the LLM
+workers it starts). The engine (binary and language packs) is looked up once per process, on first use.
+
+A picture is decoded only after its size is checked against `load_ocr_max_image_pixels` (a decompression bomb is
+refused before it allocates), and reduced to at most an A4 page at 300 DPI before OCR.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.kb.documents import CorruptDocument, DocumentLoadError, DocumentTooLarge, NothingReadable, ReadReport
+from app.kb.loaders._common import Kind, _reason
+from app.kb.loaders._limits import LoadLimits, too_large
+
+logger = logging.getLogger(__name__)
+
+OnPage = Callable[[int, int], None]  # (pages done, pages in all): called as each page of a document is read
+INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-chi-sim"
+MAX_OCR_PIXELS = 9_000_000  # an A4 page at 300 DPI (8.7 MP): larger pictures are reduced before OCR
+_MIN_PICTURE_SIDE = 16  # pictures narrower or lower than this (bullets, rules, spacers) hold no readable text
+# Tesseract reads a page as one column of text of varying sizes (--psm 4): its automatic layout analysis
+# (--psm 3) drops the first characters of Chinese lines on sparse pages and whole lines on some.
+_PAGE_SEGMENTATION = "4"
+_INK_LEVEL = 60  # a pixel this much darker than the page's median is ink
+_BLANK_INK_SHARE = 0.0001  # below this share of ink pixels (in a 600-pixel thumbnail) a page is blank
+
+
+class OcrUnavailable(Exception):
+    """Tesseract or one of the configured language packs is not installed; the message says how to install it."""
+
+
+@dataclass(frozen=True)
+class OcrText:
+    text: str
+    confidence: float  # mean word confidence, 0-1, weighted by the characters of each word
+
+
+@dataclass(frozen=True)
+class Tesseract:
+    binary: str
+    languages: str
+
+    def read(self, image: Image.Image, timeout_s: float) -> OcrText:
+        """The text of `image` (grayscale), line by line; raises subprocess.TimeoutExpired past `timeout_s`."""
+        png = io.BytesIO()
+        image.save(png, format="PNG", compress_level=1)
+        command = [self.binary, "stdin", "stdout", "-l", self.languages, "--psm", _PAGE_SEGMENTATION, "tsv"]
+        done = subprocess.run(
+            command, input=png.getvalue(), capture_output=True, timeout=timeout_s, env=_child_env(), check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {done.returncode}")
+        return parse_tsv(done.stdout.decode("utf-8", "replace"))
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+
+_engines: dict[str, Tesseract] = {}
+_engines_lock = threading.Lock()
+
+
+def engine(languages: str) -> Tesseract:
+    """The Tesseract to read `languages` ("chi_sim+eng") with, looked up once per process; OcrUnavailable when
+    the binary or a language pack is missing."""
+    with _engines_lock:
+        if languages not in _engines:
+            _engines[languages] = _find_engine(languages)
+        return _engines[languages]
+
+
+def _find_engine(languages: str) -> Tesseract:
+    binary = shutil.which("tesseract")
+    if binary is None:
+        raise OcrUnavailable(
+            f"OCR 引擎 Tesseract 没有安装（{INSTALL_HINT}）。 "
+            f"(The OCR engine, Tesseract, is not installed: {INSTALL_HINT}.)"
+        )
+    listed = subprocess.run(
+        [binary, "--list-langs"], capture_output=True, text=True, timeout=30, env=_child_env(), check=False
+    )
+    installed = {line.strip() for line in listed.stdout.splitlines()[1:]}
+    missing = [lang for lang in languages.split("+") if lang not in installed]
+    if missing:
+        packs = " ".join(f"tesseract-ocr-{lang.replace('_', '-').lower()}" for lang in missing)
+        raise OcrUnavailable(
+            f"OCR 缺少语言包 {'+'.join(missing)}（apt-get install {packs}，或修改设置 load_ocr_languages） "
+            f"(OCR lacks the language packs {'+'.join(missing)}: apt-get install {packs}, or change load_ocr_languages)"
+        )
+    return Tesseract(binary, languages)
+
+
+def parse_tsv(tsv: str) -> OcrText:
+    """Tesseract's TSV (one row per word, with its block, paragraph and line) as text: a paragraph per line, its
+    wrapped lines joined again. Words and lines join with a space, except next to a CJK character (Tesseract
+    reports each Chinese character or word as a word of its own) and after a hyphen that split a word."""
+    paragraphs: dict[tuple[str, str], list[str]] = {}
+    weighted = chars = 0.0
+    for row in tsv.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) != 12 or cells[0] != "5" or not cells[11].strip():
+            continue
+        word, confidence = cells[11].strip(), max(float(cells[10]), 0.0) / 100
+        paragraphs.setdefault((cells[2], cells[3]), []).append(word)  # (block, paragraph): lines in order
+        weighted += confidence * len(word)
+        chars += len(word)
+    text = "\n".join(_join(words) for words in paragraphs.values())
+    return OcrText(text=text, confidence=weighted / chars if chars else 0.0)
+
+
+def _join(words: list[str]) -> str:
+    text = words[0]
+    for word in words[1:]:
+        if text.endswith("-") and len(text) > 1 and text[-2].isalpha() and word[0].islower():
+            text = text[:-1] + word
+        elif _is_wide(text[-1]) or _is_wide(word[0]):
+            text += word
+        else:
+            text += f" {word}"
+    return text
+
+
+def _is_wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in "WF"
+
+
+# ------------------------------------------------------------------------------------------------- pictures
+
+
+def open_picture(source: Path | bytes, limits: LoadLimits, kind: Kind) -> Image.Image:
+    """Open a picture without decoding it, refusing one past `load_ocr_max_image_pixels`: Pillow reads only the
+    header here, so a 20000 x 20000 PNG costs nothing before it is refused. Unknown bytes are a CorruptDocument."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own bound is checked below
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as exc:  # past twice Pillow's own bound: it does not say the size
+        more = f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
+        raise _too_many_pixels(kind, (f"超过 {more} 个", f"more than {more}"), limits) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CorruptDocument(
+            f"{kind[0]}已损坏，或不是能识别的图片（{_reason(exc)}）。 "
+            f"({kind[1][:1].upper() + kind[1][1:]} is damaged or not a picture that can be read ({_reason(exc)}).)"
+        ) from exc
+    check_pixels(image, limits, kind)
+    return image
+
+
+def check_pixels(image: Image.Image, limits: LoadLimits, kind: Kind) -> None:
+    width, height = image.size
+    if width * height > limits.ocr_max_image_pixels:
+        image.close()
+        size = f"{width:,} x {height:,}"
+        raise _too_many_pixels(kind, (size, size), limits)
+
+
+def _too_many_pixels(kind: Kind, size: tuple[str, str], limits: LoadLimits) -> DocumentTooLarge:
+    return too_large(
+        f"{kind[0]}有 {size[0]} 像素",
+        f"{kind[1]} has {size[1]} pixels",
+        "ocr_max_image_pixels",
+        f"{limits.ocr_max_image_pixels:,}",
+    )
+
+
+def decode(image: Image.Image, kind: Kind) -> Image.Image:
+    """The picture upright (as its EXIF orientation says), on white, grayscale, at most MAX_OCR_PIXELS."""
+    try:
+        image.load()
+        upright = ImageOps.exif_transpose(image) or image
+        if upright.mode in ("RGBA", "LA", "PA") or (upright.mode == "P" and "transparency" in upright.info):
+            rgba = upright.convert("RGBA")
+            flat = Image.new("RGBA", rgba.size, "white")
+            flat.alpha_composite(rgba)
+            upright = flat
+        gray = upright.convert("L")
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "image file is truncated" is an OSError
+        raise CorruptDocument(
+            f"{kind[0]}已损坏，图片数据不完整或无法解码（{_reason(exc)}）。 "
+            f"({kind[1][:1].upper() + kind[1][1:]} is damaged: the picture's data is cut short or cannot be "
+            f"decoded ({_reason(exc)}).)"
+        ) from exc
+    return reduced(gray)
+
+
+def reduced(image: Image.Image) -> Image.Image:
+    pixels = image.width * image.height
+    if pixels <= MAX_OCR_PIXELS:
+        return image
+    scale = (MAX_OCR_PIXELS / pixels) ** 0.5
+    return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.BOX)
+
+
+def worth_reading(image: Image.Image) -> bool:
+    """Whether a picture inside a document is big enough to hold text (not a bullet, a rule or a spacer)."""
+    return min(image.size) >= _MIN_PICTURE_SIDE
+
+
+def frame_count(image: Image.Image, limits: LoadLimits) -> int:
+    """The pages of a multi-page TIFF (a fax, a scanner's batch) to read, at most `load_max_pdf_pages`; other
+    formats have one (an animation's later frames are not pages)."""
+    count = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    return min(count, limits.max_pdf_pages)
+
+
+def frames(image: Image.Image, limits: LoadLimits, kind: Kind) -> Iterator[Image.Image]:
+    """Each page `frame_count` counts, its size checked as `open_picture` checks the first."""
+    for index in range(frame_count(image, limits)):
+        if index:
+            image.seek(index)
+            check_pixels(image, limits, kind)
+        yield image
+
+
+def looks_blank(image: Image.Image) -> bool:
+    """True when a page holds no ink: no pixel of a 600-pixel thumbnail is much darker than the page's median
+    (the averaging of the thumbnail drowns a scanner's noise). Blank pages are not sent to OCR."""
+    thumbnail = image.copy()
+    thumbnail.thumbnail((600, 600), Image.Resampling.BOX)
+    histogram = thumbnail.histogram()
+    total = sum(histogram)
+    seen, median = 0, 255
+    for level, count in enumerate(histogram):
+        seen += count
+        if seen * 2 >= total:
+            median = level
+            break
+    ink = sum(histogram[: max(0, median - _INK_LEVEL)])
+    return ink < _BLANK_INK_SHARE * total
+
+
+# ------------------------------------------------------------------------------------------------- a document
+
+
+class PictureReader:
+    """Reads the pictures of one document (its scanned pages, its frames or the pictures in it) within its
+    limits, and keeps the account of what was read in `report`."""
+
+    def __init__(self, limits: LoadLimits, report: ReadReport) -> None:
+        self.limits = limits
+        self.report = report
+        self.unavailable: str | None = None  # why OCR cannot run here, once it was found not to
+        self.timeouts = 0
+        self._pictures: set[str] = set()  # the pictures inside the document seen so far, by content or part name
+
+    def read(self, image: Image.Image) -> OcrText | None:
+        """The text OCR reads in a decoded grayscale picture, or None when there is none (a blank page, OCR
+        switched off or not installed, past the time limit, nothing recognised)."""
+        if not self.limits.ocr or self.unavailable or looks_blank(image):
+            return None
+        try:
+            tesseract = engine(self.limits.ocr_languages)
+            result = tesseract.read(image, self.limits.ocr_page_timeout_s)
+        except OcrUnavailable as exc:
+            self.unavailable = str(exc)
+            logger.warning("OCR cannot run: %s", exc)
+            return None
+        except subprocess.TimeoutExpired:
+            self.timeouts += 1
+            logger.warning("OCR of a page ran past load_ocr_page_timeout_s=%s s", self.limits.ocr_page_timeout_s)
+            return None
+        except (OSError, RuntimeError) as exc:
+            logger.warning("OCR failed on a page: %s", exc)
+            return None
+        if not result.text.strip():
+            return None
+        self.report.ocr_confidences.append(result.confidence)
+        return result
+
+    @property
+    def pictures_seen(self) -> int:
+        return len(self._pictures)
+
+    def read_picture(self, key: str, blob: Callable[[], bytes], kind: Kind) -> OcrText | None:
+        """OCR of a picture inside a Word or PowerPoint file, counted in the report: read once however often the
+        document shows it (a logo on every slide), at most load_ocr_max_pictures of them, and skipped when it is
+        too small to hold text or cannot be decoded within the limits (the rest of the document still loads)."""
+        if key in self._pictures:
+            return None
+        self._pictures.add(key)
+        if not self.limits.ocr or len(self._pictures) > self.limits.ocr_max_pictures:
+            self.report.skipped_pictures += 1
+            return None
+        try:
+            with open_picture(blob(), self.limits, kind) as image:
+                if not worth_reading(image):
+                    self.report.skipped_pictures += 1
+                    return None
+                result = self.read(decode(image, kind))
+        except (DocumentLoadError, OSError, ValueError) as exc:
+            logger.info("A picture in %s was not read: %s", kind[1], exc)
+            self.report.skipped_pictures += 1
+            return None
+        if result is not None:
+            self.report.ocr_pictures += 1
+        return result
+
+    def nothing_readable(self, kind: Kind, picture: bool = False) -> NothingReadable:
+        """The failure of a document whose every page is a picture (or of an image file, `picture`) from which
+        OCR got no text, saying why."""
+        if not self.limits.ocr:
+            why = ("OCR 已关闭（设置 load_ocr）", "OCR is switched off (setting load_ocr)")
+        elif self.unavailable:
+            why = ("OCR 无法运行", "OCR cannot run")
+        elif self.timeouts:
+            limit = f"{self.limits.ocr_page_timeout_s:g}"
+            why = (
+                f"OCR 在 {self.timeouts} 页上超过了 {limit} 秒的时限（设置 load_ocr_page_timeout_s）",
+                f"OCR ran past its {limit} s limit on {self.timeouts} page(s) (setting load_ocr_page_timeout_s)",
+            )
+        else:
+            why = ("OCR 也没有识别出文字", "OCR found nothing")
+        where = ("这是一张图片", "this is a picture") if picture else (
+            f"{kind[0]}的每一页都是图片",
+            f"every page of {kind[1]} is an image",
+        )
+        message = f"没有找到文字：{where[0]}，{why[0]}。 (No text found: {where[1]} and {why[1]}.)"
+        return NothingReadable(f"{message} {self.unavailable}" if self.unavailable else message)
