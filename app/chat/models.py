@@ -1,9 +1,10 @@
-"""What a chat request carries and what comes back: sources, streamed events, the whole answer."""
+"""What a chat request carries and what comes back: sources, the streamed events (typed, one model per kind),
+the whole answer."""
 
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -78,3 +79,44 @@ class ChatAnswer(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     timings_ms: Timings = Field(default_factory=Timings)
     finish_reason: str | None = None
+
+
+class SourcesEvent(BaseModel):
+    """First: the chunks the answer may cite, and the question retrieval used."""
+
+    type: Literal["sources"] = "sources"
+    mode: ChatMode
+    question: str
+    rewritten_question: str | None
+    conversation_id: str | None
+    sources: list[Source]
+
+
+class DeltaEvent(BaseModel):
+    """A piece of the answer."""
+
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class DoneEvent(BaseModel):
+    """Last, when the answer is complete."""
+
+    type: Literal["done"] = "done"
+    finish_reason: str | None
+    answered_from_kb: bool
+    usage: Usage
+    timings_ms: Timings
+
+
+class ErrorEvent(BaseModel):
+    """Last, when the LLM failed mid-answer: its status and message, and the answer so far."""
+
+    type: Literal["error"] = "error"
+    status: int
+    message: str
+    partial_answer: str
+
+
+# What a chat session streams, told apart by `type` (also the SSE event name).
+ChatEvent = Annotated[SourcesEvent | DeltaEvent | DoneEvent | ErrorEvent, Field(discriminator="type")]

@@ -1,8 +1,9 @@
-"""The chat modes: LLM 对话 (llm), 知识库问答 (kb) and 知识库测试 (kb_test).
+"""The chat modes, one method each: LLM 对话 (`chat_with_llm`), 知识库问答 (`answer_from_kbs`) and 知识库测试
+(`test_kbs`); `start()` picks the request's.
 
-`start()` does everything that can fail with a plain HTTP status before a byte is streamed: validation,
-the knowledge bases' existence, the follow-up rewrite, retrieval and opening the LLM stream (so a down LLM is a
-503, not a broken stream). The returned `ChatSession` then yields typed events: `sources` first, then `delta`s
+Each does everything that can fail with a plain HTTP status before a byte is streamed: validation, the knowledge
+bases' existence, the follow-up rewrite, retrieval and opening the LLM stream (so a down LLM is a 503, not a broken
+stream). The returned `ChatSession` then yields typed events (app/chat/models.py): `sources` first, then `delta`s
 of the answer, then `done` with usage and timings, or `error` if the LLM fails mid-answer. Model and Milvus
 calls run in threads; the event loop is never blocked.
 """
@@ -12,10 +13,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
 
 from app.chat.conversations import ConversationStore
-from app.chat.models import ChatAnswer, ChatMode, ChatRequest, HistoryMessage, Source
+from app.chat.models import (
+    ChatAnswer,
+    ChatEvent,
+    ChatMode,
+    ChatRequest,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    HistoryMessage,
+    Source,
+    SourcesEvent,
+)
 from app.chat.prompts import PromptBook, load_prompts
 from app.errors import InvalidInput, KBQAError
 from app.kb.service import KnowledgeBaseService
@@ -24,7 +36,7 @@ from app.retrieval.retriever import RetrievalMode
 from app.retrieval.service import SearchService
 from app.settings import Settings
 
-Event = dict[str, Any]
+Message = dict[str, str]
 
 
 def _ms_since(started: float) -> float:
@@ -43,37 +55,24 @@ class ChatSession:
         self.deltas: AsyncIterator[ChatDelta] | None = None
         self.failure: KBQAError | None = None
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[ChatEvent]:
         answer = self.answer
-        yield {
-            "type": "sources",
-            "mode": answer.mode.value,
-            "question": answer.question,
-            "rewritten_question": answer.rewritten_question,
-            "conversation_id": answer.conversation_id,
-            "sources": [s.model_dump() for s in answer.sources],
-        }
+        yield SourcesEvent.model_validate(answer, from_attributes=True)
         try:
             async for text in self._texts():
                 if answer.timings_ms.first_token_ms is None:
                     answer.timings_ms.first_token_ms = _ms_since(self.started)
                 answer.answer += text
-                yield {"type": "delta", "text": text}
+                yield DeltaEvent(text=text)
         except KBQAError as exc:
             self.failure = exc
             answer.timings_ms.total_ms = _ms_since(self.started)
-            yield {"type": "error", "status": exc.status_code, "message": exc.message, "partial_answer": answer.answer}
+            yield ErrorEvent(status=exc.status_code, message=exc.message, partial_answer=answer.answer)
             return
         answer.timings_ms.total_ms = _ms_since(self.started)
         if answer.conversation_id and answer.mode != ChatMode.kb_test:
             await asyncio.to_thread(self.conversations.append_turn, answer.conversation_id, answer.question, answer)
-        yield {
-            "type": "done",
-            "finish_reason": answer.finish_reason,
-            "answered_from_kb": answer.answered_from_kb,
-            "usage": answer.usage.model_dump(),
-            "timings_ms": answer.timings_ms.model_dump(),
-        }
+        yield DoneEvent.model_validate(answer, from_attributes=True)
 
     async def _texts(self) -> AsyncIterator[str]:
         if self.prefix:
@@ -105,6 +104,24 @@ class ChatSession:
         return self.answer
 
 
+@dataclass
+class _Turn:
+    """A checked request: its session, the knowledge bases to search and the earlier turns to use."""
+
+    session: ChatSession
+    kb_names: list[str]
+    history: list[HistoryMessage]
+
+    @property
+    def answer(self) -> ChatAnswer:
+        return self.session.answer
+
+    def messages(self, system: str | None) -> list[Message]:
+        """The system message, if any, and the earlier turns: what every prompt starts with."""
+        messages = [{"role": "system", "content": system}] if system else []
+        return messages + [{"role": m.role, "content": m.content} for m in self.history]
+
+
 class ChatService:
     def __init__(
         self,
@@ -125,59 +142,79 @@ class ChatService:
         return load_prompts(self.settings.prompts_file)
 
     async def start(self, request: ChatRequest) -> ChatSession:
-        started = time.perf_counter()
-        question = self.search.validate_question(request.question)
-        kb_names = await self._checked_kbs(request)
-        history = await self._history(request)
-        answer = ChatAnswer(mode=request.mode, question=question, conversation_id=request.conversation_id)
-        session = ChatSession(answer, started, self.conversations)
-        turns = self.settings.chat_history_turns if request.history_turns is None else request.history_turns
-        history = history[-2 * turns :] if turns else []
+        """The answer to a request, in its mode."""
+        if request.mode == ChatMode.llm:
+            return await self.chat_with_llm(request)
+        if request.mode == ChatMode.kb:
+            return await self.answer_from_kbs(request)
+        return await self.test_kbs(request)
 
-        retrieval_question = question
+    async def chat_with_llm(self, request: ChatRequest) -> ChatSession:
+        """LLM 对话: the question after the earlier turns, straight to the LLM."""
+        turn = await self._begin(request, with_kbs=False)
+        messages = [*turn.messages(request.system), {"role": "user", "content": turn.answer.question}]
+        return await self._open_llm(turn, messages, request)
+
+    async def answer_from_kbs(self, request: ChatRequest) -> ChatSession:
+        """知识库问答: a follow-up rewritten into a standalone question, retrieval from the knowledge bases, and the
+        LLM answering from the numbered sources; without sources, a refusal or the LLM alone (no_hit_policy)."""
+        turn = await self._begin(request, with_kbs=True)
+        answer, question = turn.answer, turn.answer.question
         # Checked before the rewrite, so a bad option costs no LLM call before it is refused.
-        options = (
-            self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
-            if request.mode != ChatMode.llm
-            else ()
-        )
+        options = self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
         rewrite = self.settings.chat_rewrite_followups if request.rewrite is None else request.rewrite
-        if request.mode == ChatMode.kb and history and rewrite:
+        retrieval_question = question
+        if turn.history and rewrite:
             t0 = time.perf_counter()
-            retrieval_question = await self._rewrite(history, question)
+            retrieval_question = await self._rewrite(turn.history, question)
             answer.rewritten_question = retrieval_question
             answer.timings_ms.rewrite_ms = _ms_since(t0)
-        if request.mode in (ChatMode.kb, ChatMode.kb_test):
-            t0 = time.perf_counter()
-            answer.sources = await asyncio.to_thread(self._retrieve, kb_names, retrieval_question, *options)
-            answer.timings_ms.retrieval_ms = _ms_since(t0)
-        if request.mode == ChatMode.kb_test:
-            return session
-
-        messages = [{"role": "system", "content": request.system}] if request.system else []
-        messages += [{"role": m.role, "content": m.content} for m in history]
-        if request.mode == ChatMode.llm:
-            messages.append({"role": "user", "content": question})
-        elif answer.sources:
+        await self._retrieve(turn, retrieval_question, *options)
+        messages = turn.messages(request.system)
+        if answer.sources:
             answer.answered_from_kb = True
             # The standalone (rewritten) question: the follow-up alone may point the model at the wrong source.
             prompt = self.prompts.kb_prompt(retrieval_question, answer.sources, request.template)
             messages.append({"role": "user", "content": prompt})
         elif (request.no_hit_policy or self.settings.chat_no_hit_policy) == "refuse":
-            session.fixed_text = self.prompts.no_hit_refusal
-            return session
+            turn.session.fixed_text = self.prompts.no_hit_refusal
+            return turn.session
         else:
-            session.prefix = self.prompts.no_hit_notice
+            turn.session.prefix = self.prompts.no_hit_notice
             messages.append({"role": "user", "content": question})
-        answer.timings_ms.llm_request_ms = _ms_since(started)
-        session.deltas = await self.llm.aopen_stream(
+        return await self._open_llm(turn, messages, request)
+
+    async def test_kbs(self, request: ChatRequest) -> ChatSession:
+        """知识库测试: retrieval only; the session streams the sources and no answer."""
+        turn = await self._begin(request, with_kbs=True)
+        options = self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
+        await self._retrieve(turn, turn.answer.question, *options)
+        return turn.session
+
+    async def _begin(self, request: ChatRequest, *, with_kbs: bool) -> _Turn:
+        """What every mode checks first, in this order: the question, the knowledge bases, the history."""
+        started = time.perf_counter()
+        question = self.search.validate_question(request.question)
+        kb_names = await self._checked_kbs(request) if with_kbs else []
+        history = await self._history(request)
+        turns = self.settings.chat_history_turns if request.history_turns is None else request.history_turns
+        answer = ChatAnswer(mode=request.mode, question=question, conversation_id=request.conversation_id)
+        session = ChatSession(answer, started, self.conversations)
+        return _Turn(session, kb_names, history[-2 * turns :] if turns else [])
+
+    async def _open_llm(self, turn: _Turn, messages: list[Message], request: ChatRequest) -> ChatSession:
+        turn.answer.timings_ms.llm_request_ms = _ms_since(turn.session.started)
+        turn.session.deltas = await self.llm.aopen_stream(
             messages, temperature=request.temperature, max_tokens=request.max_tokens
         )
-        return session
+        return turn.session
+
+    async def _retrieve(self, turn: _Turn, question: str, top_k: int, threshold: float, mode: RetrievalMode) -> None:
+        t0 = time.perf_counter()
+        turn.answer.sources = await asyncio.to_thread(self._sources, turn.kb_names, question, top_k, threshold, mode)
+        turn.answer.timings_ms.retrieval_ms = _ms_since(t0)
 
     async def _checked_kbs(self, request: ChatRequest) -> list[str]:
-        if request.mode == ChatMode.llm:
-            return []
         names = list(dict.fromkeys(request.kb_names))
         if not names:
             raise InvalidInput(f"mode {request.mode.value} needs at least one knowledge base in kb_names")
@@ -206,7 +243,7 @@ class ChatService:
         rewritten = result.text.strip().strip("\"'“”「」").splitlines()
         return rewritten[0].strip() if rewritten and rewritten[0].strip() else question
 
-    def _retrieve(
+    def _sources(
         self, kb_names: list[str], question: str, top_k: int, threshold: float, mode: RetrievalMode
     ) -> list[Source]:
         """Search each knowledge base, merge by score (one 0-1 scale everywhere), keep the best top_k."""

@@ -14,16 +14,16 @@ from pydantic import BaseModel
 from app.api.deps import chat_service, conversations
 from app.api.responses import SSE_HEADERS
 from app.chat.conversations import ConversationStore, ConversationView
-from app.chat.models import ChatAnswer, ChatRequest
-from app.chat.service import ChatService, Event
+from app.chat.models import ChatAnswer, ChatEvent, ChatRequest
+from app.chat.service import ChatService
 from app.validation import RequestModel
 
 router = APIRouter(prefix="/api", tags=["chat"])
 
 
-async def server_sent_events(events: AsyncIterator[Event]) -> AsyncIterator[str]:
+async def server_sent_events(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
     async for event in events:
-        yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+        yield f"event: {event.type}\ndata: {json.dumps(event.model_dump(mode='json'), ensure_ascii=False)}\n\n"
 
 
 @router.post("/chat", response_model=ChatAnswer)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 
 from app.api.deps import chat_service, embedding_service, knowledge_bases
 from app.api.responses import SSE_HEADERS, openai_error
-from app.chat.models import ChatMode, ChatRequest, HistoryMessage
+from app.chat.models import ChatMode, ChatRequest, DeltaEvent, DoneEvent, ErrorEvent, HistoryMessage, SourcesEvent
 from app.chat.service import ChatService, ChatSession
 from app.errors import InvalidInput, KBQAError, NotFound
 from app.kb.service import KnowledgeBaseService
@@ -227,14 +227,15 @@ async def _chunks(session: ChatSession, completion_id: str, model: str) -> Async
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     async for event in session.events():
-        if event["type"] == "sources":
-            yield chunk({"role": "assistant", "content": ""}, sources=event["sources"],
-                        rewritten_question=event["rewritten_question"])
-        elif event["type"] == "delta":
-            yield chunk({"content": event["text"]})
-        elif event["type"] == "done":
-            yield chunk({}, event["finish_reason"] or "stop", usage=_openai_usage(event["usage"]))
-        else:
-            error = {"message": event["message"], "type": "server_error", "code": event["status"]}
-            yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
+        match event:
+            case SourcesEvent():
+                yield chunk({"role": "assistant", "content": ""}, sources=[s.model_dump() for s in event.sources],
+                            rewritten_question=event.rewritten_question)
+            case DeltaEvent():
+                yield chunk({"content": event.text})
+            case DoneEvent():
+                yield chunk({}, event.finish_reason or "stop", usage=_openai_usage(event.usage.model_dump()))
+            case ErrorEvent():
+                error = {"message": event.message, "type": "server_error", "code": event.status}
+                yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"
