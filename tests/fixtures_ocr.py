@@ -134,10 +134,13 @@ def render_text(
     return Rendered(image, "\n".join(drawn))
 
 
-def full_page(language: str, dpi: int = 200) -> Rendered:
-    """An A4 page filled with body text in 12 pt: Chinese ("zh"), English ("en") or both, paragraph by paragraph."""
+def full_page(language: str, dpi: int = 200, start: int = 0) -> Rendered:
+    """An A4 page filled with body text in 12 pt: Chinese ("zh"), English ("en") or both, paragraph by paragraph,
+    from paragraph `start` on (pages with different `start` begin differently)."""
     paragraphs = {"zh": ZH_PARAGRAPHS, "en": EN_PARAGRAPHS, "mixed": _interleave(ZH_PARAGRAPHS, EN_PARAGRAPHS)}
-    return render_text(list(paragraphs[language]) * 8, dpi=dpi)
+    chosen = list(paragraphs[language])
+    shift = start % len(chosen)
+    return render_text((chosen[shift:] + chosen[:shift]) * 8, dpi=dpi)
 
 
 def _interleave(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
@@ -176,8 +179,13 @@ def image_only_pdf(pages: list[Image.Image], path: Path, dpi: int = 200) -> Path
     return path
 
 
-def mixed_pdf(text_page: str, scanned: Image.Image, path: Path, dpi: int = 200) -> Path:
+def mixed_pdf(text_page: str, scanned: Image.Image, path: Path) -> Path:
     """Page 1 has a text layer holding `text_page`; page 2 is the picture `scanned`, full page, and nothing else."""
+    return pages_pdf([text_page, scanned], path)
+
+
+def pages_pdf(pages: list[str | Image.Image], path: Path) -> Path:
+    """An A4 PDF with a page per entry: a text (typeset, with a text layer) or a picture (full page, no text)."""
     fonts = cjk_fonts()
     if fonts is None:
         raise FileNotFoundError(f"No CJK-capable fonts for fpdf2; install them with: {FONT_HINT}")
@@ -186,10 +194,12 @@ def mixed_pdf(text_page: str, scanned: Image.Image, path: Path, dpi: int = 200) 
     pdf.add_font("cjk", fname=str(fonts[1]))
     pdf.set_fallback_fonts(["cjk"])
     pdf.set_font("latin", size=12)
-    pdf.add_page()
-    pdf.multi_cell(0, 8, text_page, new_x="LMARGIN", new_y="NEXT")
-    pdf.add_page()
-    pdf.image(scanned.convert("RGB"), x=0, y=0, w=210, h=297)
+    for page in pages:
+        pdf.add_page()
+        if isinstance(page, str):
+            pdf.multi_cell(0, 8, page, new_x="LMARGIN", new_y="NEXT")
+        else:
+            pdf.image(page.convert("RGB"), x=0, y=0, w=210, h=297)
     path.write_bytes(bytes(pdf.output()))
     return path
 

@@ -2,13 +2,15 @@
 
 The engine is Debian's Tesseract 5 (`tesseract-ocr` with the `chi_sim` and `eng` packs, installed by
 scripts/setup.sh); its models are files of those packages, never downloaded. It was measured against
-rapidocr-onnxruntime 1.4.4 (PP-OCRv4) on the same generated pages (scripts/bench_ocr.py, docs/benchmarks.md): as
-accurate on printed Chinese and English, a third of the CPU time per page, and it keeps the spaces between English
-words, which PP-OCRv4 often drops ("componentranks"), breaking keyword search.
+rapidocr-onnxruntime 1.4.4 (PP-OCRv4) on the same generated pages (scripts/bench_ocr.py, docs/benchmarks.md): nearly
+as accurate on printed Chinese and English (0.997 of characters against 0.999 at 200 DPI), half the CPU time per
+page, and it keeps the spaces between English words, which PP-OCRv4 often drops ("componentranks": a fifth of the
+words wrong), breaking keyword search.
 
 Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: on a 2-core machine
-the other core keeps answering), and is killed past `load_ocr_page_timeout_s`: a page that takes too long costs at
-most that and counts as unreadable. The command line is called directly rather than through pytesseract, which
+the other core keeps answering; with two OpenMP threads a page took ten times longer on the busy 2-core machine),
+and is killed past `load_ocr_page_timeout_s`: a page that takes too long costs at most that and counts as
+unreadable. The command line is called directly rather than through pytesseract, which
 can give the child its thread limit only by changing the environment of the whole server (and with it of the LLM
 workers it starts). The engine (binary and language packs) is looked up once per process, on first use.
 
@@ -43,7 +45,8 @@ INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-chi-sim"
 MAX_OCR_PIXELS = 9_000_000  # an A4 page at 300 DPI (8.7 MP): larger pictures are reduced before OCR
 _MIN_PICTURE_SIDE = 16  # pictures narrower or lower than this (bullets, rules, spacers) hold no readable text
 # Tesseract reads a page as one column of text of varying sizes (--psm 4): its automatic layout analysis
-# (--psm 3) drops the first characters of Chinese lines on sparse pages and whole lines on some.
+# (--psm 3) drops the first characters of Chinese lines on sparse pages and whole lines on some, and one uniform
+# block (--psm 6) garbles a heading set larger than the body.
 _PAGE_SEGMENTATION = "4"
 _INK_LEVEL = 60  # a pixel this much darker than the page's median is ink
 _BLANK_INK_SHARE = 0.0001  # below this share of ink pixels (in a 600-pixel thumbnail) a page is blank
@@ -65,7 +68,7 @@ class Tesseract:
     languages: str
 
     def read(self, image: Image.Image, timeout_s: float) -> OcrText:
-        """The text of `image` (grayscale), line by line; raises subprocess.TimeoutExpired past `timeout_s`."""
+        """The text of `image` (grayscale), a paragraph per line; subprocess.TimeoutExpired past `timeout_s`."""
         png = io.BytesIO()
         image.save(png, format="PNG", compress_level=1)
         command = [self.binary, "stdin", "stdout", "-l", self.languages, "--psm", _PAGE_SEGMENTATION, "tsv"]
