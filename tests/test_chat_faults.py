@@ -81,6 +81,7 @@ def test_worker_dying_mid_answer_ends_with_an_error_event(api_url: str, stack: L
                 os.killpg(worker.popen.pid, signal.SIGKILL)
     assert events[-1]["type"] == "error", events[-4:]
     assert events[-1]["status"] == 503 and "mid-stream" in events[-1]["message"]
+    assert events[-1]["code"] == "llm_stream_broken"
     assert events[-1]["partial_answer"] == "".join(e["text"] for e in events if e["type"] == "delta")
 
     worker.popen.wait(timeout=120)  # its socket closes before the process is gone: revive only a dead one

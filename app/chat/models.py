@@ -110,10 +110,12 @@ class DoneEvent(BaseModel):
 
 
 class ErrorEvent(BaseModel):
-    """Last, when the LLM failed mid-answer: its status and message, and the answer so far."""
+    """Last, when the LLM failed mid-answer: its status, code (as in error bodies) and message, and the answer so
+    far."""
 
     type: Literal["error"] = "error"
     status: int
+    code: str
     message: str
     partial_answer: str
 

@@ -67,7 +67,7 @@ class ChatSession:
         except KBQAError as exc:
             self.failure = exc
             answer.timings_ms.total_ms = _ms_since(self.started)
-            yield ErrorEvent(status=exc.status_code, message=exc.message, partial_answer=answer.answer)
+            yield ErrorEvent(status=exc.status_code, code=exc.code, message=exc.message, partial_answer=answer.answer)
             return
         answer.timings_ms.total_ms = _ms_since(self.started)
         if answer.conversation_id and answer.mode != ChatMode.kb_test:
