@@ -135,7 +135,7 @@ class Steps:
 def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) -> None:
     page = browser_page
     steps = Steps(page)
-    page.get_by_text("对话", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("对话", exact=True).first.wait_for(timeout=ANSWER_TIMEOUT_MS)
     steps.shot("start")
 
     # Knowledge-base page: create a knowledge base, upload a PDF and a hostile text file, watch them get ready.
@@ -182,8 +182,8 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     # 知识库测试: scored chunks as a table and a chart.
     steps.mode("知识库测试")
     steps.ask("输入问题，查看检索到的分块与分数……", "主镜是谁研制的？")
-    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
-    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=ANSWER_TIMEOUT_MS)
     steps.idle()
     steps.shot("retrieval-test-scores")
 
@@ -195,7 +195,7 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
         str(questions)
     )
     page.get_by_role("button", name="开始评测").click()
-    page.get_by_text("完成：3 个问题", exact=False).wait_for(timeout=120_000)
+    page.get_by_text("完成：3 个问题", exact=False).wait_for(timeout=ANSWER_TIMEOUT_MS)
     steps.idle()
     steps.shot("evaluation-report", page.get_by_text("建议分数阈值"))
     page.get_by_text("批量评测", exact=False).click()  # fold it away again
