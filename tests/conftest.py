@@ -339,7 +339,8 @@ def wait_documents(client: TestClient, kb: str, doc_ids: list[str] | None = None
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 300, poll_s: float = 0.2) -> None:
-    """Poll a state until it holds; `timeout` only bounds a hang (fails naming `what`), it is no time window."""
+    """Poll a state until it holds; `timeout` only bounds a hang (fails naming `what`), it is no time window. The
+    one poll loop of the tests, for states another process owns (catalog rows, HTTP resources, worker status)."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"still waiting for {what}"
@@ -371,12 +372,17 @@ def doc_state(catalog: Catalog, doc_id: str) -> DocState:
 def wait_doc_state(
     catalog: Catalog, doc_id: str, reached: Callable[[DocState], bool], passing: set[str], timeout: float = 300
 ) -> DocState:
-    """Poll the catalog until the document's state is `reached`; on the way its status may only be in `passing`."""
-    deadline = time.monotonic() + timeout
-    while not reached(state := doc_state(catalog, doc_id)):
-        assert state.status in passing and time.monotonic() < deadline, state
-        time.sleep(0.02)
-    return state
+    """Poll the catalog until the document's state is `reached`; on the way its status may only be in `passing`.
+    Another process writes that state, so there is no event to wait on: `wait_until` polls."""
+    seen: list[DocState] = []
+
+    def reached_now() -> bool:
+        seen.append(state := doc_state(catalog, doc_id))
+        assert state.status in passing, state
+        return reached(state)
+
+    wait_until(reached_now, f"document {doc_id} to reach its state", timeout, poll_s=0.02)
+    return seen[-1]
 
 
 def upload(client: TestClient, kb: str, *files: tuple[str, bytes]) -> list[dict]:

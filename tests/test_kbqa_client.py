@@ -3,14 +3,13 @@ segment escaped on the wire, streamed answers parsed, failures raised as typed e
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kbqa_client import ApiError, ApiUnreachable, KbqaClient, LLMUnavailable, NotFound, Unauthorized, api_path
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, wait_until
 from tests.live_api import serving
 
 HOSTILE = "质量?#%报告 & <b>"
@@ -35,11 +34,8 @@ def client(api_url: str) -> Iterator[KbqaClient]:
 
 
 def wait_ready(client: KbqaClient, kb: str, doc_id: str) -> dict:
-    deadline = time.monotonic() + 300
-    while (doc := client.document(kb, doc_id))["status"] not in {"ready", "failed"}:
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.2)
-    return doc
+    wait_until(lambda: client.document(kb, doc_id)["status"] in {"ready", "failed"}, f"{doc_id} to be indexed")
+    return client.document(kb, doc_id)
 
 
 def test_api_path_escapes_every_segment() -> None:

@@ -190,25 +190,19 @@ class MilvusStore:
         return [ChunkRecord.model_validate(_record_fields(r)) for r in rows]
 
     def search_dense(self, name: str, vector: np.ndarray, limit: int) -> list[Hit]:
-        result = self.client.search(
-            name,
-            data=[vector.astype(np.float32).tolist()],
-            anns_field="dense",
-            limit=limit,
-            output_fields=_OUTPUT_FIELDS,
-            search_params={"metric_type": "COSINE"},
-            timeout=self.timeout,
-        )
-        return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
+        return self._search(name, vector.astype(np.float32).tolist(), "dense", "COSINE", limit)
 
     def search_bm25(self, name: str, text: str, limit: int) -> list[Hit]:
+        return self._search(name, text, "sparse", "BM25", limit)
+
+    def _search(self, name: str, query: object, field: str, metric: str, limit: int) -> list[Hit]:
         result = self.client.search(
             name,
-            data=[text],
-            anns_field="sparse",
+            data=[query],
+            anns_field=field,
             limit=limit,
             output_fields=_OUTPUT_FIELDS,
-            search_params={"metric_type": "BM25"},
+            search_params={"metric_type": metric},
             timeout=self.timeout,
         )
         return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
