@@ -378,8 +378,10 @@ def wait_doc_state(
 
     def reached_now() -> bool:
         seen.append(state := doc_state(catalog, doc_id))
+        if reached(state):
+            return True
         assert state.status in passing, state
-        return reached(state)
+        return False
 
     wait_until(reached_now, f"document {doc_id} to reach its state", timeout, poll_s=0.02)
     return seen[-1]
