@@ -361,7 +361,7 @@ def test_the_document_list_says_how_each_document_was_read_and_chunks_mark_ocr(
     monkeypatch.setenv("KBQA_API_URL", url)
     at = kb_page()
     confidence = doc["reading"]["ocr_confidence"]
-    expected = f"文本层 1 页 · OCR 1 页（置信度 {confidence:.2f}）· 无内容 1 页"
+    expected = f"文本层 1 页 · OCR 1 页（置信度 {confidence:.2f}） · 无内容 1 页"
     assert list(at.dataframe[0].value[zh("col.reading")]) == [expected]
     at.toggle(key="show_chunks").set_value(True).run()
     captions = [c for c in texts(at, "caption") if c.startswith("分块 #")]
