@@ -85,6 +85,7 @@ class Services:
             lease_s=settings.ingest_lease_s,
             limits=LoadLimits.from_settings(settings),
             max_attempts=settings.max_index_attempts,
+            progress_interval_s=settings.load_ocr_progress_interval_s,
         )
         self.queue = IngestionQueue(self.indexer)
 

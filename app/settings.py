@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     load_ocr_page_timeout_s: float = Field(60.0, gt=0)
     load_ocr_max_image_pixels: int = Field(64_000_000, ge=1)
     load_ocr_max_pictures: int = Field(50, ge=0)
+    load_ocr_progress_interval_s: float = Field(1.0, ge=0)
 
     max_upload_mb: float = Field(200, gt=0)
     max_filename_chars: int = Field(200, ge=16, le=255)

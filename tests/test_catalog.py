@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from app.api.main import create_app
 from app.errors import InvalidInput
 from app.kb.ingestion import DocumentIndexer
+from app.kb.views import DocumentInfo
 from app.storage.catalog import Catalog, Document, KnowledgeBase, kb_by_name
 from tests.conftest import PostgresServer, create_kb, make_settings, running_postgres, upload_ready
 
@@ -142,6 +143,41 @@ def test_an_older_catalog_gets_the_new_columns(tmp_path: Path) -> None:
         session.add(kb)
         session.add(_doc(kb))
     assert DocumentIndexer(catalog, None, None, tmp_path).claimable_ids()  # type: ignore[arg-type]
+    catalog.dispose()
+
+
+READING_COLUMNS = [
+    "text_pages", "ocr_pages", "ocr_confidence", "empty_pages", "ocr_pictures", "skipped_pictures", "pages_done",
+    "pages_total",
+]
+
+
+def test_an_older_catalog_gets_the_reading_columns_and_its_documents_read_as_not_yet_reported(tmp_path: Path) -> None:
+    """A catalog from before documents kept how they were read and their pages read: its documents list with no
+    reading, and the columns take values once the documents are read again."""
+    path = tmp_path / "old.db"
+    catalog = Catalog(f"sqlite:///{path}")
+    with catalog.session() as session:
+        kb = _kb("旧库")
+        session.add(kb)
+        doc = _doc(kb, "扫描件.pdf")
+        session.add(doc)
+    catalog.dispose()
+    with sqlite3.connect(path) as connection:
+        for column in READING_COLUMNS:
+            connection.execute(f"ALTER TABLE documents DROP COLUMN {column}")
+    catalog = Catalog(f"sqlite:///{path}")
+    with catalog.session() as session:
+        old = session.get(Document, doc.id)
+        assert old is not None
+        info = DocumentInfo.of(old, "旧库")
+        assert (info.reading, info.pages_done, info.pages_total) == (None, None, None)
+        old.text_pages, old.ocr_pages, old.ocr_confidence, old.empty_pages = 1, 2, 0.93, "4"
+        old.ocr_pictures, old.skipped_pictures, old.pages_done, old.pages_total = 0, 0, 4, 4
+    with catalog.session() as session:
+        info = DocumentInfo.of(session.get(Document, doc.id), "旧库")  # type: ignore[arg-type]
+    assert info.reading is not None and (info.reading.ocr_pages, info.reading.empty_pages) == (2, [4])
+    assert (info.reading.ocr_confidence, info.pages_done) == (0.93, 4)
     catalog.dispose()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import PROJECT_ROOT
+from tests import fixtures_ocr as fo
 from tests.conftest import KBQA, api_env, free_port, kbqa_serve
 
 
@@ -125,3 +128,20 @@ def test_every_command_reaches_a_knowledge_base_named_with_url_characters(
     assert json.loads(kbqa(server, "doc", "list", HOSTILE, "--json").stdout) == []
     assert kbqa(server, "kb", "delete", HOSTILE, "--yes").returncode == 0
     assert HOSTILE not in [kb["name"] for kb in json.loads(kbqa(server, "kb", "list", "--json").stdout)]
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="OCR needs Tesseract: bash scripts/setup.sh")
+def test_doc_list_says_how_each_document_was_read(server: dict[str, str], tmp_path: Path) -> None:
+    assert kbqa(server, "kb", "create", "扫描件").returncode == 0
+    notice = fo.save_image(fo.picture(fo.ZH_PNG_SENTENCE), tmp_path / "告示.png")
+    note = tmp_path / "说明.txt"
+    note.write_text("纯文字的说明：图书馆周一闭馆。", encoding="utf-8")
+    uploaded = kbqa(server, "doc", "upload", "扫描件", str(notice), str(note))
+    assert uploaded.returncode == 0 and "告示.png: ready" in uploaded.stdout, uploaded.stdout
+    listed = kbqa({**server, "COLUMNS": "300"}, "doc", "list", "扫描件")
+    assert listed.returncode == 0, listed.stdout
+    rows = {name: line for line in listed.stdout.splitlines() for name in ("告示.png", "说明.txt") if name in line}
+    assert re.search(r"│ OCR 1/1 pages \(conf [01]\.\d\d\) +│", rows["告示.png"]), rows
+    assert re.search(r"│ text +│", rows["说明.txt"]), rows
+    docs = json.loads(kbqa(server, "doc", "list", "扫描件", "--json").stdout)
+    assert {d["filename"]: d["reading"]["ocr_pages"] for d in docs} == {"告示.png": 1, "说明.txt": 0}

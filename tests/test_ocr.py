@@ -297,7 +297,7 @@ def test_a_sentence_only_in_a_picture_is_found_on_its_page(
     client: TestClient, scanned_docs: dict[str, dict], sentence: str, file_name: str, page: int | None
 ) -> None:
     top = _top(client, sentence)
-    assert (top["file_name"], top["page"]) == (file_name, page)
+    assert (top["file_name"], top["page"], top["ocr"]) == (file_name, page, True)
     assert fuzz.partial_ratio(fo.normalized(sentence), fo.normalized(top["text"])) >= 90, top["text"]
 
 

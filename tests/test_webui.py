@@ -7,6 +7,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app.llm.stack import LLMStack
 from app.settings import PROJECT_ROOT
-from tests.conftest import free_port, make_settings
+from tests import fixtures_ocr as fo
+from tests.conftest import free_port, make_settings, wait_until
 from tests.live_api import serving
 from webui.export import conversation_markdown
 from webui.i18n import TEXTS
@@ -322,3 +325,76 @@ def test_the_ui_sends_its_key_and_explains_a_refused_one(monkeypatch: pytest.Mon
     assert texts(at, "info") == [zh("kbs.no_documents")]
     headers = {"Authorization": "Bearer ui-key-1"}
     assert httpx.get(f"{keyed_api}/api/kbs", headers=headers).json()[0]["name"] == hostile
+
+
+SCAN_KB = "扫描库"
+
+
+@pytest.fixture(scope="module")
+def api_with_a_scan(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[tuple[str, dict]]:
+    """An API without an LLM holding a PDF of a text page, a scanned page and a blank scan, read; every page read
+    is recorded at once (no interval)."""
+    if shutil.which("tesseract") is None:
+        pytest.skip("OCR needs Tesseract: bash scripts/setup.sh")
+    folder = tmp_path_factory.mktemp("webui-scan")
+    settings = make_settings(
+        folder / "data",
+        embedding_model_dir,
+        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        load_ocr_progress_interval_s=0,
+    )
+    scan = fo.render_text([fo.ZH_MIXED_SENTENCE]).image
+    pages = ["第一页有文字层：" + fo.ZH_PARAGRAPHS[4], scan, Image.new("L", scan.size, 255)]
+    pdf = fo.pages_pdf(pages, folder / "三页.pdf")
+    with serving(settings) as url:
+        httpx.post(f"{url}/api/kbs", json={"name": SCAN_KB}).raise_for_status()
+        sent = httpx.post(f"{url}/api/kbs/{SCAN_KB}/documents", files=[("files", (pdf.name, pdf.read_bytes()))])
+        doc_id = sent.json()[0]["document"]["id"]
+        wait_until(lambda: httpx.get(f"{url}/api/kbs/{SCAN_KB}/documents/{doc_id}").json()["status"] == "ready", "OCR")
+        yield url, httpx.get(f"{url}/api/kbs/{SCAN_KB}/documents/{doc_id}").json()
+
+
+def test_the_document_list_says_how_each_document_was_read_and_chunks_mark_ocr(
+    monkeypatch: pytest.MonkeyPatch, api_with_a_scan: tuple[str, dict]
+) -> None:
+    url, doc = api_with_a_scan
+    monkeypatch.setenv("KBQA_API_URL", url)
+    at = kb_page()
+    confidence = doc["reading"]["ocr_confidence"]
+    expected = f"文本层 1 页 · OCR 1 页（置信度 {confidence:.2f}） · 无内容 1 页"
+    assert list(at.dataframe[0].value[zh("col.reading")]) == [expected]
+    at.toggle(key="show_chunks").set_value(True).run()
+    captions = [c for c in texts(at, "caption") if c.startswith("分块 #")]
+    assert captions == ["分块 #0 · 第 1 页", "分块 #1 · 第 2 页 · OCR"], captions
+
+
+def test_the_retrieval_test_marks_hits_read_by_ocr(
+    monkeypatch: pytest.MonkeyPatch, api_with_a_scan: tuple[str, dict]
+) -> None:
+    monkeypatch.setenv("KBQA_API_URL", api_with_a_scan[0])
+    table = ask(app(), "kb_test", fo.ZH_MIXED_SENTENCE, [SCAN_KB]).dataframe[0].value
+    assert (table[zh("hits.page")][0], table[zh("hits.ocr")][0]) == ("2", "OCR")
+    assert "OCR" not in set(table[zh("hits.ocr")][table[zh("hits.page")] == "1"])
+
+
+def test_the_document_list_shows_ocr_progress_page_by_page(
+    monkeypatch: pytest.MonkeyPatch, api_with_a_scan: tuple[str, dict], tmp_path: Path
+) -> None:
+    url = api_with_a_scan[0]
+    monkeypatch.setenv("KBQA_API_URL", url)
+    pages = [fo.render_text([fo.ZH_PARAGRAPHS[n % 6]]).image for n in range(12)]
+    pdf = fo.image_only_pdf(pages, tmp_path / "十二页.pdf")
+    sent = httpx.post(f"{url}/api/kbs/{SCAN_KB}/documents", files=[("files", (pdf.name, pdf.read_bytes()))])
+    doc_id = sent.json()[0]["document"]["id"]
+
+    def reading_row(at: AppTest) -> tuple[float, str] | None:
+        table = at.dataframe[0].value
+        row = table[table[zh("col.filename")] == pdf.name]
+        how = str(row[zh("col.reading")].iloc[0]) if len(row) else ""
+        return (float(row[zh("col.progress")].iloc[0]), how) if how.startswith("读取第") else None
+
+    at = wait_for(kb_page(), lambda a: reading_row(a) is not None)
+    progress, how = reading_row(at)  # type: ignore[misc]
+    done = int(re.fullmatch(r"读取第 (\d+)/12 页", how).group(1))  # type: ignore[union-attr]
+    assert 0 < done < 12 and progress == pytest.approx(done / 12)
+    assert httpx.delete(f"{url}/api/kbs/{SCAN_KB}/documents/{doc_id}").status_code == 204

@@ -90,3 +90,4 @@ class Chunk:
     chunk_index: int
     page: int | None = None
     heading: str | None = None
+    ocr: bool = False  # some of its text was read from a picture by OCR

@@ -18,6 +18,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -30,8 +31,8 @@ from typing import Protocol
 import numpy as np
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
-from app.kb.documents import Chunk, DocumentLoadError
-from app.kb.loaders import LoadLimits, load_document
+from app.kb.documents import Chunk, DocumentLoadError, ReadReport
+from app.kb.loaders import LoadLimits, OnPage, load_document
 from app.kb.splitter import split_document
 from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
 from app.storage.diskspace import DiskFull, is_disk_full
@@ -69,6 +70,42 @@ class _Job:
     chunks: list[Chunk] = field(default_factory=list)
     embedded: int = 0
     cancelled: bool = False
+    report: ReadReport | None = None
+    pages_done: int | None = None
+    pages_total: int | None = None
+
+    def read_fields(self) -> dict[str, object]:
+        """How the document was read, as its catalog columns."""
+        report = self.report or ReadReport()
+        confidence = report.ocr_confidence
+        return {
+            "pages": self.pages,
+            "text_pages": report.text_pages,
+            "ocr_pages": report.ocr_pages,
+            "ocr_confidence": None if confidence is None else round(confidence, 4),
+            "empty_pages": ",".join(map(str, report.empty_pages)),
+            "ocr_pictures": report.ocr_pictures,
+            "skipped_pictures": report.skipped_pictures,
+            "pages_done": self.pages_done,
+            "pages_total": self.pages_total,
+        }
+
+
+class ReadingCancelled(Exception):
+    """Raised between two pages of a document being read once it was deleted, to stop its OCR."""
+
+
+# Cleared when indexing starts: what an earlier reading of the document recorded.
+_READ_COLUMNS = (
+    "text_pages",
+    "ocr_pages",
+    "ocr_confidence",
+    "empty_pages",
+    "ocr_pictures",
+    "skipped_pictures",
+    "pages_done",
+    "pages_total",
+)
 
 
 def new_owner_id() -> str:
@@ -99,7 +136,9 @@ class DocumentIndexer:
         lease_s: float = 60.0,
         limits: LoadLimits | None = None,
         max_attempts: int = 2,
+        progress_interval_s: float = 1.0,
     ) -> None:
+        """`progress_interval_s`: how often at most the pages read so far of a document are recorded."""
         self.catalog = catalog
         self.store = store
         self.embedder = embedder
@@ -107,6 +146,7 @@ class DocumentIndexer:
         self.lease = timedelta(seconds=lease_s)
         self.limits = limits or LoadLimits.from_settings()
         self.max_attempts = max_attempts
+        self.progress_interval_s = progress_interval_s
         self.owner = new_owner_id()
         self._cancelled: set[str] = set()  # deleted while queued or being indexed here
         # Failures the catalog could not take when they happened (its disk was full), retried by the heartbeat.
@@ -203,6 +243,10 @@ class DocumentIndexer:
         with self._lock:
             self._cancelled.update(doc_ids)
 
+    def is_cancelled(self, doc_id: str) -> bool:
+        with self._lock:
+            return doc_id in self._cancelled
+
     def index_group(self, doc_ids: list[str]) -> None:
         """Load and split documents and embed their chunks in shared batches of about GROUP_CHUNKS. Each batch
         is stored by a second thread while the next one is embedded, so Milvus' insert time is hidden."""
@@ -222,7 +266,7 @@ class DocumentIndexer:
                 self._cancelled.difference_update(doc_ids)
 
     def _embed_then_store(self, jobs: list[_Job], storer: ThreadPoolExecutor) -> None:
-        self._update_many({job.doc_id: {"pages": job.pages, "chunk_count": len(job.chunks)} for job in jobs})
+        self._update_many({job.doc_id: {**job.read_fields(), "chunk_count": len(job.chunks)} for job in jobs})
         try:
             vectors = self._embed(jobs)
         except Exception as exc:
@@ -271,11 +315,21 @@ class DocumentIndexer:
         try:
             if not job.path.exists():
                 raise DocumentLoadError(f"the stored file {job.filename!r} is missing; upload it again")
-            loaded = load_document(job.path, job.filename, self.limits)
-            job.pages = loaded.pages
+            loaded = load_document(job.path, job.filename, self.limits, on_page=self._page_progress(job))
+            job.pages, job.report = loaded.pages, loaded.report
             job.chunks = split_document(loaded, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
             if not job.chunks:
                 raise DocumentLoadError(f"{job.filename!r} has no text to index")
+        except ReadingCancelled:
+            job.cancelled = True
+            log.info(
+                "reading %s (%s) stopped after page %s of %s: the document was deleted",
+                job.doc_id,
+                job.filename,
+                job.pages_done,
+                job.pages_total,
+            )
+            return False
         except Exception as exc:
             if not isinstance(exc, DocumentLoadError):
                 log.exception("loading %s failed", job.filename)
@@ -283,13 +337,39 @@ class DocumentIndexer:
             return False
         return True
 
+    def _page_progress(self, job: _Job) -> OnPage:
+        """`on_page` for reading one document: between two pages it stops the reading (ReadingCancelled) once the
+        document was deleted here, or through another process (found when recording); it records the pages read
+        at most every progress_interval_s, and the last page too when it recorded any before, so that a fast read
+        costs the catalog nothing and a slow one (OCR) shows its progress."""
+        last_recorded, recorded = time.monotonic(), False
+
+        def on_page(done: int, total: int) -> None:
+            nonlocal last_recorded, recorded
+            job.pages_done, job.pages_total = done, total
+            if self.is_cancelled(job.doc_id):
+                raise ReadingCancelled
+            now = time.monotonic()
+            if now - last_recorded < self.progress_interval_s and not (recorded and done == total):
+                return
+            last_recorded, recorded = now, True
+            if not self._update_many({job.doc_id: {"pages_done": done, "pages_total": total}}):
+                raise ReadingCancelled
+
+        return on_page
+
     def _start(self, doc_ids: list[str]) -> list[_Job]:
         """Claim the documents and mark them processing, then read what indexing needs to know of them. Documents
         another process took over meanwhile (this one stalled past its lease) are left to it. The start is counted
         (committed before any work) so that a start that kills the process counts too."""
         attempts = func.coalesce(Document.index_attempts, 0) + 1
         claimed = self.claim(
-            doc_ids, status=DocumentStatus.processing, error=None, chunks_embedded=0, index_attempts=attempts
+            doc_ids,
+            status=DocumentStatus.processing,
+            error=None,
+            chunks_embedded=0,
+            index_attempts=attempts,
+            **dict.fromkeys(_READ_COLUMNS),
         )
         jobs = []
         with self.catalog.session() as session:

@@ -58,7 +58,11 @@ def split_document(doc: LoadedDocument, chunk_size: int = 500, chunk_overlap: in
         for section in merge_tiny_sections(run, tiny):
             texts = [text.strip() for text in splitter.split_text(section.text)]
             for text in merge_tiny_pieces([t for t in texts if t], tiny, chunk_size):
-                chunks.append(Chunk(text=text, chunk_index=len(chunks), page=section.page, heading=section.heading))
+                chunks.append(
+                    Chunk(
+                        text=text, chunk_index=len(chunks), page=section.page, heading=section.heading, ocr=section.ocr
+                    )
+                )
     return chunks
 
 
@@ -147,7 +151,8 @@ def _attach(pending: str, piece: str, chunk_size: int, out: list[str]) -> str:
 def merge_tiny_sections(sections: Iterable[Section], tiny: int) -> list[Section]:
     """Prepend each Section under `tiny` characters to the next one on the same page, which keeps its heading.
 
-    A heading-only Section ("第二节 文档") then travels with the text it introduces.
+    A heading-only Section ("第二节 文档") then travels with the text it introduces; the merged Section is `ocr`
+    when either part was read by OCR (a slide's title above the text of its picture).
     """
     merged: list[Section] = []
     carry: Section | None = None
@@ -155,12 +160,13 @@ def merge_tiny_sections(sections: Iterable[Section], tiny: int) -> list[Section]
         text = section.text.strip()
         if not text:
             continue
+        ocr = section.ocr
         if carry is not None:
             if carry.page == section.page:
-                text = f"{carry.text}\n{text}"
+                text, ocr = f"{carry.text}\n{text}", ocr or carry.ocr
             else:
                 merged.append(carry)
-        current = Section(text=text, page=section.page, heading=section.heading)
+        current = Section(text=text, page=section.page, heading=section.heading, ocr=ocr)
         carry = current if len(text) < tiny else None
         if carry is None:
             merged.append(current)

@@ -41,6 +41,33 @@ class KnowledgeBaseInfo(BaseModel):
         )
 
 
+class DocumentReading(BaseModel):
+    """How a document's text was read: pages (slides, frames of a picture) from their text layer, pages read by OCR
+    with OCR's mean confidence (0-1), the numbers of pages where nothing readable was found, and pictures inside a
+    Word or PowerPoint file read by OCR or skipped."""
+
+    text_pages: int
+    ocr_pages: int
+    ocr_confidence: float | None
+    empty_pages: list[int]
+    ocr_pictures: int
+    skipped_pictures: int
+
+    @classmethod
+    def of(cls, doc: Document) -> DocumentReading | None:
+        """None until the document was read (and for documents read before the catalog kept this)."""
+        if doc.text_pages is None:
+            return None
+        return cls(
+            text_pages=doc.text_pages,
+            ocr_pages=doc.ocr_pages or 0,
+            ocr_confidence=doc.ocr_confidence,
+            empty_pages=[int(n) for n in (doc.empty_pages or "").split(",") if n],
+            ocr_pictures=doc.ocr_pictures or 0,
+            skipped_pictures=doc.skipped_pictures or 0,
+        )
+
+
 class DocumentInfo(BaseModel):
     id: str
     kb_name: str
@@ -51,7 +78,11 @@ class DocumentInfo(BaseModel):
     pages: int | None
     chunk_count: int
     chunks_embedded: int
-    progress: float
+    progress: float  # of the embedding: chunks_embedded / chunk_count
+    # While a paged document (PDF, slides, multi-page picture) is read: pages read so far, of how many.
+    pages_done: int | None = None
+    pages_total: int | None = None
+    reading: DocumentReading | None = None
     size_bytes: int
     sha256: str
     replaces_id: str | None
@@ -78,6 +109,9 @@ class DocumentInfo(BaseModel):
             chunk_count=doc.chunk_count,
             chunks_embedded=doc.chunks_embedded,
             progress=progress,
+            pages_done=doc.pages_done,
+            pages_total=doc.pages_total,
+            reading=DocumentReading.of(doc),
             size_bytes=doc.size_bytes,
             sha256=doc.sha256,
             replaces_id=doc.replaces_id,

@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -127,6 +128,20 @@ class Document(Base):
     # Times indexing started since the document last finished (committed before the work): a document whose indexing
     # keeps killing its process (a crash, the out-of-memory killer) is failed instead of resumed forever.
     index_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
+    # How the document was read (its loader's ReadReport), kept once it was read; NULL before, and for documents
+    # read before these columns existed. Pages from the text layer and by OCR (with OCR's mean confidence, 0-1), the
+    # numbers of the pages with nothing readable ("2,5"), pictures inside a Word or PowerPoint file read by OCR or
+    # skipped.
+    text_pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ocr_pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ocr_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    empty_pages: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ocr_pictures: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    skipped_pictures: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Pages read so far of a paged document (PDF, slides, multi-page picture) while it is read: OCR takes seconds a
+    # page, so the indexing process records them now and then (load_ocr_progress_interval_s).
+    pages_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     knowledge_base: Mapped[KnowledgeBase] = relationship(back_populates="documents")
 

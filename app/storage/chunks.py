@@ -30,9 +30,11 @@ class ChunkRef(BaseModel):
 
 
 class ChunkRecord(ChunkRef):
-    """A chunk with where it lies in its document and its text. (An OCR flag, for text read from images, goes
-    here when OCR comes.)"""
+    """A chunk with where it lies in its document, its text, and whether OCR read that text from a picture (a
+    scanned page, an image file, a picture in a document). Collections made before chunks carried the flag give
+    False."""
 
     page: int | None  # the page; for a spreadsheet the sheet's number, for a presentation the slide's
     heading: str | None = None  # the heading above it; for spreadsheet rows the sheet and the row range
     text: str
+    ocr: bool = False

@@ -25,6 +25,8 @@ TEXT_MAX_BYTES = 65535
 NAME_MAX_BYTES = 1024
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _OUTPUT_FIELDS = ["id", "doc_id", "text", "file_name", "page", "chunk_index", "heading"]
+# Whether OCR read the chunk's text: collections made before chunks carried this flag lack the field.
+_OCR_FIELD = "ocr"
 
 
 class VectorStoreUnavailable(RuntimeError):
@@ -91,6 +93,7 @@ class MilvusStore:
             self.client = MilvusClient(uri=uri, token=token, timeout=timeout, alias=alias)
         except MilvusException as exc:
             raise VectorStoreUnavailable(f"cannot connect to Milvus at {uri}: {exc}") from exc
+        self._ocr_fields: dict[str, bool] = {}  # per collection, looked up once
 
     def close(self) -> None:
         self.client.close()
@@ -118,6 +121,7 @@ class MilvusStore:
         schema.add_field("page", DataType.INT64)
         schema.add_field("chunk_index", DataType.INT64)
         schema.add_field("heading", DataType.VARCHAR, max_length=NAME_MAX_BYTES)
+        schema.add_field(_OCR_FIELD, DataType.BOOL)
         schema.add_function(
             Function(
                 name="text_bm25",
@@ -132,6 +136,19 @@ class MilvusStore:
         self.client.create_collection(
             name, schema=schema, index_params=index_params, consistency_level="Strong", timeout=self.timeout
         )
+        self._ocr_fields[name] = True
+
+    def has_ocr_field(self, name: str) -> bool:
+        """Whether the collection keeps the OCR flag of its chunks (one made before the flag existed does not: its
+        chunks read as not OCR'd). Looked up once per collection; a rebuild drops and makes it anew, with it."""
+        known = self._ocr_fields.get(name)
+        if known is None:
+            described = self.client.describe_collection(name, timeout=self.timeout)
+            known = self._ocr_fields[name] = any(f["name"] == _OCR_FIELD for f in described["fields"])
+        return known
+
+    def _output_fields(self, name: str) -> list[str]:
+        return [*_OUTPUT_FIELDS, _OCR_FIELD] if self.has_ocr_field(name) else _OUTPUT_FIELDS
 
     def check_disk(self) -> None:
         """DiskFull if a write now might be lost: Milvus Lite on a disk with too little room."""
@@ -139,6 +156,7 @@ class MilvusStore:
             self._lite_disk.check()
 
     def drop_collection(self, name: str) -> None:
+        self._ocr_fields.pop(name, None)
         if self.has_collection(name):
             self.client.drop_collection(name, timeout=self.timeout)
 
@@ -146,6 +164,7 @@ class MilvusStore:
         if not rows:
             return 0
         self.check_disk()
+        ocr = self.has_ocr_field(name)
         data = [
             {
                 "id": row.chunk_id,
@@ -157,6 +176,7 @@ class MilvusStore:
                 "page": row.page if row.page is not None else -1,
                 "chunk_index": row.chunk_index,
                 "heading": _clip_utf8(row.heading or "", NAME_MAX_BYTES),
+                **({_OCR_FIELD: row.ocr} if ocr else {}),
             }
             for row in rows
         ]
@@ -185,7 +205,8 @@ class MilvusStore:
         expr = (
             f'doc_id == "{_safe_id(doc_id)}" and chunk_index >= {int(offset)} and chunk_index < {int(offset + limit)}'
         )
-        rows = self.client.query(name, filter=expr, output_fields=_OUTPUT_FIELDS, limit=limit, timeout=self.timeout)
+        fields = self._output_fields(name)
+        rows = self.client.query(name, filter=expr, output_fields=fields, limit=limit, timeout=self.timeout)
         rows.sort(key=lambda r: int(r["chunk_index"]))
         return [ChunkRecord.model_validate(_record_fields(r)) for r in rows]
 
@@ -201,7 +222,7 @@ class MilvusStore:
             data=[query],
             anns_field=field,
             limit=limit,
-            output_fields=_OUTPUT_FIELDS,
+            output_fields=self._output_fields(name),
             search_params={"metric_type": metric},
             timeout=self.timeout,
         )

@@ -139,6 +139,7 @@ def show_sources(sources: list[dict[str, Any]]) -> None:
     with st.expander(t("chat.sources", n=len(sources))):
         for source in sources:
             page = t("chat.page", page=source["page"]) if source.get("page") else ""
+            page += t("chat.ocr") if source.get("ocr") else ""
             st.markdown(
                 t(
                     "chat.source_line",
@@ -176,6 +177,7 @@ def show_hits(sources: list[dict[str, Any]]) -> None:
             t("hits.score"): [s["score"] for s in sources],
             t("hits.file"): [s["file_name"] for s in sources],
             t("hits.page"): [str(s["page"] or "") for s in sources],
+            t("hits.ocr"): ["OCR" if s.get("ocr") else "" for s in sources],
             t("hits.kb"): [s["kb_name"] for s in sources],
             t("hits.text"): [s["text"] for s in sources],
         }

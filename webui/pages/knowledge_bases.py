@@ -120,19 +120,43 @@ def progress(api: KbqaClient, kb: str) -> None:
         return
     st.caption(t("kbs.progress"))
     for doc in documents:
-        label = t(
-            "kbs.doc_progress",
-            name=plain(doc["filename"]),
-            status=t(f"doc.{doc['status']}"),
-            done=doc["chunks_embedded"],
-            total=doc["chunk_count"] or "?",
-        )
-        st.progress(doc["progress"], text=label)
+        name, status = plain(doc["filename"]), t(f"doc.{doc['status']}")
+        if reading_pages(doc):
+            label = t("kbs.doc_reading", name=name, status=status, done=doc["pages_done"], total=doc["pages_total"])
+        else:
+            done, total = doc["chunks_embedded"], doc["chunk_count"] or "?"
+            label = t("kbs.doc_progress", name=name, status=status, done=done, total=total)
+        st.progress(shown_progress(doc), text=label)
     if all(d["status"] in FINISHED for d in documents):
         for doc_id in watched:
             watching.pop(doc_id, None)
         st.session_state.setdefault("finished", {})[kb] = [outcome_note(d) for d in documents]
         st.rerun(scope="app")
+
+
+def reading_pages(doc: dict[str, Any]) -> bool:
+    """Whether the document is being read page by page (OCR takes seconds a page) and not yet embedded."""
+    return doc["status"] == "processing" and bool(doc.get("pages_total")) and not doc["chunk_count"]
+
+
+def shown_progress(doc: dict[str, Any]) -> float:
+    """Pages read while a document is read page by page, then chunks embedded."""
+    return doc["pages_done"] / doc["pages_total"] if reading_pages(doc) else doc["progress"]
+
+
+def how_read(doc: dict[str, Any]) -> str:
+    """文本层 n 页 · OCR m 页（置信度 x）· 无内容 k 页, once the document was read; the page being read before."""
+    reading = doc.get("reading")
+    if reading is None:
+        return t("read.reading", done=doc["pages_done"], total=doc["pages_total"]) if reading_pages(doc) else ""
+    parts = [t("read.text_pages", n=reading["text_pages"])] if reading["text_pages"] else []
+    ocr = [t(f"read.{key}", n=reading[key]) for key in ("ocr_pages", "ocr_pictures") if reading[key]]
+    if ocr and reading["ocr_confidence"] is not None:
+        ocr[-1] += t("read.confidence", confidence=reading["ocr_confidence"])
+    parts += ocr
+    if reading["empty_pages"]:
+        parts.append(t("read.empty_pages", n=len(reading["empty_pages"])))
+    return " · ".join(parts) or t("read.text")
 
 
 def outcome_note(doc: dict[str, Any]) -> tuple[str, str]:
@@ -155,8 +179,9 @@ def documents_table(documents: list[dict[str, Any]]) -> None:
         {
             t("col.filename"): [d["filename"] for d in documents],
             t("col.status"): [t(f"doc.{d['status']}") for d in documents],
-            t("col.progress"): [d["progress"] for d in documents],
+            t("col.progress"): [shown_progress(d) for d in documents],
             t("col.pages"): [str(d["pages"] or "") for d in documents],
+            t("col.reading"): [how_read(d) for d in documents],
             t("col.chunks"): [d["chunk_count"] for d in documents],
             t("col.size"): [human_size(d["size_bytes"]) for d in documents],
             t("col.created"): [pd.Timestamp(d["created_at"]).strftime("%Y-%m-%d %H:%M") for d in documents],
@@ -170,6 +195,19 @@ def documents_table(documents: list[dict[str, Any]]) -> None:
             t("col.progress"): st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
         },
     )
+
+
+def document_list(api: KbqaClient, kb: str, indexing: bool) -> None:
+    """The documents table; while some are `indexing` it is refreshed every second (its progress bars move), and
+    the whole page once when they are all done (counts, actions)."""
+    try:
+        documents = api.documents(kb)
+    except ApiError as exc:
+        show_error(exc, api)
+        return
+    documents_table(documents)
+    if indexing and all(d["status"] in FINISHED for d in documents):
+        st.rerun(scope="app")
 
 
 def document_actions(api: KbqaClient, kb: str, documents: list[dict[str, Any]]) -> None:
@@ -210,6 +248,7 @@ def chunk_viewer(api: KbqaClient, kb: str, doc: dict[str, Any]) -> None:
     for chunk in chunks:
         with st.container(border=True):
             where = t("chat.page", page=chunk["page"]) if chunk.get("page") else ""
+            where += t("chat.ocr") if chunk.get("ocr") else ""
             heading = f" · {plain(chunk['heading'])}" if chunk.get("heading") else ""
             st.caption(t("kbs.chunk_caption", index=chunk["chunk_index"], page=where, heading=heading))
             st.text(chunk["text"])
@@ -253,7 +292,8 @@ def main() -> None:
     if not documents:
         st.info(t("kbs.no_documents"))
     else:
-        documents_table(documents)
+        indexing = any(d["status"] not in FINISHED for d in documents)
+        st.fragment(run_every=1.0 if indexing else None)(document_list)(api, name, indexing)
         document_actions(api, name, documents)
     delete_kb(api, name)
 
