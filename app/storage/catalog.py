@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -102,6 +103,9 @@ class KnowledgeBase(Base):
 
 class Document(Base):
     __tablename__ = "documents"
+    # Searches read the documents of a knowledge base that may have vectors while not ready (see
+    # app/kb/visibility.py) through this index, so a query reads no ready document.
+    __table_args__ = (Index("ix_documents_kb_status_attempts", "kb_id", "status", "index_attempts"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
     filename: Mapped[str] = mapped_column(String(255))
@@ -129,6 +133,16 @@ class Document(Base):
     index_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
 
     knowledge_base: Mapped[KnowledgeBase] = relationship(back_populates="documents")
+
+
+class VectorDeletion(Base):
+    """A document whose vectors may still be in Milvus after its row was deleted (or it failed): searches leave it
+    out until its vectors are gone and no indexer can still insert them (see app/kb/visibility.py)."""
+
+    __tablename__ = "vector_deletions"
+    collection_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Conversation(Base):
@@ -189,6 +203,20 @@ def _add_missing_columns(engine: Engine) -> None:
                     connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
+def _add_missing_indexes(engine: Engine) -> None:
+    """Indexes added to the schema since a catalog was created, created in place (create_all only makes the
+    indexes of tables it creates)."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in present:
+                    index.create(connection)
+
+
 def _reject_nul(session: Session, _context: object, _instances: object) -> None:
     """PostgreSQL cannot store NUL in text (SQLite can): refuse it on every database, naming the field."""
     for obj in (*session.new, *session.dirty):
@@ -216,6 +244,7 @@ class Catalog:
         try:
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
+            _add_missing_indexes(self.engine)
         except OperationalError as exc:
             self.engine.dispose()
             if not (self.engine.dialect.name == "sqlite" and is_disk_full(exc)):
