@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -244,8 +244,13 @@ class KnowledgeBaseService:
         stored: list[Path] = []
         try:
             with self.catalog.session() as session:
-                # Locked (PostgreSQL) until this transaction ends: a delete of the knowledge base waits for it.
-                if session.get(KnowledgeBase, kb_id, with_for_update=True) is None:
+                # The knowledge base's row is written first, so it stays locked until this transaction ends (on
+                # SQLite, the whole database): a delete of the knowledge base waits, and so does another upload into
+                # it, which then sees these documents, so the same content uploaded twice at once is stored once.
+                touched = session.execute(
+                    update(KnowledgeBase).where(KnowledgeBase.id == kb_id).values(name=KnowledgeBase.name)
+                )
+                if not touched.rowcount:
                     raise self._deleted_meanwhile(kb_name)
                 return [self._add_document(session, kb_id, kb_name, item, stored) for item in staged]
         except BaseException as exc:
