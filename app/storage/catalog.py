@@ -188,9 +188,9 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
         cursor.close()
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Columns added to the schema since a catalog was created (all nullable), added in place: create_all only
-    creates missing tables."""
+def _add_missing_columns_and_indexes(engine: Engine) -> None:
+    """Columns (all nullable) and indexes added to the schema since a catalog was created, added in place:
+    create_all only creates missing tables, with their indexes."""
     inspector = inspect(engine)
     with engine.begin() as connection:
         for table in Base.metadata.sorted_tables:
@@ -201,19 +201,9 @@ def _add_missing_columns(engine: Engine) -> None:
                 if column.name not in present and column.nullable:
                     kind = column.type.compile(dialect=engine.dialect)
                     connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-
-
-def _add_missing_indexes(engine: Engine) -> None:
-    """Indexes added to the schema since a catalog was created, created in place (create_all only makes the
-    indexes of tables it creates)."""
-    inspector = inspect(engine)
-    with engine.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            if not inspector.has_table(table.name):
-                continue
-            present = {i["name"] for i in inspector.get_indexes(table.name)}
+            indexed = {i["name"] for i in inspector.get_indexes(table.name)}
             for index in table.indexes:
-                if index.name not in present:
+                if index.name not in indexed:
                     index.create(connection)
 
 
@@ -243,8 +233,7 @@ class Catalog:
         self._reopen_lock = threading.Lock()
         try:
             Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
-            _add_missing_indexes(self.engine)
+            _add_missing_columns_and_indexes(self.engine)
         except OperationalError as exc:
             self.engine.dispose()
             if not (self.engine.dialect.name == "sqlite" and is_disk_full(exc)):
