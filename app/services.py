@@ -67,7 +67,8 @@ class _LazyEmbedder:
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, indexer_type: type[DocumentIndexer] = DocumentIndexer) -> None:
+        """`indexer_type`: a subclass of DocumentIndexer (tests hold windows of indexing open with one)."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(settings.resolved_catalog_url)
@@ -77,7 +78,7 @@ class Services:
         )
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")
-        self.indexer = DocumentIndexer(
+        self.indexer = indexer_type(
             self.catalog,
             self.store,
             self.passage_embedder,

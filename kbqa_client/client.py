@@ -101,8 +101,13 @@ class KbqaClient:
 
     def upload(self, kb: str, filename: str, content: Content) -> dict[str, Any]:
         """Upload one file; the outcome says whether it was queued or already there."""
-        files = [("files", (filename, content))]
-        return self.request("POST", api_path("kbs", kb, "documents"), files=files, timeout=self.long_timeout)[0]
+        return self.upload_many(kb, [(filename, content)])[0]
+
+    def upload_many(self, kb: str, files: list[tuple[str, Content]]) -> list[dict[str, Any]]:
+        """Upload files in one request: one outcome each, in order. The server refuses the whole request (413, 415,
+        422) if one file is refused."""
+        parts = [("files", (filename, content)) for filename, content in files]
+        return self.request("POST", api_path("kbs", kb, "documents"), files=parts, timeout=self.long_timeout)
 
     def delete_document(self, kb: str, doc_id: str) -> None:
         self.request("DELETE", api_path("kbs", kb, "documents", doc_id))

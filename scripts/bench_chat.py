@@ -63,7 +63,8 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
         kbs.upload_many(KB, files)
         while any(d.status not in ("ready", "failed") for d in kbs.list_documents(KB)):
             time.sleep(0.5)
-        collection, ready = kbs.collection_and_ready_docs(KB)
+        collection = kbs.get(KB).collection_name
+        ready = [d.id for d in kbs.list_documents(KB) if d.status == "ready"]
         texts = [p["text"][:500] for p in passages]
         vectors = np.asarray(services.passage_embedder().encode_passages(texts), dtype=np.float32)
         rng = np.random.default_rng(7)

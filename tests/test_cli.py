@@ -17,11 +17,19 @@ from tests.conftest import KBQA, api_env, free_port, kbqa_serve
 
 
 @pytest.fixture(scope="module")
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-log") / "server.log"
+
+
+@pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, backend_settings: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    embedding_model_dir: Path,
+    backend_settings: dict[str, str],
+    server_log: Path,
 ) -> Iterator[dict[str, str]]:
     env = api_env(tmp_path_factory.mktemp("cli-data"), embedding_model_dir, backend_settings)
-    with kbqa_serve(env, tmp_path_factory.mktemp("cli-log") / "server.log"):
+    with kbqa_serve(env, server_log):
         yield env
 
 
@@ -40,7 +48,7 @@ def test_full_round_trip(server: dict[str, str], tmp_path: Path) -> None:
     other.write_text("The Varnholm ferry runs twice a day in winter.", encoding="utf-8")
     uploaded = kbqa(server, "doc", "upload", "命令行库", str(note), str(other))
     assert uploaded.returncode == 0, uploaded.stderr
-    assert "笔记.md: ready" in uploaded.stdout and "notes.txt: ready" in uploaded.stdout
+    assert "2 of 2 files uploaded (1 request); 2 ready, 0 failed" in uploaded.stdout
 
     docs = json.loads(kbqa(server, "doc", "list", "命令行库", "--json").stdout)
     assert {d["filename"]: d["status"] for d in docs} == {"笔记.md": "ready", "notes.txt": "ready"}
@@ -71,10 +79,78 @@ def test_upload_a_folder_skips_unsupported_and_reports_bad_files(server: dict[st
     empty.write_bytes(b"")
     result = kbqa(server, "doc", "upload", "文件夹", str(folder), str(empty))
     assert result.returncode == 1
-    assert "a.txt: ready" in result.stdout and "b.md: ready" in result.stdout
-    assert "empty.txt: 422" in result.stdout and "ignored.exe" not in result.stdout
+    assert "2 of 3 files uploaded (1 request); 2 ready, 0 failed" in result.stdout
+    assert "empty.txt: refused, empty (0 bytes)" in result.stdout
+    assert "skipped 1 file(s) of unsupported type '.exe'" in result.stdout and "ignored.exe" not in result.stdout
     docs = json.loads(kbqa(server, "doc", "list", "文件夹", "--json").stdout)
     assert sorted(d["filename"] for d in docs) == ["a.txt", "b.md"]
+
+
+def upload_requests(log: Path) -> int:
+    """How many upload requests the server answered so far (uvicorn's access log)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return sum(1 for line in lines if re.search(r'"POST /api/kbs/[^/ ]+/documents ', line))
+
+
+def notes(folder: Path, count: int) -> dict[str, str]:
+    """`count` small files of distinct text in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for i in range(count):
+        written[f"笔记{i:02d}.txt"] = text = f"第{i}号笔记：编号{i * 7919}的仓库存放了{i + 3}箱灯泡。"
+        (folder / f"笔记{i:02d}.txt").write_text(text, encoding="utf-8")
+    return written
+
+
+def test_a_folder_goes_up_in_a_few_requests_and_the_bad_files_are_listed(
+    server: dict[str, str], server_log: Path, tmp_path: Path
+) -> None:
+    assert kbqa(server, "kb", "create", "批量").returncode == 0
+    good = notes(tmp_path / "批量", 28)
+    (tmp_path / "批量" / "空.txt").write_bytes(b"")
+    (tmp_path / "批量" / "图纸.xyz").write_bytes(b"not a document")
+    before = upload_requests(server_log)
+    result = kbqa(server, "doc", "upload", "批量", str(tmp_path / "批量"), "--batch-files", "10")
+    assert result.returncode == 1, result.stdout
+    assert upload_requests(server_log) - before == 3  # 28 files, 10 per request
+    assert "28 of 29 files uploaded (3 requests); 28 ready, 0 failed" in result.stdout
+    assert "空.txt: refused, empty (0 bytes)" in result.stdout
+    assert "skipped 1 file(s) of unsupported type '.xyz'" in result.stdout
+    docs = json.loads(kbqa(server, "doc", "list", "批量", "--json").stdout)
+    assert sorted(d["filename"] for d in docs) == sorted(good)
+    assert {d["status"] for d in docs} == {"ready"}
+
+
+def test_a_file_the_server_refuses_does_not_drop_its_neighbours(
+    server: dict[str, str], server_log: Path, tmp_path: Path
+) -> None:
+    """'..txt' looks like a text file here, but the server strips leading dots from names and refuses what is left
+    ('txt', no extension) with 415: the batch is refused, so its files are sent again one per request."""
+    assert kbqa(server, "kb", "create", "邻居").returncode == 0
+    good = notes(tmp_path / "邻居", 3)
+    odd = tmp_path / "邻居" / "..txt"
+    odd.write_text("名字只有点和扩展名。", encoding="utf-8")
+    before = upload_requests(server_log)
+    result = kbqa(server, "doc", "upload", "邻居", str(tmp_path / "邻居"))
+    assert result.returncode == 1, result.stdout
+    assert upload_requests(server_log) - before == 1 + 4
+    assert "3 of 4 files uploaded (5 requests); 3 ready" in result.stdout
+    assert re.search(r"\.\.txt: refused, 415: .*txt", result.stdout), result.stdout
+    docs = json.loads(kbqa(server, "doc", "list", "邻居", "--json").stdout)
+    assert sorted(d["filename"] for d in docs) == sorted(good)
+
+
+def test_the_same_folder_uploaded_twice_at_once_is_stored_once(server: dict[str, str], tmp_path: Path) -> None:
+    assert kbqa(server, "kb", "create", "并发").returncode == 0
+    good = notes(tmp_path / "并发", 12)
+    command = [*KBQA, "doc", "upload", "并发", str(tmp_path / "并发"), "--batch-files", "3", "--parallel", "3"]
+    runs = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=server, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    docs = json.loads(kbqa(server, "doc", "list", "并发", "--json").stdout)
+    assert sorted(d["filename"] for d in docs) == sorted(good)
+    assert {d["status"] for d in docs} == {"ready"}
+    assert sum(int(re.search(r"\((\d+) already there\)", o)[1]) for o in outputs if "already" in o) == 12
 
 
 def test_errors_are_one_line_with_exit_code_1(server: dict[str, str]) -> None:
@@ -106,7 +182,7 @@ def test_every_command_reaches_a_knowledge_base_named_with_url_characters(
     note.write_text("# 质检\n\n第三季度质量报告：合格率百分之九十八。\n", encoding="utf-8")
     uploaded = kbqa(server, "doc", "upload", HOSTILE, str(note))
     assert uploaded.returncode == 0, uploaded.stdout
-    assert f"{HOSTILE}.md: ready" in uploaded.stdout
+    assert "1 of 1 files uploaded (1 request); 1 ready" in uploaded.stdout
 
     docs = json.loads(kbqa(server, "doc", "list", HOSTILE, "--json").stdout)
     assert [(d["filename"], d["status"]) for d in docs] == [(f"{HOSTILE}.md", "ready")]

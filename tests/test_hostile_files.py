@@ -456,6 +456,7 @@ def test_an_older_catalog_counts_attempts_from_its_first_start(tmp_path: Path) -
     old = Catalog(f"sqlite:///{path}")
     old.dispose()
     with sqlite3.connect(path) as connection:
+        connection.execute("DROP INDEX ix_documents_kb_status_attempts")  # newer than the counter, on it
         connection.execute("ALTER TABLE documents DROP COLUMN index_attempts")
         connection.execute(
             "INSERT INTO knowledge_bases (id, name, description, collection_name, embedding_model, embedding_dim, "

@@ -13,9 +13,10 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
+from app.cli import upload
 from app.cli.output import JsonOption, console, fail, print_json, table
 from app.settings import get_settings
-from kbqa_client import ApiError, ApiUnreachable, KbqaClient
+from kbqa_client import ApiError, KbqaClient
 
 kb_app = typer.Typer(help="Knowledge bases.", no_args_is_help=True)
 doc_app = typer.Typer(help="Documents in a knowledge base.", no_args_is_help=True)
@@ -98,58 +99,26 @@ def kb_rebuild(name: str) -> None:
 def doc_upload(
     kb: str,
     paths: Annotated[list[Path], typer.Argument(help="Files, or folders to upload every supported file from")],
-    wait: Annotated[bool, typer.Option(help="Wait until every file is ready or failed")] = True,
+    wait: Annotated[bool, typer.Option(help="Follow indexing until every file is ready or failed")] = True,
+    batch_files: Annotated[int, typer.Option(min=1, help="Files per request at most")] = upload.BATCH_FILES,
+    batch_mb: Annotated[float, typer.Option(min=0.001, help="Megabytes per request at most")] = upload.BATCH_MB,
+    parallel: Annotated[int, typer.Option(min=1, max=16, help="Requests at once")] = upload.PARALLEL_REQUESTS,
 ) -> None:
-    """Upload files (each is checked on its own: one bad file does not stop the others)."""
+    """Upload files and folders, several files per request, with one progress bar for all of them. Files the
+    server would refuse (empty, too large, an unsupported type) are listed at the end with the reason; the others
+    are still uploaded. Exit code 1 if any file was refused."""
     api = client()
-    outcomes, rejected = [], 0
-    for path in _expand(paths):
-        try:
-            with path.open("rb") as handle:
-                outcome = api.upload(kb, path.name, handle)
-        except ApiUnreachable:
-            raise
-        except ApiError as exc:
-            rejected += 1
-            console.print(f"[red]{path.name}: {error_line(exc)}[/red]", highlight=False)
-            continue
-        outcomes.append(outcome)
-        console.print(f"{path.name}: {outcome['message']}", highlight=False)
-    if wait and outcomes:
-        _wait_ready(api, kb, {o["document"]["id"] for o in outcomes})
-    if rejected:
+    try:
+        planned = upload.plan(paths, upload.ServerRules.of(api.status()), batch_files, batch_mb)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if not planned.batches and not planned.refused:
+        fail(f"no supported files found (skipped: {', '.join(sorted(planned.skipped)) or 'none'})")
+    started = time.monotonic()
+    tally, finished = upload.FolderUpload(api, kb, console, parallel).run(planned, wait)
+    upload.report(console, planned, tally, finished, time.monotonic() - started)
+    if tally.refused:
         raise typer.Exit(1)
-
-
-def _expand(paths: list[Path]) -> list[Path]:
-    from app.kb.loaders import SUPPORTED_EXTENSIONS
-
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
-        elif path.is_file():
-            files.append(path)
-        else:
-            fail(f"{path} is neither a file nor a folder")
-    if not files:
-        fail(f"no supported files found (supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))})")
-    return files
-
-
-def _wait_ready(api: KbqaClient, kb: str, doc_ids: set[str]) -> None:
-    pending = set(doc_ids)
-    while pending:
-        docs = {d["id"]: d for d in api.documents(kb)}
-        for doc_id in list(pending):
-            doc = docs.get(doc_id)
-            if doc is None or doc["status"] in {"ready", "failed"}:
-                pending.discard(doc_id)
-                if doc is not None:
-                    reason = f" ({doc['error']})" if doc["error"] else ""
-                    console.print(f"{doc['filename']}: {doc['status']}, {doc['chunk_count']} chunks{reason}")
-        if pending:
-            time.sleep(0.5)
 
 
 @doc_app.command("list")

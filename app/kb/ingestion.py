@@ -8,7 +8,8 @@ start of a document's indexing is counted first, so a document that keeps killin
 out-of-memory killer) is failed with that reason once it used up its attempts, instead of being resumed forever.
 Small documents waiting in the queue are embedded together, so a folder of short files keeps the model's batches
 full. A document's vectors become visible when it is marked ready; any failure removes whatever part of it reached
-Milvus and records the reason.
+Milvus and records the reason. What searches leave out meanwhile, and why they need not read the ready documents to
+know it: app/kb/visibility.py.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Protocol
 import numpy as np
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
+from app.kb import visibility
 from app.kb.documents import Chunk, DocumentLoadError, ReadReport
 from app.kb.loaders import LoadLimits, OnPage, load_document
 from app.kb.splitter import split_document
@@ -231,9 +233,10 @@ class DocumentIndexer:
                     .execution_options(synchronize_session=False)
                 )
                 if failed.rowcount:
+                    visibility.hold(session, collection, [doc_id])
                     given_up.append((collection, doc_id))
                     log.warning("document %s: indexing was interrupted %d times; marked failed", doc_id, attempts)
-        self._delete_vectors(given_up)  # what an interrupted run stored
+        self.remove_vectors(given_up)  # what an interrupted run stored
         dropped = {doc_id for _, doc_id in given_up}
         return [d for d in doc_ids if d not in dropped]
 
@@ -290,7 +293,7 @@ class DocumentIndexer:
                 job.embedded,
                 len(job.chunks),
             )
-        self._delete_vectors([(job.collection, job.doc_id) for job in dropped])
+        self.remove_vectors([(job.collection, job.doc_id) for job in dropped])
         return dropped
 
     def _store(self, jobs: list[_Job], vectors: np.ndarray) -> None:
@@ -419,10 +422,12 @@ class DocumentIndexer:
             self.store.insert(collection, rows[start : start + INSERT_BATCH])
 
     def _finish(self, jobs: list[_Job]) -> None:
-        """Mark the documents ready and retire the ones they replace; drop the vectors of any deleted meanwhile."""
+        """Mark the documents ready and retire the ones they replace (held from searches in the same transaction
+        until their vectors are gone); drop the vectors of any deleted meanwhile."""
         orphans: list[tuple[str, str]] = []
-        retired: list[tuple[str, str, str]] = []
+        retired: list[tuple[str, str, str, bool]] = []
         with self.catalog.session() as session:
+            now = utcnow()
             for job in jobs:
                 doc = session.get(Document, job.doc_id)
                 if doc is None:
@@ -431,19 +436,20 @@ class DocumentIndexer:
                 if doc.claimed_by != self.owner:
                     log.warning("document %s was taken over by %s; leaving it to that process", doc.id, doc.claimed_by)
                     continue
-                doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, utcnow(), doc.chunk_count
+                doc.status, doc.indexed_at, doc.chunks_embedded = DocumentStatus.ready, now, doc.chunk_count
                 doc.claimed_by, doc.lease_until, doc.index_attempts = None, None, 0
                 old = session.get(Document, job.replaces_id) if job.replaces_id else None
                 if old is not None and old.kb_id == job.kb_id:
+                    retired.append((job.collection, old.id, old.stored_path, visibility.claim_is_live(old, now)))
+                    visibility.hold(session, job.collection, [old.id])
                     session.delete(old)
-                    retired.append((job.collection, old.id, old.stored_path))
-        for collection, old_id, stored_path in retired:
-            orphans.append((collection, old_id))
+        for _, _, stored_path, _ in retired:
             (self.files_dir / stored_path).unlink(missing_ok=True)
-        self._delete_vectors(orphans)
+        self.remove_vectors(orphans + [(c, old_id) for c, old_id, _, live in retired if not live])
+        self.remove_vectors([(c, old_id) for c, old_id, _, live in retired if live], release=False)
 
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
-        self._delete_vectors([(job.collection, job.doc_id) for job in jobs])
+        self.remove_vectors([(job.collection, job.doc_id) for job in jobs])
         self.record_failures([job.doc_id for job in jobs], exc)
 
     def record_failures(self, doc_ids: list[str], exc: Exception) -> None:
@@ -489,15 +495,41 @@ class DocumentIndexer:
             for doc_id in pending:
                 self._unrecorded.pop(doc_id, None)
 
-    def _delete_vectors(self, targets: list[tuple[str, str]]) -> None:
+    def remove_vectors(self, targets: list[tuple[str, str]], release: bool = True) -> None:
+        """Delete the vectors of these (collection, document) and release their holds (see app/kb/visibility.py),
+        unless `release` is False: an indexer may still insert them, and it or the heartbeat releases them later.
+        Those Milvus would not delete are held instead, so searches keep leaving them out and the heartbeat
+        tries again."""
+        if not targets:
+            return
         by_collection: dict[str, list[str]] = defaultdict(list)
         for collection, doc_id in targets:
             by_collection[collection].append(doc_id)
+        removed: list[str] = []
+        kept: dict[str, list[str]] = {}
         for collection, doc_ids in by_collection.items():
             try:
                 self.store.delete_documents(collection, doc_ids)
+                removed += doc_ids
             except Exception:
-                log.exception("could not remove the vectors of %s", doc_ids)
+                log.exception("could not remove the vectors of %s; searches leave them out until they are", doc_ids)
+                kept[collection] = doc_ids
+        if not kept and not (release and removed):
+            return
+        try:
+            with self.catalog.session() as session:
+                for collection, doc_ids in kept.items():
+                    visibility.hold(session, collection, doc_ids)
+                if release:
+                    visibility.release(session, removed)
+        except Exception as exc:  # the catalog refuses writes (its disk is full, say)
+            log.warning("could not record which vectors of %s are gone: %s", [d for _, d in targets], exc)
+
+    def sweep_holds(self) -> None:
+        """Finish the vector deletions left to whoever comes later: holds older than a lease."""
+        with self.catalog.session() as session:
+            stale = visibility.stale_holds(session, self.lease)
+        self.remove_vectors(stale)
 
     def _update_many(self, changes: dict[str, dict[str, object]]) -> set[str]:
         """One transaction; rows deleted meanwhile are skipped. The ids that still exist."""
@@ -571,8 +603,10 @@ class IngestionQueue:
                 with self._held_lock:
                     held = list(self._held)
                 self.indexer.renew(held)
-                if beats % sweeps_every == 0 and self.resume_unfinished():
-                    log.info("took over unfinished documents of a process that stopped")
+                if beats % sweeps_every == 0:
+                    self.indexer.sweep_holds()
+                    if self.resume_unfinished():
+                        log.info("took over unfinished documents of a process that stopped")
                 disk_full = False
             except Exception as exc:
                 if not is_disk_full(exc):

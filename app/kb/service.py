@@ -9,11 +9,12 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.kb import visibility
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS, unsupported_message
 from app.kb.names import (
@@ -26,7 +27,7 @@ from app.kb.names import (
 )
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
 from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
-from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name
+from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name, utcnow
 from app.storage.diskspace import DiskSpace
 from app.storage.vector_store import MilvusStore
 
@@ -169,7 +170,8 @@ class KnowledgeBaseService:
         self.queue.submit_many(doc_ids)
         return self.get(name)
 
-    def collection_and_ready_docs(self, name: str) -> tuple[str, set[str]]:
+    def search_scope(self, name: str) -> visibility.SearchScope:
+        """What a search of the knowledge base may see, read without its ready documents (app/kb/visibility.py)."""
         with self.catalog.session() as session:
             kb = self._kb(session, name)
             if kb.embedding_dim != self.embedding_dim:
@@ -177,10 +179,7 @@ class KnowledgeBaseService:
                     f"knowledge base {kb.name!r} was indexed with {kb.embedding_model} ({kb.embedding_dim}-d vectors); "
                     f"the configured model makes {self.embedding_dim}-d vectors: rebuild the knowledge base"
                 )
-            ready = session.scalars(
-                select(Document.id).where(Document.kb_id == kb.id, Document.status == DocumentStatus.ready)
-            ).all()
-            return kb.collection_name, set(ready)
+            return visibility.search_scope(session, kb)
 
     # -- documents --------------------------------------------------------------------------------------------------
 
@@ -245,8 +244,13 @@ class KnowledgeBaseService:
         stored: list[Path] = []
         try:
             with self.catalog.session() as session:
-                # Locked (PostgreSQL) until this transaction ends: a delete of the knowledge base waits for it.
-                if session.get(KnowledgeBase, kb_id, with_for_update=True) is None:
+                # The knowledge base's row is written first, so it stays locked until this transaction ends (on
+                # SQLite, the whole database): a delete of the knowledge base waits, and so does another upload into
+                # it, which then sees these documents, so the same content uploaded twice at once is stored once.
+                touched = session.execute(
+                    update(KnowledgeBase).where(KnowledgeBase.id == kb_id).values(name=KnowledgeBase.name)
+                )
+                if not touched.rowcount:
                     raise self._deleted_meanwhile(kb_name)
                 return [self._add_document(session, kb_id, kb_name, item, stored) for item in staged]
         except BaseException as exc:
@@ -347,13 +351,17 @@ class KnowledgeBaseService:
             return DocumentInfo.of(self._doc(session, kb, doc_id), kb.name)
 
     def delete_document(self, kb_name: str, doc_id: str) -> None:
+        """The row goes, held from searches in the same transaction until its vectors are gone; if an indexer
+        holds the document it may still insert some, so that one (or the heartbeat) releases the hold."""
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
             doc = self._doc(session, kb, doc_id)
             collection, stored = kb.collection_name, self.settings.files_dir / doc.stored_path
+            indexing = visibility.claim_is_live(doc, utcnow())
+            visibility.hold(session, collection, [doc_id])
             session.delete(doc)
         self.queue.cancel([doc_id])
-        self.store.delete_documents(collection, [doc_id])
+        self.queue.indexer.remove_vectors([(collection, doc_id)], release=not indexing)
         stored.unlink(missing_ok=True)
 
     def document_chunks(self, kb_name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[ChunkInfo]:

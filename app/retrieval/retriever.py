@@ -51,6 +51,17 @@ class _Timer:
         self._start = now
 
 
+@dataclass(frozen=True)
+class _Search:
+    """One search's arguments, as every mode's steps need them."""
+
+    collection: str
+    question: str
+    limit: int  # candidates fetched per search
+    excluded: Collection[str]
+    timer: _Timer
+
+
 class Retriever:
     def __init__(
         self,
@@ -71,56 +82,53 @@ class Retriever:
         top_k: int,
         mode: RetrievalMode = RetrievalMode.hybrid,
         score_threshold: float = 0.0,
-        allowed_doc_ids: Collection[str] | None = None,
+        excluded_doc_ids: Collection[str] = (),
     ) -> RetrievalResult:
-        """`allowed_doc_ids` drops hits of documents that are not ready (being indexed, replaced or deleted)."""
+        """`excluded_doc_ids`: documents whose chunks must not be returned (not ready: being indexed, replaced or
+        deleted), left out inside Milvus."""
         started = time.perf_counter()
         timer = _Timer()
-        if allowed_doc_ids is not None and not allowed_doc_ids:
-            # Nothing could be kept; and Milvus fails a BM25 search of an empty collection ("NaN or Inf value").
-            return RetrievalResult(chunks=[], timings_ms={"total": 0.0})
-        candidates = min(max(top_k * 4, 40), 400)
+        search = _Search(collection, question, min(max(top_k * 4, 40), 400), excluded_doc_ids, timer)
         if mode is RetrievalMode.dense:
-            scored = self._dense(collection, question, candidates, timer)
+            scored = self._dense(search)
         elif mode is RetrievalMode.bm25:
-            scored = self._bm25(collection, question, candidates, timer)
+            scored = self._bm25(search)
         else:
-            scored = self._hybrid(collection, question, candidates, timer)
-        kept = [
-            c
-            for c in scored
-            if c.score >= score_threshold and (allowed_doc_ids is None or c.hit.doc_id in allowed_doc_ids)
-        ]
+            scored = self._hybrid(search)
+        kept = [c for c in scored if c.score >= score_threshold]
         timer.timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         return RetrievalResult(chunks=kept[:top_k], timings_ms=timer.timings)
 
-    def _dense_hits(self, collection: str, question: str, limit: int, timer: _Timer) -> tuple[np.ndarray, list[Hit]]:
-        vector = self.encode_query(question)
-        timer.lap("embed")
-        hits = self.store.search_dense(collection, vector, limit)
-        timer.lap("dense_search")
+    def _dense_hits(self, search: _Search) -> tuple[np.ndarray, list[Hit]]:
+        vector = self.encode_query(search.question)
+        search.timer.lap("embed")
+        hits = self.store.search_dense(search.collection, vector, search.limit, search.excluded)
+        search.timer.lap("dense_search")
         return vector, hits
 
-    def _dense(self, collection: str, question: str, limit: int, timer: _Timer) -> list[ScoredChunk]:
-        _, hits = self._dense_hits(collection, question, limit, timer)
+    def _bm25_hits(self, search: _Search) -> list[Hit]:
+        hits = self.store.search_bm25(search.collection, search.question, search.limit, search.excluded)
+        search.timer.lap("bm25_search")
+        return hits
+
+    def _dense(self, search: _Search) -> list[ScoredChunk]:
+        _, hits = self._dense_hits(search)
         return [ScoredChunk(h, s, dense_score=s) for h in hits for s in [self.calibration.dense(h.raw_score)]]
 
-    def _bm25(self, collection: str, question: str, limit: int, timer: _Timer) -> list[ScoredChunk]:
-        hits = self.store.search_bm25(collection, question, limit)
-        timer.lap("bm25_search")
+    def _bm25(self, search: _Search) -> list[ScoredChunk]:
+        hits = self._bm25_hits(search)
         return [ScoredChunk(h, s, bm25_score=s) for h in hits for s in [self.calibration.bm25(h.raw_score)]]
 
-    def _hybrid(self, collection: str, question: str, limit: int, timer: _Timer) -> list[ScoredChunk]:
-        vector, dense_hits = self._dense_hits(collection, question, limit, timer)
-        bm25_hits = self.store.search_bm25(collection, question, limit)
-        timer.lap("bm25_search")
+    def _hybrid(self, search: _Search) -> list[ScoredChunk]:
+        vector, dense_hits = self._dense_hits(search)
+        bm25_hits = self._bm25_hits(search)
         cosine = {h.chunk_id: h.raw_score for h in dense_hits}
         bm25_raw = {h.chunk_id: h.raw_score for h in bm25_hits}
         hits = {h.chunk_id: h for h in [*bm25_hits, *dense_hits]}
         missing = [cid for cid in bm25_raw if cid not in cosine]
-        for cid, stored in self.store.dense_vectors(collection, missing).items():
+        for cid, stored in self.store.dense_vectors(search.collection, missing).items():
             cosine[cid] = float(np.dot(stored, vector))
-        timer.lap("fuse")
+        search.timer.lap("fuse")
         scored = [self._fused(hits[cid], cosine.get(cid), bm25_raw.get(cid, 0.0)) for cid in hits]
         if self.fusion.method == "rrf":
             order = self._rrf_order(dense_hits, bm25_hits)

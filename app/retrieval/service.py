@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.errors import InvalidInput
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.models import SearchHit, SearchResponse
-from app.retrieval.retriever import RetrievalMode, Retriever, ScoredChunk
+from app.retrieval.retriever import RetrievalMode, RetrievalResult, Retriever, ScoredChunk
 from app.settings import Settings
 
 
@@ -31,8 +31,13 @@ class SearchService:
     ) -> SearchResponse:
         question = self.validate_question(question)
         top_k, threshold, mode = self.options(top_k, score_threshold, mode)
-        collection, ready = self.knowledge_bases.collection_and_ready_docs(kb_name)
-        result = self.retriever.search(collection, question, top_k, mode, threshold, allowed_doc_ids=ready)
+        scope = self.knowledge_bases.search_scope(kb_name)
+        if scope.has_ready:
+            result = self.retriever.search(
+                scope.collection, question, top_k, mode, threshold, excluded_doc_ids=scope.hidden
+            )
+        else:  # nothing to find; and Milvus fails a BM25 search of an empty collection ("NaN or Inf value")
+            result = RetrievalResult(chunks=[], timings_ms={"total": 0.0})
         return SearchResponse(
             kb_name=kb_name,
             question=question,

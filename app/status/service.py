@@ -21,6 +21,7 @@ class LLMStatus(BaseModel):
 
 class Limits(BaseModel):
     max_upload_mb: float
+    max_request_mb: float  # one upload request, all its files together
     max_question_chars: int
     default_top_k: int
     max_top_k: int
@@ -57,6 +58,7 @@ def system_status(settings: Settings, llm: LLMClient) -> SystemStatus:
         file_types=sorted(SUPPORTED_EXTENSIONS),
         limits=Limits(
             max_upload_mb=settings.max_upload_mb,
+            max_request_mb=settings.max_request_mb,
             max_question_chars=settings.max_question_chars,
             default_top_k=settings.default_top_k,
             max_top_k=settings.max_top_k,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -103,6 +104,9 @@ class KnowledgeBase(Base):
 
 class Document(Base):
     __tablename__ = "documents"
+    # Searches read the documents of a knowledge base that may have vectors while not ready (see
+    # app/kb/visibility.py) through this index, so a query reads no ready document.
+    __table_args__ = (Index("ix_documents_kb_status_attempts", "kb_id", "status", "index_attempts"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
     filename: Mapped[str] = mapped_column(String(255))
@@ -144,6 +148,16 @@ class Document(Base):
     pages_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     knowledge_base: Mapped[KnowledgeBase] = relationship(back_populates="documents")
+
+
+class VectorDeletion(Base):
+    """A document whose vectors may still be in Milvus after its row was deleted (or it failed): searches leave it
+    out until its vectors are gone and no indexer can still insert them (see app/kb/visibility.py)."""
+
+    __tablename__ = "vector_deletions"
+    collection_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Conversation(Base):
@@ -189,9 +203,9 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
         cursor.close()
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Columns added to the schema since a catalog was created (all nullable), added in place: create_all only
-    creates missing tables."""
+def _add_missing_columns_and_indexes(engine: Engine) -> None:
+    """Columns (all nullable) and indexes added to the schema since a catalog was created, added in place:
+    create_all only creates missing tables, with their indexes."""
     inspector = inspect(engine)
     with engine.begin() as connection:
         for table in Base.metadata.sorted_tables:
@@ -202,6 +216,10 @@ def _add_missing_columns(engine: Engine) -> None:
                 if column.name not in present and column.nullable:
                     kind = column.type.compile(dialect=engine.dialect)
                     connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            indexed = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in indexed:
+                    index.create(connection)
 
 
 def _reject_nul(session: Session, _context: object, _instances: object) -> None:
@@ -230,7 +248,7 @@ class Catalog:
         self._reopen_lock = threading.Lock()
         try:
             Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            _add_missing_columns_and_indexes(self.engine)
         except OperationalError as exc:
             self.engine.dispose()
             if not (self.engine.dialect.name == "sqlite" and is_disk_full(exc)):

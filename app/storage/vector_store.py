@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,11 @@ def _safe_id(value: str) -> str:
     if not _ID_RE.match(value):
         raise ValueError(f"not an internal id: {value!r}")
     return value
+
+
+def _id_list(doc_ids: Iterable[str]) -> str:
+    """'"a", "b"' for a filter's list, each checked to be an internal id."""
+    return ", ".join(f'"{_safe_id(d)}"' for d in doc_ids)
 
 
 def _clip_utf8(text: str, max_bytes: int) -> str:
@@ -187,8 +192,7 @@ class MilvusStore:
         ids = [_safe_id(d) for d in doc_ids]
         if not ids or not self.has_collection(name):
             return
-        quoted = ", ".join(f'"{d}"' for d in ids)
-        self.client.delete(name, filter=f"doc_id in [{quoted}]", timeout=self.timeout)
+        self.client.delete(name, filter=f"doc_id in [{_id_list(ids)}]", timeout=self.timeout)
 
     def count_document_chunks(self, name: str, doc_id: str) -> int:
         rows = self.client.query(
@@ -210,18 +214,24 @@ class MilvusStore:
         rows.sort(key=lambda r: int(r["chunk_index"]))
         return [ChunkRecord.model_validate(_record_fields(r)) for r in rows]
 
-    def search_dense(self, name: str, vector: np.ndarray, limit: int) -> list[Hit]:
-        return self._search(name, vector.astype(np.float32).tolist(), "dense", "COSINE", limit)
+    def search_dense(
+        self, name: str, vector: np.ndarray, limit: int, excluded_doc_ids: Collection[str] = ()
+    ) -> list[Hit]:
+        """The nearest chunks, leaving out those of `excluded_doc_ids` inside Milvus (the top `limit` stays exact)."""
+        return self._search(name, vector.astype(np.float32).tolist(), "dense", "COSINE", limit, excluded_doc_ids)
 
-    def search_bm25(self, name: str, text: str, limit: int) -> list[Hit]:
-        return self._search(name, text, "sparse", "BM25", limit)
+    def search_bm25(self, name: str, text: str, limit: int, excluded_doc_ids: Collection[str] = ()) -> list[Hit]:
+        return self._search(name, text, "sparse", "BM25", limit, excluded_doc_ids)
 
-    def _search(self, name: str, query: object, field: str, metric: str, limit: int) -> list[Hit]:
+    def _search(
+        self, name: str, query: object, field: str, metric: str, limit: int, excluded_doc_ids: Collection[str]
+    ) -> list[Hit]:
         result = self.client.search(
             name,
             data=[query],
             anns_field=field,
             limit=limit,
+            filter=_excluding(excluded_doc_ids),
             output_fields=self._output_fields(name),
             search_params={"metric_type": metric},
             timeout=self.timeout,
@@ -235,6 +245,13 @@ class MilvusStore:
         quoted = ", ".join(f'"{_safe_chunk_id(c)}"' for c in chunk_ids)
         rows = self.client.query(name, filter=f"id in [{quoted}]", output_fields=["id", "dense"], timeout=self.timeout)
         return {str(r["id"]): np.asarray(r["dense"], dtype=np.float32) for r in rows}
+
+
+def _excluding(doc_ids: Collection[str]) -> str:
+    """A filter leaving out these documents' chunks (none: no filter, which costs nothing)."""
+    if not doc_ids:
+        return ""
+    return f"doc_id not in [{_id_list(sorted(doc_ids))}]"
 
 
 _CHUNK_ID_RE = re.compile(r"^[0-9a-f]{32}_[0-9]+$")
