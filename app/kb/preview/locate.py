@@ -91,7 +91,7 @@ def _same_line(line: Box, box: Box) -> bool:
     overlap = min(line.bottom, box.bottom) - max(line.top, box.top)
     height = max(min(line.height, box.height), 0.1)
     gap = box.left - line.right
-    return overlap >= 0.5 * height and -height <= gap <= 3 * max(line.height, box.height)
+    return overlap >= 0.5 * height and gap <= 3 * max(line.height, box.height)
 
 
 def highlight(glyphs: Sequence[Glyph], text: str) -> list[Box]:
