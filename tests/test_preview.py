@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +17,20 @@ import pypdfium2
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from app.api.main import create_app
 from app.chat.models import Source
 from app.kb.preview.cache import PageCache
 from app.kb.preview.locate import Box
-from tests.conftest import create_kb, make_settings, upload_ready
+from app.settings import PROJECT_ROOT
+from kbqa_client import KbqaClient
+from tests.conftest import create_kb, make_settings, upload_ready, wait_until
 from tests.fixtures_docs import make_pages_pdf
 from tests.fixtures_ocr import ZH_PARAGRAPHS, full_page, mixed_pdf
+from tests.live_api import serving
+from webui.i18n import TEXTS
+from webui.preview import highlighted
 
 PAGE1 = "第一页：季度概况。本季度共处理了一千二百份申请，平均审批时间为三天。"
 SENTENCE = "The Quillfeather bridge was painted teal in 1931 by the harbour board, and it still carries two lanes."
@@ -32,6 +39,11 @@ PDF_NAME = "季度报告.pdf"
 CACHE_MB = 0.15  # room for two page images of about 60-75 KB: a third evicts the least recently shown
 MARKDOWN = "# 设备手册\n\n## 第二章 维护\n\n" + "\n\n".join(
     f"第{n}段：维护记录编号{n:03d}，检查了第{n}号泵的密封圈与轴承，结果正常。" for n in range(1, 9)
+)
+UI_MARKDOWN = (
+    "# 设备手册\n\n## 第二章 维护\n\n"
+    "第三号泵的密封圈检查结果：正常 `<script>alert(1)</script>` 与 **<img src=x onerror=alert(2)>**。\n\n"
+    "第四号泵的轴承需要更换。"
 )
 HOSTILE_HTML = (
     "<html><body><h1>告示</h1><p>原文写着 &lt;script&gt;alert(1)&lt;/script&gt; 这几个字。</p>"
@@ -298,3 +310,67 @@ def test_previews_need_the_api_key_when_keys_are_set(tmp_path: Path, embedding_m
             assert keyed.get(path).status_code == 401, suffix
             allowed = keyed.get(path, headers={"Authorization": "Bearer preview-key"})
             assert allowed.status_code == 404 and allowed.json()["code"] == "not_found", suffix
+
+
+# --------------------------------------------------------------------------------------------- the web UI
+
+
+@pytest.fixture(scope="module")
+def served_api(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
+    """An API over HTTP for the web UI (知识库测试 needs no LLM), holding the two-page PDF and a hostile Markdown
+    file."""
+    settings = make_settings(tmp_path_factory.mktemp("preview-ui"), embedding_model_dir)
+    with serving(settings) as url:
+        api = KbqaClient(url)
+        api.create_knowledge_base("界面库")
+        pdf = make_pages_pdf(tmp_path_factory.mktemp("ui-pdf"), "ui.pdf", [PAGE1, SENTENCE]).read_bytes()
+        for name, data in ((PDF_NAME, pdf), ("注意.md", UI_MARKDOWN.encode())):
+            doc_id = api.upload("界面库", name, data)["document"]["id"]
+            wait_until(lambda d=doc_id: api.document("界面库", d)["status"] == "ready", f"{name} to be indexed")
+        api.close()
+        yield url
+
+
+def _ask_in_retrieval_test(url: str, monkeypatch: pytest.MonkeyPatch, question: str) -> AppTest:
+    monkeypatch.setenv("KBQA_API_URL", url)
+    monkeypatch.delenv("KBQA_UI_LANGUAGE", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "webui_st.py"), default_timeout=120).run()
+    at.segmented_control(key="mode").set_value("kb_test").run()
+    at.multiselect(key="selected_kbs").set_value(["界面库"]).run()
+    at.chat_input(key="question").set_value(question).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _open_source(at: AppTest, file_name: str) -> None:
+    sources = at.session_state["messages"][-1]["sources"]
+    number = next(s["number"] for s in sources if s["file_name"] == file_name)
+    toggle = next(t for t in at.toggle if t.key.startswith("preview-") and t.key.endswith(f"-{number}"))
+    toggle.set_value(True).run()
+    assert not at.exception, at.exception
+
+
+def test_the_chat_page_shows_a_pdf_source_on_its_highlighted_page(
+    served_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _ask_in_retrieval_test(served_api, monkeypatch, "Quillfeather bridge painted teal")
+    assert not at.get("image")
+    _open_source(at, PDF_NAME)
+    images = at.get("image")
+    assert len(images) == 1
+    assert images[0].proto.imgs[0].caption.startswith(TEXTS["preview.page"][0].format(page=2, pages=2))
+    assert any(TEXTS["preview.download"][0].split(" ")[0] in b.proto.label for b in at.get("download_button"))
+
+
+def test_the_chat_page_shows_a_text_source_escaped_among_its_neighbours(
+    served_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _ask_in_retrieval_test(served_api, monkeypatch, "第三号泵的密封圈检查结果")
+    _open_source(at, "注意.md")
+    cited = next(s for s in at.session_state["messages"][-1]["sources"] if s["file_name"] == "注意.md")
+    assert "<script>" in cited["text"] or "<img" in cited["text"], cited["text"]  # the loader keeps them as text
+    marked = [m.value for m in at.markdown if ":orange-background[" in m.value]
+    assert marked == [highlighted(cited["text"])]
+    assert not re.search(r"(?<!\\)[<>*`]", marked[0])  # nothing left for Markdown or HTML to interpret
+    captions = [c.value for c in at.caption]
+    assert any("维护" in c for c in captions), captions
