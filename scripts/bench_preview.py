@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings  # noqa: E402
-from scripts.benchdoc import free_port, machine, write_section  # noqa: E402
+from scripts.benchdoc import machine, start_api, write_section  # noqa: E402
 from tests.fixtures_docs import make_pages_pdf  # noqa: E402
 
 KB = "preview-bench"
@@ -35,27 +34,6 @@ PAGE_TEXT = (
     "第{n}页：本页记录了第{n}号设备的巡检结果。The inspection of unit {n} found the seals and bearings in order, "
     "and the next visit is planned for week {n} of the year. 巡检人员在表格中签字确认，并拍照留档备查。"
 )
-
-
-def start_api(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    model = str(Settings().models_dir / DEFAULT_EMBEDDING_DIRNAME)
-    env = {**os.environ, "KBQA_DATA_DIR": str(data_dir), "KBQA_EMBEDDING_MODEL": model}
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = (data_dir / "api.log").open("ab")
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the API did not start; see {data_dir / 'api.log'}")
-        time.sleep(0.3)
 
 
 def upload_ready(http: httpx.Client, name: str, data: bytes) -> dict:
@@ -119,7 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     start_load = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="bench-preview-"))
-    process, url = start_api(folder / "data")
+    model = str(Settings().models_dir / DEFAULT_EMBEDDING_DIRNAME)
+    process, url = start_api(folder / "data", {"KBQA_EMBEDDING_MODEL": model})
     try:
         with httpx.Client(base_url=url, timeout=120) as http:
             http.post("/api/kbs", json={"name": KB}).raise_for_status()
