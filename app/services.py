@@ -11,6 +11,7 @@ from app.eval.jobs import EvalJobs
 from app.eval.service import EvaluationService
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.loaders import LoadLimits
+from app.kb.preview.service import PreviewService
 from app.kb.service import KnowledgeBaseService
 from app.llm.client import LLMClient
 from app.retrieval.embeddings import Embedder
@@ -95,6 +96,10 @@ class Services:
         return KnowledgeBaseService(
             self.settings, self.catalog, self.store, self.queue, embedding_dim=self.query_embedder().dim
         )
+
+    @cached_property
+    def previews(self) -> PreviewService:
+        return PreviewService(self.settings, self.knowledge_bases, self.store)
 
     @cached_property
     def search(self) -> SearchService:

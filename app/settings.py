@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     load_ocr_max_image_pixels: int = Field(64_000_000, ge=1)
     load_ocr_max_pictures: int = Field(50, ge=0)
     load_ocr_progress_interval_s: float = Field(1.0, ge=0)
+    # Source previews (app/kb/preview/): PDF pages rendered on demand with a chunk highlighted, kept under
+    # <data_dir>/cache/pages up to this size (the least recently shown go first), each at most this many pixels.
+    preview_cache_mb: float = Field(200, ge=0)
+    preview_max_pixels: int = Field(4_000_000, ge=10_000, le=50_000_000)
 
     max_upload_mb: float = Field(200, gt=0)
     max_filename_chars: int = Field(200, ge=16, le=255)

@@ -5,16 +5,18 @@ way. Every path segment is escaped, streamed answers are parsed once, and failur
 API's `code`, a message).
 """
 
-from kbqa_client.client import DEFAULT_API_URL, KbqaClient, api_path, sse_events
+from kbqa_client.client import DEFAULT_API_URL, DocumentFile, KbqaClient, PageImage, api_path, sse_events
 from kbqa_client.errors import ApiError, ApiUnreachable, LLMUnavailable, NotFound, Unauthorized
 
 __all__ = [
     "DEFAULT_API_URL",
     "ApiError",
     "ApiUnreachable",
+    "DocumentFile",
     "KbqaClient",
     "LLMUnavailable",
     "NotFound",
+    "PageImage",
     "Unauthorized",
     "api_path",
     "sse_events",

@@ -7,9 +7,10 @@ answers are parsed by httpx-sse in one place, `sse_events`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from typing import IO, Any
-from urllib.parse import quote
+from typing import IO, Any, NamedTuple
+from urllib.parse import quote, unquote
 
 import httpx
 from httpx_sse import EventSource, connect_sse
@@ -24,6 +25,26 @@ Content = bytes | IO[bytes]
 def api_path(*segments: str) -> str:
     """'/api/kbs/<name>/documents' from ('kbs', name, 'documents'), every segment escaped."""
     return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+class DocumentFile(NamedTuple):
+    filename: str
+    media_type: str
+    content: bytes
+
+
+class PageImage(NamedTuple):
+    png: bytes
+    highlight: str | None  # where the chunk was found: text_layer, ocr or none (None: no chunk was asked for)
+
+
+def _disposition_name(header: str) -> str:
+    """The file name of a Content-Disposition header: its UTF-8 `filename*` when there is one."""
+    encoded = re.search(r"filename\*=UTF-8''([^;]+)", header, re.IGNORECASE)
+    if encoded:
+        return unquote(encoded.group(1).strip())
+    plain = re.search(r'filename="([^"]*)"', header)
+    return plain.group(1) if plain else ""
 
 
 def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -55,13 +76,18 @@ class KbqaClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The parsed JSON body of a call (None when empty); an error status raises its ApiError."""
+        response = self.response(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The whole response of a call (for bodies that are not JSON); an error status raises its ApiError."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, exc) from exc
         if response.status_code >= 400:
             raise error_from_response(response)
-        return response.json() if response.content else None
+        return response
 
     # -- status, knowledge bases ---------------------------------------------------------------------------------
 
@@ -115,6 +141,32 @@ class KbqaClient:
     def chunks(self, kb: str, doc_id: str, offset: int = 0, limit: int = 20) -> list[dict[str, Any]]:
         path = api_path("kbs", kb, "documents", doc_id, "chunks")
         return self.request("GET", path, params={"offset": offset, "limit": limit})
+
+    # -- previews of a source (a chat source's or a search hit's `preview_url` is the chunk context's path) ------
+
+    def document_file(self, kb: str, doc_id: str) -> DocumentFile:
+        """The exact bytes uploaded, with the original file name and media type."""
+        path = api_path("kbs", kb, "documents", doc_id, "file")
+        response = self.response("GET", path, params={"download": "true"}, timeout=self.long_timeout)
+        media_type = response.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
+        name = _disposition_name(response.headers.get("content-disposition", ""))
+        return DocumentFile(name, media_type, response.content)
+
+    def chunk_context(self, kb: str, doc_id: str, index: int, before: int = 2, after: int = 2) -> dict[str, Any]:
+        """The chunk with its neighbours, `kind` (pdf_page, text, rows, slide, picture) and preview links."""
+        path = api_path("kbs", kb, "documents", doc_id, "chunks", str(index))
+        return self.request("GET", path, params={"before": before, "after": after})
+
+    def preview(self, preview_url: str, before: int = 2, after: int = 2) -> dict[str, Any]:
+        """The chunk context a source's `preview_url` links to."""
+        return self.request("GET", preview_url, params={"before": before, "after": after})
+
+    def page_image(self, kb: str, doc_id: str, page: int, chunk: int | None = None) -> PageImage:
+        """A PDF page as PNG bytes, the chunk's lines highlighted when `chunk` is given."""
+        path = api_path("kbs", kb, "documents", doc_id, "pages", f"{page}.png")
+        params = {} if chunk is None else {"chunk": chunk}
+        response = self.response("GET", path, params=params, timeout=self.long_timeout)
+        return PageImage(response.content, response.headers.get("x-highlight"))
 
     # -- evaluation ----------------------------------------------------------------------------------------------
 

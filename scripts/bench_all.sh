@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
-for bench in bench_ingest bench_llm bench_chat bench_memory bench_eval; do
+for bench in bench_ingest bench_llm bench_chat bench_memory bench_eval bench_preview; do
   echo "== $bench"
   .venv/bin/python "scripts/$bench.py"
 done

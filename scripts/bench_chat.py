@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import statistics
 import subprocess
 import sys
@@ -43,12 +42,12 @@ from scripts.benchdoc import (  # noqa: E402
     BENCHMARKS_MD,
     EVAL,
     bench_settings,
-    free_port,
     machine,
     read_jsonl,
     require_eval,
     write_section,
 )
+from scripts.benchdoc import start_api as serve_api  # noqa: E402
 
 KB = "bench"
 
@@ -87,23 +86,9 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
 
 
 def start_api(settings: Settings, llm_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "KBQA_DATA_DIR": str(settings.data_dir), "KBQA_EMBEDDING_MODEL": settings.embedding_model,
-           "KBQA_LLM_BASE_URL": llm_url, "KBQA_LLM_TEMPERATURE": "0", "KBQA_LLM_MAX_TOKENS": "64"}
-    log = (settings.data_dir / "api.log").open("ab")
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the API did not start; see {settings.data_dir / 'api.log'}")
-        time.sleep(0.3)
+    env = {"KBQA_EMBEDDING_MODEL": settings.embedding_model, "KBQA_LLM_BASE_URL": llm_url,
+           "KBQA_LLM_TEMPERATURE": "0", "KBQA_LLM_MAX_TOKENS": "64"}
+    return serve_api(settings.data_dir, env)
 
 
 def stream_chat(http: httpx.Client, url: str, body: dict) -> dict:

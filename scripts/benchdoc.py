@@ -7,9 +7,13 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import httpx
 
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings, WorkerSettings
 
@@ -82,3 +86,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_api(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`kbqa serve` in its own process on a free port over `data_dir` (its log in data_dir/api.log), with `env`
+    added to this process's environment; returns once /health answers."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir / "api.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "KBQA_DATA_DIR": str(data_dir), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the API did not start; see {data_dir / 'api.log'}")
+        time.sleep(0.3)

@@ -10,6 +10,7 @@ import pytest
 
 from kbqa_client import ApiError, ApiUnreachable, KbqaClient, LLMUnavailable, NotFound, Unauthorized, api_path
 from tests.conftest import free_port, make_settings, wait_until
+from tests.fixtures_docs import make_pages_pdf
 from tests.live_api import serving
 
 HOSTILE = "质量?#%报告 & <b>"
@@ -62,6 +63,25 @@ def test_a_knowledge_base_named_with_url_characters_round_trips(client: KbqaClie
     with pytest.raises(NotFound) as missing:
         client.knowledge_base(HOSTILE)
     assert (missing.value.status, missing.value.code) == (404, "not_found") and HOSTILE in missing.value.message
+
+
+def test_a_source_opens_in_the_original(client: KbqaClient, tmp_path: Path) -> None:
+    kb, name = "原文预览", "季度 报告.pdf"
+    client.create_knowledge_base(kb)
+    data = make_pages_pdf(tmp_path, "q.pdf", ["第一页。" * 5, FACT]).read_bytes()
+    doc = wait_ready(client, kb, client.upload(kb, name, data)["document"]["id"])
+    hit = client.search(kb, "产品合格率", top_k=1)["hits"][0]
+    context = client.preview(hit["preview_url"], before=1, after=0)
+    assert context["chunk"]["text"] == hit["text"] and context["kind"] == "pdf_page"
+    assert client.chunk_context(kb, doc["id"], hit["chunk_index"]) == client.preview(hit["preview_url"])
+    image = client.page_image(kb, doc["id"], hit["page"], hit["chunk_index"])
+    assert image.png.startswith(b"\x89PNG") and image.highlight == "text_layer"
+    assert client.page_image(kb, doc["id"], 1).highlight is None
+    downloaded = client.document_file(kb, doc["id"])
+    assert (downloaded.filename, downloaded.media_type, downloaded.content) == (name, "application/pdf", data)
+    with pytest.raises(NotFound):
+        client.page_image(kb, doc["id"], 3)
+    client.delete_knowledge_base(kb)
 
 
 def test_streamed_answers_are_parsed_into_events(client: KbqaClient) -> None:

@@ -5,6 +5,7 @@ from fastapi import Request
 from app.chat.conversations import ConversationStore
 from app.chat.service import ChatService
 from app.eval.service import EvaluationService
+from app.kb.preview.service import PreviewService
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.service import SearchService
 from app.retrieval.text_embeddings import EmbeddingService
@@ -17,6 +18,10 @@ def services(request: Request) -> Services:
 
 def knowledge_bases(request: Request) -> KnowledgeBaseService:
     return services(request).knowledge_bases
+
+
+def previews(request: Request) -> PreviewService:
+    return services(request).previews
 
 
 def search_service(request: Request) -> SearchService:

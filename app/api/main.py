@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from app.api.auth import ApiKeyMiddleware, ApiKeys, bearer_scheme
 from app.api.guards import GuardMiddleware, RequestGuard
 from app.api.responses import error_body, error_response, openai_error
-from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, search, status
+from app.api.routes import chat, documents, evaluation, knowledge_bases, openai_compat, previews, search, status
 from app.api.routes.openai_compat import validation_message
 from app.errors import InvalidInput, KBQAError
 from app.services import Services
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     keys = ApiKeys(settings.api_keys)
     documented = [Security(bearer_scheme)] if keys else []  # the key in the OpenAPI docs; checked below
-    for routes in (knowledge_bases, documents, search, chat, openai_compat, status, evaluation):
+    for routes in (knowledge_bases, documents, previews, search, chat, openai_compat, status, evaluation):
         app.include_router(routes.router, dependencies=documented)
     if keys:
         # Every route needs the key but /health and the API's own description (see app/api/auth.py).

@@ -6,8 +6,9 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
+from app.kb.preview.links import chunk_link
 from app.retrieval.retriever import RetrievalMode
 from app.storage.chunks import ChunkRecord
 from app.validation import RequestModel
@@ -51,6 +52,12 @@ class Source(ChunkRecord):
     number: int
     kb_name: str
     score: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def preview_url(self) -> str:
+        """The chunk in its context (see app/kb/preview/links.py), relative to the API."""
+        return chunk_link(self.kb_name, self.doc_id, self.chunk_index)
 
 
 class Timings(BaseModel):

@@ -25,6 +25,7 @@ from app.kb.names import (
     sanitize_filename,
     validate_kb_name,
 )
+from app.kb.preview.cache import page_cache
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
 from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
 from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name, utcnow
@@ -43,6 +44,14 @@ class Staged(NamedTuple):
     size: int
 
 
+class StoredDocument(NamedTuple):
+    """A document as the catalog has it, where its uploaded file lies and its knowledge base's collection."""
+
+    info: DocumentInfo
+    path: Path
+    collection: str
+
+
 class KnowledgeBaseService:
     def __init__(
         self,
@@ -58,6 +67,7 @@ class KnowledgeBaseService:
         self.queue = queue
         self.embedding_dim = embedding_dim
         self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
+        self.page_cache = page_cache(settings)
 
     # -- knowledge bases ------------------------------------------------------------------------------------------
 
@@ -129,6 +139,7 @@ class KnowledgeBaseService:
         self.queue.cancel(doc_ids)
         self.store.drop_collection(collection)
         shutil.rmtree(self.settings.files_dir / kb_id, ignore_errors=True)
+        self.page_cache.forget(doc_ids)
 
     def chunking(self, chunk_size: int | None, chunk_overlap: int | None) -> tuple[int, int]:
         """Chunk size and overlap with the settings' defaults filled in, or InvalidInput. Without an overlap, a
@@ -363,6 +374,15 @@ class KnowledgeBaseService:
         self.queue.cancel([doc_id])
         self.queue.indexer.remove_vectors([(collection, doc_id)], release=not indexing)
         stored.unlink(missing_ok=True)
+        self.page_cache.forget([doc_id])
+
+    def stored_document(self, kb_name: str, doc_id: str) -> StoredDocument:
+        """NotFound unless the document is in the knowledge base (a deleted one is not)."""
+        with self.catalog.session() as session:
+            kb = self._kb(session, kb_name)
+            doc = self._doc(session, kb, doc_id)
+            info = DocumentInfo.of(doc, kb.name)
+            return StoredDocument(info, self.settings.files_dir / doc.stored_path, kb.collection_name)
 
     def document_chunks(self, kb_name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[ChunkInfo]:
         with self.catalog.session() as session:

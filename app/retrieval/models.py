@@ -11,6 +11,7 @@ class SearchHit(ChunkInfo):
     score: float
     dense_score: float | None = None
     bm25_score: float | None = None
+    preview_url: str | None = None  # the chunk in its context (see app/kb/preview/links.py), relative to the API
 
 
 class SearchResponse(BaseModel):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from app.errors import InvalidInput
+from app.kb.preview.links import chunk_link
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.models import SearchHit, SearchResponse
 from app.retrieval.retriever import RetrievalMode, RetrievalResult, Retriever, ScoredChunk
 from app.settings import Settings
 
 
-def _search_hit(chunk: ScoredChunk) -> SearchHit:
-    """The hit with its scores rounded to 4 places."""
+def _search_hit(kb_name: str, chunk: ScoredChunk) -> SearchHit:
+    """The hit with its scores rounded to 4 places and the link of its preview."""
     scores = {"score": chunk.score, "dense_score": chunk.dense_score, "bm25_score": chunk.bm25_score}
-    return chunk.hit.to(SearchHit, **{name: None if s is None else round(s, 4) for name, s in scores.items()})
+    rounded = {name: None if s is None else round(s, 4) for name, s in scores.items()}
+    link = chunk_link(kb_name, chunk.hit.doc_id, chunk.hit.chunk_index)
+    return chunk.hit.to(SearchHit, preview_url=link, **rounded)
 
 
 class SearchService:
@@ -44,7 +47,7 @@ class SearchService:
             mode=mode.value,
             top_k=top_k,
             score_threshold=threshold,
-            hits=[_search_hit(chunk) for chunk in result.chunks],
+            hits=[_search_hit(kb_name, chunk) for chunk in result.chunks],
             timings_ms=result.timings_ms,
         )
 

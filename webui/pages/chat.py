@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from webui import evaluation_panel
 from webui.common import RETRIEVAL_MODES, answer_markdown, get_api, plain, run_status, show_error
 from webui.export import conversation_markdown
 from webui.i18n import t
+from webui.preview import show_preview
 
 MODES = ["llm", "kb", "kb_test"]
 KB_PAGE = "webui/pages/knowledge_bases.py"
@@ -135,7 +137,12 @@ def request_body(question: str) -> dict[str, Any]:
 # --- showing answers -------------------------------------------------------------------------------------------
 
 
-def show_sources(sources: list[dict[str, Any]]) -> None:
+def message_key(message: dict[str, Any]) -> str:
+    """A name for the message's widgets, the same on every run of the page."""
+    return message.setdefault("key", uuid.uuid4().hex)
+
+
+def show_sources(sources: list[dict[str, Any]], key: str) -> None:
     with st.expander(t("chat.sources", n=len(sources))):
         for source in sources:
             page = t("chat.page", page=source["page"]) if source.get("page") else ""
@@ -150,7 +157,11 @@ def show_sources(sources: list[dict[str, Any]]) -> None:
                     kb=plain(source["kb_name"]),
                 )
             )
-            st.text(source["text"])
+            source_key = f"{key}-{source['number']}"
+            if st.toggle(t("preview.open"), key=f"preview-{source_key}"):
+                show_preview(source, source_key)
+            else:
+                st.text(source["text"])
 
 
 def show_timings(timings: dict[str, Any] | None) -> None:
@@ -166,7 +177,7 @@ def show_timings(timings: dict[str, Any] | None) -> None:
     st.caption(f"{t('chat.timings')}: " + " · ".join(parts))
 
 
-def show_hits(sources: list[dict[str, Any]]) -> None:
+def show_hits(sources: list[dict[str, Any]], key: str) -> None:
     """知识库测试: the hits as a table with their scores, and a bar chart of the scores."""
     if not sources:
         st.info(t("chat.no_hits"))
@@ -197,7 +208,7 @@ def show_hits(sources: list[dict[str, Any]]) -> None:
     st.bar_chart(
         chart, x="chunk", y=t("hits.score"), horizontal=True, sort=False, x_label="", height=60 + 28 * len(sources)
     )
-    show_sources(sources)
+    show_sources(sources, key)
 
 
 def show_assistant(message: dict[str, Any]) -> None:
@@ -205,7 +216,7 @@ def show_assistant(message: dict[str, Any]) -> None:
         show_error(ApiError(**message["api_error"]), get_api())
         return
     if message["mode"] == "kb_test":
-        show_hits(message.get("sources", []))
+        show_hits(message.get("sources", []), message_key(message))
         show_timings(message.get("timings"))
         return
     if message.get("rewritten_question"):
@@ -221,7 +232,7 @@ def show_answer_details(message: dict[str, Any]) -> None:
     if message.get("error"):
         st.error(t("err.partial", detail=message["error"]))
     if message.get("sources"):
-        show_sources(message["sources"])
+        show_sources(message["sources"], message_key(message))
     show_timings(message.get("timings"))
 
 

@@ -69,6 +69,10 @@ class Tesseract:
 
     def read(self, image: Image.Image, timeout_s: float) -> OcrText:
         """The text of `image` (grayscale), a paragraph per line; subprocess.TimeoutExpired past `timeout_s`."""
+        return parse_tsv(self.tsv(image, timeout_s))
+
+    def tsv(self, image: Image.Image, timeout_s: float) -> str:
+        """Tesseract's TSV of `image`: a row per word with its box (see `parse_tsv`, `ocr_words`)."""
         png = io.BytesIO()
         image.save(png, format="PNG", compress_level=1)
         command = [self.binary, "stdin", "stdout", "-l", self.languages, "--psm", _PAGE_SEGMENTATION, "tsv"]
@@ -77,7 +81,7 @@ class Tesseract:
         )
         if done.returncode != 0:
             raise RuntimeError(done.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {done.returncode}")
-        return parse_tsv(done.stdout.decode("utf-8", "replace"))
+        return done.stdout.decode("utf-8", "replace")
 
 
 def _child_env() -> dict[str, str]:
@@ -134,6 +138,28 @@ def parse_tsv(tsv: str) -> OcrText:
         chars += len(word)
     text = "\n".join(_join(words) for words in paragraphs.values())
     return OcrText(text=text, confidence=weighted / chars if chars else 0.0)
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """A word Tesseract read and its box in the picture's pixels."""
+
+    text: str
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def ocr_words(tsv: str) -> list[OcrWord]:
+    """The words of Tesseract's TSV with their boxes, in reading order."""
+    words = []
+    for row in tsv.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) == 12 and cells[0] == "5" and cells[11].strip():
+            left, top, width, height = (int(cell) for cell in cells[6:10])
+            words.append(OcrWord(cells[11].strip(), left, top, width, height))
+    return words
 
 
 def _join(words: list[str]) -> str:

@@ -1,0 +1,174 @@
+"""One PDF page rendered as a PNG with a chunk's lines highlighted.
+
+Only the page asked for is opened and rendered (PDFium loads pages lazily), so a 300-page PDF costs what one page
+does. The chunk is found on the page's text layer (PDFium's character boxes); a scanned page, whose text came from
+OCR, is read again by Tesseract as the loader read it (same resolution) and the chunk is found in its word boxes.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pypdfium2
+import pypdfium2.raw as pdfium_c
+from PIL import Image, ImageDraw, PngImagePlugin
+
+from app.errors import InvalidInput, NotFound
+from app.kb.loaders._limits import LoadLimits
+from app.kb.loaders.ocr import OcrUnavailable, engine, ocr_words
+from app.kb.loaders.pdf_loader import _MIN_TEXT_LAYER_CHARS, _PDFIUM_LOCK, _render
+from app.kb.preview.locate import Box, Glyph, highlight
+
+PREVIEW_DPI = 120  # sharp enough to read body text on a screen; the pixel cap (preview_max_pixels) may lower it
+_FILL = (255, 196, 0, 90)
+_EDGE = (230, 110, 0, 220)
+_PNG_COMPRESSION = 3  # zlib level: most of the size saving of the default (6) in half its time
+
+Found = Literal["text_layer", "ocr", "none"]
+_FOUND_KEY = "kbqa-highlight"  # the PNG text chunk that keeps `found`, so a cached image still tells it
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The visible part of a page (its crop box) in PDF points: where page coordinates start, and its size."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+    def box(self, left: float, bottom: float, right: float, top: float) -> Box:
+        """A PDF rectangle (y upwards) as a Box from the frame's top-left corner."""
+        return Box(left - self.left, self.top - top, right - self.left, self.top - bottom)
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    png: bytes
+    boxes: list[Box]  # the chunk's lines, in PDF points from the page's top-left corner
+    found: Found  # where the chunk was found: on the text layer, in the OCR of the page, or not at all
+    scale: float  # pixels per PDF point
+
+
+class PdfPages:
+    def __init__(self, limits: LoadLimits, max_pixels: int) -> None:
+        self.limits = limits
+        self.max_pixels = max_pixels
+
+    def render(self, path: Path, number: int, text: str | None = None) -> RenderedPage:
+        """Page `number` (1-based) as a PNG, the lines of `text` on it highlighted when given; NotFound for a page
+        the PDF does not have."""
+        document = _open(path)
+        try:
+            image, frame, glyphs, scale = self._draw(document, number, want_glyphs=text is not None)
+            boxes, found = self._locate(document, number, frame, glyphs, text) if text else ([], "none")
+        finally:
+            with _PDFIUM_LOCK:
+                document.close()
+        if boxes:
+            _mark(image, boxes, scale)
+        info = PngImagePlugin.PngInfo()
+        if text is not None:
+            info.add_text(_FOUND_KEY, found)
+        png = io.BytesIO()
+        image.save(png, format="PNG", compress_level=_PNG_COMPRESSION, pnginfo=info)
+        return RenderedPage(png.getvalue(), boxes, found, scale)
+
+    def _draw(
+        self, document: pypdfium2.PdfDocument, number: int, want_glyphs: bool
+    ) -> tuple[Image.Image, Frame, list[Glyph], float]:
+        with _PDFIUM_LOCK:
+            count = len(document)
+            if not 1 <= number <= count:
+                raise NotFound(
+                    f"页码 {number} 不存在：该 PDF 共 {count} 页 (page {number} does not exist: the PDF has "
+                    f"{count} pages)"
+                )
+            page = document[number - 1]
+            try:
+                left, bottom, right, top = page.get_bbox()  # the crop box, inherited ones included
+                frame = Frame(left, top, right - left, top - bottom)
+                glyphs = _text_layer(page, frame) if want_glyphs else []
+                scale = min(PREVIEW_DPI / 72, (self.max_pixels / max(frame.width * frame.height, 1.0)) ** 0.5)
+                image = page.render(scale=scale).to_pil().convert("RGB")
+            finally:
+                page.close()
+        return image, frame, glyphs, scale
+
+    def _locate(
+        self, document: pypdfium2.PdfDocument, number: int, frame: Frame, glyphs: list[Glyph], text: str
+    ) -> tuple[list[Box], Found]:
+        boxes = highlight(glyphs, text)
+        if boxes:
+            return boxes, "text_layer"
+        if len(glyphs) >= _MIN_TEXT_LAYER_CHARS or not self.limits.ocr:
+            return [], "none"
+        boxes = highlight(self._ocr_glyphs(document, number, frame), text)
+        return boxes, "ocr" if boxes else "none"
+
+    def _ocr_glyphs(self, document: pypdfium2.PdfDocument, number: int, frame: Frame) -> list[Glyph]:
+        """The page's characters as OCR reads them at the loader's resolution, each word's box shared evenly
+        among its characters (Tesseract reports each Chinese character as a word of its own)."""
+        image = _render(document, number, self.limits.ocr_dpi)
+        if image is None:
+            return []
+        try:
+            tsv = engine(self.limits.ocr_languages).tsv(image, self.limits.ocr_page_timeout_s)
+        except (OcrUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            raise InvalidInput(f"无法对该页做 OCR 以标出引用位置 (the page could not be read by OCR: {exc})") from exc
+        pixels_per_point = image.width / max(frame.width, 1.0)
+        glyphs = []
+        for word in ocr_words(tsv):
+            step = word.width / len(word.text)
+            for k, ch in enumerate(word.text):
+                left = word.left + k * step
+                glyphs.append(Glyph(ch, Box(left, word.top, left + step, word.top + word.height)))
+        return [Glyph(g.char, _scaled(g.box, 1 / pixels_per_point)) for g in glyphs]
+
+
+def _open(path: Path) -> pypdfium2.PdfDocument:
+    try:
+        with _PDFIUM_LOCK:
+            return pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError as exc:
+        raise InvalidInput(f"无法打开该 PDF 以显示页面 (the PDF cannot be opened to show its pages: {exc})") from exc
+
+
+def _text_layer(page: pypdfium2.PdfPage, frame: Frame) -> list[Glyph]:
+    """The page's visible characters with their boxes (the font's full height, so lines join up)."""
+    textpage = page.get_textpage()
+    try:
+        glyphs = []
+        for index in range(textpage.count_chars()):
+            char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, index))
+            if char.isspace() or not char.isprintable():
+                continue
+            glyphs.append(Glyph(char, frame.box(*textpage.get_charbox(index, loose=True))))
+        return glyphs
+    finally:
+        textpage.close()
+
+
+def _scaled(box: Box, factor: float) -> Box:
+    return Box(box.left * factor, box.top * factor, box.right * factor, box.bottom * factor)
+
+
+def _mark(image: Image.Image, boxes: list[Box], scale: float) -> None:
+    """Semi-transparent boxes over the lines, blended into `image` in place."""
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for box in boxes:
+        scaled = _scaled(box, scale)
+        draw.rectangle((scaled.left, scaled.top, scaled.right, scaled.bottom), fill=_FILL, outline=_EDGE, width=2)
+    image.paste(Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB"))
+
+
+def found_in(png: bytes) -> Found | None:
+    """Where the chunk was found, as a rendered page's PNG keeps it (None for a page rendered without one)."""
+    with Image.open(io.BytesIO(png)) as image:
+        found = image.info.get(_FOUND_KEY)
+    return found if found in ("text_layer", "ocr", "none") else None
