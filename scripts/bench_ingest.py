@@ -288,8 +288,7 @@ def main() -> None:
     args = parser.parse_args()
     require_eval()
 
-    data_dir = Path(os.environ.get("KBQA_DATA_DIR", ROOT / "data"))
-    model_dir = data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME
+    model_dir = Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME
     work = Path(tempfile.mkdtemp(prefix="kbqa-bench-"))
     services = Services(Settings(data_dir=work / "data", embedding_model=str(model_dir)))
     try:

@@ -61,16 +61,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def embedding_model_dir() -> Path:
     from app.modelprep.prepare import prepare_embedding_model
 
-    data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
-    return prepare_embedding_model(data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME)
+    return prepare_embedding_model(Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME)
 
 
 @pytest.fixture(scope="session")
 def llm_model_file() -> Path:
     from app.modelprep.llm_gguf import prepare_llm_model
 
-    data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
-    return prepare_llm_model(data_dir / "models")
+    return prepare_llm_model(Settings().storage.models_dir)
 
 
 def llm_settings(data_dir: Path, model_file: Path, workers: int = 1, **overrides: object) -> Settings:
