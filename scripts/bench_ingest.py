@@ -290,7 +290,7 @@ def main() -> None:
 
     model_dir = Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME
     work = Path(tempfile.mkdtemp(prefix="kbqa-bench-"))
-    services = Services(Settings(data_dir=work / "data", embedding_model=str(model_dir)))
+    services = Services(Settings(storage__data_dir=work / "data", embedding__model=str(model_dir)))
     try:
         langs: dict[str, dict] = {}
         all_questions: list[dict] = []

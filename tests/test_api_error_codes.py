@@ -23,9 +23,9 @@ def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) 
     settings = make_settings(
         tmp_path_factory.mktemp("error-codes"),
         embedding_model_dir,
-        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        max_upload_mb=1,
-        max_request_mb=2,
+        llm__base_url=f"http://127.0.0.1:{free_port()}/v1",
+        ingest__max_upload_mb=1,
+        limits__max_request_mb=2,
     )
     with TestClient(create_app(settings)) as test_client:
         assert test_client.post("/api/kbs", json={"name": "已有库"}).status_code == 201
@@ -34,7 +34,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("error-codes-keys"), embedding_model_dir, api_keys=["k-1"])
+    settings = make_settings(tmp_path_factory.mktemp("error-codes-keys"), embedding_model_dir, security__api_keys=["k-1"])
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

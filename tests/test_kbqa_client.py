@@ -20,7 +20,7 @@ FACT = "第三季度质量报告：产品合格率为百分之九十八。"
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
     settings = make_settings(
-        tmp_path_factory.mktemp("client-api"), embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1"
+        tmp_path_factory.mktemp("client-api"), embedding_model_dir, llm__base_url=f"http://127.0.0.1:{free_port()}/v1"
     )
     with serving(settings) as url:
         yield url
@@ -96,7 +96,7 @@ def test_failures_raise_typed_errors_with_the_api_code(client: KbqaClient) -> No
 
 
 def test_a_refused_key_is_unauthorized(tmp_path: Path, embedding_model_dir: Path) -> None:
-    settings = make_settings(tmp_path, embedding_model_dir, api_keys=["k-1"])
+    settings = make_settings(tmp_path, embedding_model_dir, security__api_keys=["k-1"])
     with serving(settings) as url:
         with pytest.raises(Unauthorized) as refused:
             KbqaClient(url, "wrong").knowledge_bases()

@@ -194,7 +194,7 @@ def test_a_20000_pixel_square_png_is_refused_before_it_is_decoded(tmp_path: Path
     path = fo.png_bomb(tmp_path / "bomb.png")
     with PeakRss() as rss, pytest.raises(DocumentTooLarge) as caught:
         load_document(path)
-    assert "load_ocr_max_image_pixels" in str(caught.value) and str(caught.value).startswith("图片有")
+    assert "ocr.max_image_pixels" in str(caught.value) and str(caught.value).startswith("图片有")
     assert rss.growth < MEMORY_BOUND // 4, f"grew by {rss.growth / MIB:.0f} MiB"
 
 

@@ -101,13 +101,13 @@ class RequestGuard:
     """What the settings allow: the Host names, the Origins of state-changing requests, the body's size and pace."""
 
     def __init__(self, settings: Settings) -> None:
-        self.any_host = "*" in settings.allowed_hosts
-        self.hosts = frozenset(host_name(h) for h in [*LOCAL_NAMES, settings.api_host, *settings.allowed_hosts])
-        ui_sites = {site(_url("http", name, settings.ui_port)) for name in {*LOCAL_NAMES, settings.ui_host}}
-        self.origins = frozenset(ui_sites | {site(origin) for origin in settings.cors_origins}) - {None}
-        self.max_request_mb = settings.max_request_mb
-        self.max_body_bytes = int(settings.max_request_mb * 1024 * 1024)
-        self.body_timeout_s = settings.request_body_timeout_s
+        self.any_host = "*" in settings.security.allowed_hosts
+        self.hosts = frozenset(host_name(h) for h in [*LOCAL_NAMES, settings.api.host, *settings.security.allowed_hosts])
+        ui_sites = {site(_url("http", name, settings.ui.port)) for name in {*LOCAL_NAMES, settings.ui.host}}
+        self.origins = frozenset(ui_sites | {site(origin) for origin in settings.security.cors_origins}) - {None}
+        self.max_request_mb = settings.limits.max_request_mb
+        self.max_body_bytes = int(settings.limits.max_request_mb * 1024 * 1024)
+        self.body_timeout_s = settings.limits.request_body_timeout_s
 
     def refusal(self, method: str, headers: Headers) -> Refused | None:
         """Why a request is refused before its body is read, or None."""

@@ -32,7 +32,7 @@ def serve(
     settings = get_settings()
     keep_process_files_in_data_dir(settings)
     uvicorn.run(
-        create_app(settings), host=host or settings.api_host, port=port or settings.api_port, **server_options(settings)
+        create_app(settings), host=host or settings.api.host, port=port or settings.api.port, **server_options(settings)
     )
 
 
@@ -54,13 +54,13 @@ def _start_llm_stack(detach: bool) -> LLMStack:
 
     settings = get_settings()
     stack = LLMStack(settings, report=lambda line: console.print(line, highlight=False, soft_wrap=True))
-    console.print(f"starting FastChat ({len(settings.llm_workers)} worker(s)); logs in {settings.logs_dir}")
+    console.print(f"starting FastChat ({len(settings.fastchat.workers)} worker(s)); logs in {settings.storage.logs_dir}")
     try:
         stack.start(detach=detach)
     except (StackError, ModelFileError) as exc:
         fail(str(exc))
-    console.print(f"  OpenAI-compatible API: {settings.fastchat_api_url}", highlight=False)
-    console.print(f"  controller:            {settings.fastchat_controller_url}", highlight=False)
+    console.print(f"  OpenAI-compatible API: {settings.fastchat.api_url}", highlight=False)
+    console.print(f"  controller:            {settings.fastchat.controller_url}", highlight=False)
     return stack
 
 
@@ -177,9 +177,9 @@ def up(
                 web = start_ui(settings)
             except UIError as exc:
                 fail(str(exc))
-            console.print(f"  web UI:                {settings.ui_url}", highlight=False)
-        console.print(f"  kbqa API:              {settings.api_url}  (docs: {settings.api_url}/docs)", highlight=False)
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **server_options(settings))
+            console.print(f"  web UI:                {settings.ui.url}", highlight=False)
+        console.print(f"  kbqa API:              {settings.api.url}  (docs: {settings.api.url}/docs)", highlight=False)
+        uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, **server_options(settings))
     except KeyboardInterrupt:
         pass
     finally:

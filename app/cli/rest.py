@@ -26,7 +26,7 @@ R = TypeVar("R")
 
 def client() -> KbqaClient:
     settings = get_settings()
-    return KbqaClient(settings.api_url, settings.resolved_client_api_key, timeout_s=120.0, connect_timeout_s=5.0)
+    return KbqaClient(settings.api.url, settings.security.resolved_client_api_key, timeout_s=120.0, connect_timeout_s=5.0)
 
 
 def error_line(exc: ApiError) -> str:

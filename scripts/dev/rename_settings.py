@@ -15,9 +15,11 @@ What it rewrites, in Python files under app/, kbqa_client/, webui/, scripts/, te
 - dict literals whose keys are all flat setting names (not request bodies: json=, data=, params=), and string keys
   of `overrides[...]`, `storage[...]`, `backend_settings[...]`: "milvus_uri" -> "storage__milvus_uri";
 - the string "load_max_xml_mb" (a loader limit a test expects named in a message) -> "limits.max_xml_mb";
-and, in those files and in docker-compose*.yml, Dockerfile, docs/deploy.md, scripts/*.sh, environment variable
-names: KBQA_MILVUS_URI -> KBQA_STORAGE__MILVUS_URI, except those the web UI process reads itself (KBQA_API_URL,
-KBQA_CLIENT_API_KEY, KBQA_UI_LANGUAGE: the launcher's contract with webui/, which imports nothing of app).
+- environment variable names in string constants: "KBQA_MILVUS_URI" -> "KBQA_STORAGE__MILVUS_URI", except those the
+  web UI process reads itself (KBQA_API_URL, KBQA_CLIENT_API_KEY, KBQA_UI_LANGUAGE: the launcher's contract with
+  webui/, which imports nothing of app) and `${KBQA_...}` (docker-compose's variables on the host).
+The deployment files (docker-compose*.yml, Dockerfile, docs/deploy.md, scripts/*.sh) and tests/test_deploy.py,
+which reads them, keep the flat names: they stay valid aliases, and compose's host variables are the deployer's.
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from app.settings import LEGACY_NAMES, MOVED, env_name  # noqa: E402
 
-PY_PLACES = ["app", "kbqa_client", "webui", "scripts", "tests", "webui_st.py"]
-TEXT_PLACES = ["docker-compose.yml", "docker-compose.gpu.yml", "Dockerfile", "docs/deploy.md", "scripts"]
+PLACES = ["app", "kbqa_client", "webui", "scripts", "tests", "webui_st.py"]
 SKIP = {"app/settings.py", "tests/test_settings.py", "scripts/dev/rename_settings.py"}
+ENV_SKIP = {"tests/test_deploy.py"}
 UI_CONTRACT = {"api_url", "client_api_key", "ui_language"}
 BUILDERS = re.compile(r"(?:^|\.)(?:Settings|make_settings|llm_settings|with_changes)$")
 SETTINGS_LIKE = re.compile(r"(?:^|\.)(?:_?settings|Settings|get_settings|make_settings|llm_settings|settings_from)$")
 OVERRIDE_DICTS = {"overrides", "storage", "backend_settings"}
 BODY_KEYWORDS = {"json", "data", "params", "files", "form"}
-ENV = re.compile(r"\bKBQA_([A-Z0-9_]+)\b")
+ENV = re.compile(r"(?<!\$\{)\bKBQA_([A-Z0-9_]+)\b")
 
 
 def new_key(flat: str) -> str:
@@ -153,10 +155,34 @@ def edits(text: str) -> Iterator[tuple[int, int, str, int]]:
                 yield start, end, f'"{MOVED[node.value]}"', node.lineno
 
 
-def rewrite_python(text: str, where: str, report: list[str]) -> str:
+def env_edits(text: str) -> Iterator[tuple[int, int, str, int]]:
+    """Environment variable names inside the string constants (f-strings' parts included) of one Python file."""
+    source = Source(text)
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "KBQA_" in node.value:
+            start, end = source.span(node)
+            original = source.data[start:end].decode()
+            renamed = ENV.sub(_renamed_env, original)
+            if renamed != original:
+                yield start, end, renamed, node.lineno
+
+
+def _renamed_env(match: re.Match[str]) -> str:
+    flat = match.group(1).lower()
+    if flat not in LEGACY_NAMES or flat in UI_CONTRACT:
+        return match.group(0)
+    return env_name(MOVED[flat])
+
+
+def rewrite_python(text: str, where: str, report: list[str], env: bool) -> str:
+    text = _apply(text, edits(text), where, report)
+    return _apply(text, env_edits(text), where, report) if env else text
+
+
+def _apply(text: str, changes: Iterator[tuple[int, int, str, int]], where: str, report: list[str]) -> str:
     data = text.encode()
     taken: list[tuple[int, int]] = []
-    for start, end, replacement, line in sorted(set(edits(text)), reverse=True):
+    for start, end, replacement, line in sorted(set(changes), reverse=True):
         if any(start < t_end and t_start < end for t_start, t_end in taken):
             continue  # inside a change already made (a model_copy call rewritten whole)
         taken.append((start, end))
@@ -165,31 +191,12 @@ def rewrite_python(text: str, where: str, report: list[str]) -> str:
     return data.decode()
 
 
-def rewrite_env(text: str, where: str, report: list[str]) -> str:
-    def renamed(match: re.Match[str]) -> str:
-        flat = match.group(1).lower()
-        if flat not in LEGACY_NAMES or flat in UI_CONTRACT:
-            return match.group(0)
-        new = env_name(MOVED[flat])
-        report.append(f"{where}: {match.group(0)} -> {new}")
-        return new
-
-    return ENV.sub(renamed, text)
-
-
-def files() -> Iterator[tuple[Path, bool]]:
-    """(file, is Python) for every file the script may touch."""
-    seen: set[Path] = set()
-    for place in PY_PLACES + TEXT_PLACES:
+def files() -> Iterator[Path]:
+    for place in PLACES:
         path = ROOT / place
-        found = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for file in found:
-            rel = file.relative_to(ROOT).as_posix()
-            if file in seen or not file.is_file() or rel in SKIP or "__pycache__" in rel:
-                continue
-            if file.suffix == ".py" or (file.suffix in {".sh", ".yml", ".md", ""} and place in TEXT_PLACES):
-                seen.add(file)
-                yield file, file.suffix == ".py"
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if file.relative_to(ROOT).as_posix() not in SKIP:
+                yield file
 
 
 def main() -> int:
@@ -197,11 +204,10 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only list the changes; exit 1 if there are any")
     args = parser.parse_args()
     report: list[str] = []
-    for file, is_python in files():
+    for file in files():
         where = file.relative_to(ROOT).as_posix()
         before = file.read_text(encoding="utf-8")
-        after = rewrite_python(before, where, report) if is_python else before
-        after = rewrite_env(after, where, report)
+        after = rewrite_python(before, where, report, env=where not in ENV_SKIP)
         if after != before and not args.check:
             file.write_text(after, encoding="utf-8")
     print("\n".join(report) or "nothing to rename")

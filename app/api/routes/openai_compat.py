@@ -101,7 +101,7 @@ def list_models(
     embeddings: Annotated[EmbeddingService, Depends(embedding_service)],
 ) -> dict[str, Any]:
     """The LLM, one `kb:<name>` model per knowledge base, then the embedding model (for /v1/embeddings only)."""
-    names = [service.settings.llm_model] + [f"{KB_PREFIX}{kb.name}" for kb in kbs.list()] + [embeddings.model_id]
+    names = [service.settings.llm.model] + [f"{KB_PREFIX}{kb.name}" for kb in kbs.list()] + [embeddings.model_id]
     return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "kbqa"} for n in names]}
 
 
@@ -181,7 +181,7 @@ async def chat_completions(
 ):
     """OpenAI's chat completions, streamed or not, with `sources` and `rewritten_question` as extra fields."""
     try:
-        session = await service.start(to_chat_request(body, service.settings.llm_model))
+        session = await service.start(to_chat_request(body, service.settings.llm.model))
         if not body.stream:
             answer = await session.collect()
     except KBQAError as exc:
