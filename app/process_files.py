@@ -23,7 +23,7 @@ def keep_process_files_in_data_dir(settings: Settings) -> None:
     socket_path = len(os.fsencode(tmp)) + _LITE_SOCKET_EXTRA + len(os.path.basename(uri))
     if is_lite_uri(uri) and socket_path > _SOCKET_PATH_MAX:
         log.warning(
-            "%s is too long a path for Milvus Lite's socket: temporary files stay in %s (set tmp_dir)",
+            "%s is too long a path for Milvus Lite's socket: temporary files stay in %s (set storage.tmp_dir)",
             tmp,
             tempfile.gettempdir(),
         )

@@ -13,7 +13,7 @@ import sys
 import time
 
 from app.llm.stack import answers_ok, die_with_parent, port_is_free, tail
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import PROJECT_ROOT, Settings, setting_ref
 
 WEBUI_SCRIPT = PROJECT_ROOT / "webui_st.py"
 LOG_NAME = "webui.log"
@@ -54,7 +54,7 @@ def ui_environment(settings: Settings) -> dict[str, str]:
 def start_ui(settings: Settings, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
     """Start the UI in the background (it dies with this process) and wait until it answers."""
     if not port_is_free(settings.ui.host, settings.ui.port):
-        raise UIError(f"port {settings.ui.port} on {settings.ui.host} is taken; set ui_port (KBQA_UI__PORT)")
+        raise UIError(f"port {settings.ui.port} on {settings.ui.host} is taken; set {setting_ref('ui.port')}")
     settings.storage.logs_dir.mkdir(parents=True, exist_ok=True)
     log_file = settings.storage.logs_dir / LOG_NAME
     with log_file.open("ab") as log:

@@ -61,7 +61,7 @@ def test_a_knowledge_base_named_with_url_characters_round_trips(client: KbqaClie
     assert {f"/api/kbs/{ESCAPED}/documents", f"/api/kbs/{ESCAPED}/search"} <= set(paths)
     with pytest.raises(NotFound) as missing:
         client.knowledge_base(HOSTILE)
-    assert (missing.value.status, missing.value.code) == (404, "not_found") and HOSTILE in missing.value.message
+    assert (missing.value.status, missing.value.code) == (404, "kb_not_found") and HOSTILE in missing.value.message
 
 
 def test_streamed_answers_are_parsed_into_events(client: KbqaClient) -> None:
@@ -83,7 +83,7 @@ def test_failures_raise_typed_errors_with_the_api_code(client: KbqaClient) -> No
     assert (down.value.status, down.value.code) == (503, "llm_unavailable") and down.value.llm_unavailable
     with pytest.raises(NotFound) as missing:
         client.search("没有这个库", "问题")
-    assert (missing.value.status, missing.value.code) == (404, "not_found")
+    assert (missing.value.status, missing.value.code) == (404, "kb_not_found")
     with pytest.raises(ApiError) as schema:
         client.request("POST", api_path("kbs"), json={})
     assert (schema.value.status, schema.value.code) == (422, "validation_error")

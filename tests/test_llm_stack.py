@@ -128,7 +128,7 @@ def test_cli_chat_with_llm_down_is_one_line() -> None:
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"error: LLM server at {url} is not reachable (ConnectError); start it with `kbqa llm up` "
-                     "or point llm_base_url at a running OpenAI-compatible server"]
+                     "or point llm.base_url at a running OpenAI-compatible server"]
 
 
 def test_worker_dying_mid_stream_ends_the_stream_with_an_error_then_recovers(

@@ -39,7 +39,9 @@ def streamlit_child(process: subprocess.Popen[bytes]) -> psutil.Process:
 
 @pytest.fixture
 def env(tmp_path: Path, embedding_model_dir: Path) -> dict[str, str]:
-    return api_env(tmp_path / "data", embedding_model_dir, {"ui__port": free_port(), "security__client_api_key": "k-123"})
+    return api_env(
+        tmp_path / "data", embedding_model_dir, {"ui__port": free_port(), "security__client_api_key": "k-123"}
+    )
 
 
 def test_up_serves_ui_and_api_and_ctrl_c_stops_both(env: dict[str, str], tmp_path: Path) -> None:

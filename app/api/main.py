@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("catalog error: %s", exc)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         catalog: Catalog | None = getattr(getattr(request.app.state, "services", None), "catalog", None)
-        where = catalog.display_url if catalog else "the configured catalog_url"
+        where = catalog.display_url if catalog else "the configured storage.catalog_url"
         return error_body(503, f"catalog database unavailable at {where}: {reason}", "catalog_unavailable")
 
     @app.exception_handler(OSError)

@@ -20,8 +20,8 @@ llm_app = typer.Typer(help="The local LLM: the FastChat stack (controller, OpenA
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default api_host)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default api_port)")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default api.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default api.port)")] = None,
 ) -> None:
     """Run the REST API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -118,7 +118,7 @@ def llm_status() -> None:
 def chat(
     question: str,
     system: Annotated[str | None, typer.Option(help="A system message.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default llm_model).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default llm.model).")] = None,
     temperature: Annotated[float | None, typer.Option(min=0, max=2)] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.")] = True,
@@ -154,7 +154,7 @@ def ui() -> None:
 
 
 def up(
-    llm: Annotated[bool, typer.Option(help="Start the local LLM stack too (off: use llm_base_url as it is).")] = True,
+    llm: Annotated[bool, typer.Option(help="Start the local LLM stack too (off: use llm.base_url as it is).")] = True,
     ui: Annotated[bool, typer.Option(help="Start the web UI too.")] = True,
 ) -> None:
     """Start everything: the LLM stack, the web UI and the REST API; Ctrl-C stops all of it."""

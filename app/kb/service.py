@@ -13,7 +13,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.errors import (
+    Conflict,
+    DocumentNotFound,
+    InvalidInput,
+    KnowledgeBaseNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS, unsupported_message
 from app.kb.names import (
@@ -306,8 +313,8 @@ class KnowledgeBaseService:
             return session.get(KnowledgeBase, kb_id) is not None
 
     @staticmethod
-    def _deleted_meanwhile(kb_name: str) -> NotFound:
-        return NotFound(
+    def _deleted_meanwhile(kb_name: str) -> KnowledgeBaseNotFound:
+        return KnowledgeBaseNotFound(
             f"知识库 {kb_name!r} 在上传过程中被删除 (knowledge base {kb_name!r} was deleted during the upload)"
         )
 
@@ -370,12 +377,12 @@ class KnowledgeBaseService:
     def _kb(session: Session, name: str) -> KnowledgeBase:
         kb = kb_by_name(session, normalize_kb_name(name))
         if kb is None:
-            raise NotFound(f"knowledge base {name!r} does not exist")
+            raise KnowledgeBaseNotFound(f"knowledge base {name!r} does not exist")
         return kb
 
     @staticmethod
     def _doc(session: Session, kb: KnowledgeBase, doc_id: str) -> Document:
         doc = session.get(Document, doc_id)
         if doc is None or doc.kb_id != kb.id:
-            raise NotFound(f"document {doc_id!r} does not exist in knowledge base {kb.name!r}")
+            raise DocumentNotFound(f"document {doc_id!r} does not exist in knowledge base {kb.name!r}")
         return doc

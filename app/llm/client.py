@@ -145,7 +145,7 @@ class LLMClient:
             cause = exc.__cause__ or exc
             return LLMUnavailable(
                 f"{where} is not reachable ({type(cause).__name__}); start it with `kbqa llm up` "
-                "or point llm_base_url at a running OpenAI-compatible server"
+                "or point llm.base_url at a running OpenAI-compatible server"
             )
         if isinstance(exc, openai.APIStatusError):
             message = _server_message(exc)
@@ -154,7 +154,7 @@ class LLMClient:
             if exc.status_code == 404:
                 return LLMUnavailable(f"{where} does not serve the requested model: {message}")
             if exc.status_code in (401, 403):
-                return LLMUnavailable(f"{where} refused the API key (llm_api_key): {message}")
+                return LLMUnavailable(f"{where} refused the API key (llm.api_key): {message}")
             return LLMUnavailable(f"{where} failed ({exc.status_code}): {message}")
         return LLMStreamError(f"{where} broke off the answer: {exc}")
 

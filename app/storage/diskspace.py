@@ -62,5 +62,5 @@ class DiskSpace:
         if free < self.min_free_bytes:
             mb = 1024 * 1024
             raise DiskFull(
-                self.folder, f"{free / mb:.1f} MB free, less than min_free_disk_mb = {self.min_free_bytes / mb:g}"
+                self.folder, f"{free / mb:.1f} MB free, less than storage.min_free_disk_mb = {self.min_free_bytes / mb:g}"
             )

@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,7 @@ BUILDERS = re.compile(r"(?:^|\.)(?:Settings|make_settings|llm_settings|with_chan
 SETTINGS_LIKE = re.compile(r"(?:^|\.)(?:_?settings|Settings|get_settings|make_settings|llm_settings|settings_from)$")
 OVERRIDE_DICTS = {"overrides", "storage", "backend_settings"}
 BODY_KEYWORDS = {"json", "data", "params", "files", "form"}
+LINE_LENGTH = 120  # pyproject.toml's [tool.ruff]
 ENV = re.compile(r"(?<!\$\{)\bKBQA_([A-Z0-9_]+)\b")
 
 
@@ -84,9 +87,12 @@ def settings_aliases(tree: ast.AST, source: Source) -> set[str]:
             names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
         elif isinstance(node, ast.arg) and node.annotation is not None and source.text(node.annotation) == "Settings":
             names.add(node.arg)
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if source.text(node.annotation) == "Settings":
-                names.add(node.target.id)
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and source.text(node.annotation) == "Settings"
+        ):
+            names.add(node.target.id)
     return names
 
 
@@ -94,7 +100,7 @@ def is_settings(source: Source, node: ast.AST, aliases: set[str]) -> bool:
     if isinstance(node, ast.Name) and node.id in aliases:
         return True
     return bool(SETTINGS_LIKE.search(call_name(source, node))) and (
-        not isinstance(node, ast.Call) or not node.args and not node.keywords
+        not isinstance(node, ast.Call) or (not node.args and not node.keywords)
     )
 
 
@@ -149,10 +155,9 @@ def edits(text: str) -> Iterator[tuple[int, int, str, int]]:
         ):
             start, end = source.span(node.slice)
             yield start, end, f'"{new_key(node.slice.value)}"', node.lineno
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("load_"):
-            if node.value in LEGACY_NAMES:
-                start, end = source.span(node)
-                yield start, end, f'"{MOVED[node.value]}"', node.lineno
+        elif isinstance(node, ast.Constant) and node.value in LEGACY_NAMES and node.value.startswith("load_"):
+            start, end = source.span(node)
+            yield start, end, f'"{MOVED[node.value]}"', node.lineno
 
 
 def env_edits(text: str) -> Iterator[tuple[int, int, str, int]]:
@@ -199,6 +204,17 @@ def files() -> Iterator[Path]:
                 yield file
 
 
+def shorten_long_lines(file: Path, before: str) -> None:
+    """Lines the renaming pushed past the line length, each statement reformatted alone (`ruff format --range`)."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    old = set(before.splitlines())
+    lines = file.read_text(encoding="utf-8").splitlines()
+    long = [n for n, line in enumerate(lines, 1) if len(line) > LINE_LENGTH and line not in old]
+    for number in reversed(long):
+        subprocess.run([ruff, "format", "--quiet", "--range", f"{number}:1-{number}:{len(lines[number - 1]) + 1}",
+                        str(file)], check=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only list the changes; exit 1 if there are any")
@@ -210,6 +226,7 @@ def main() -> int:
         after = rewrite_python(before, where, report, env=where not in ENV_SKIP)
         if after != before and not args.check:
             file.write_text(after, encoding="utf-8")
+            shorten_long_lines(file, before)
     print("\n".join(report) or "nothing to rename")
     return 1 if args.check and report else 0
 
