@@ -73,7 +73,10 @@ class Services:
         self.catalog = Catalog(settings.storage.resolved_catalog_url)
         self.disk = DiskSpace(settings.storage.data_dir, settings.storage.min_free_disk_mb)
         self.store = MilvusStore(
-            settings.storage.resolved_milvus_uri, settings.storage.milvus_token, settings.storage.milvus_timeout_s, disk=self.disk
+            settings.storage.resolved_milvus_uri,
+            settings.storage.milvus_token,
+            settings.storage.milvus_timeout_s,
+            disk=self.disk,
         )
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")

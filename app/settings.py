@@ -138,7 +138,9 @@ class EmbeddingSettings(Section):
         8, ge=1, le=512, description="Chunks encoded at once (int8 ONNX is fastest at small batches on 2 cores: "
         "8 -> 33 chunks/s, 32 -> 10)."
     )
-    threads: int = Field(0, ge=0, description="Threads for the embedding runtime (ONNX Runtime or PyTorch); 0: all cores.")
+    threads: int = Field(
+        0, ge=0, description="Threads for the embedding runtime (ONNX Runtime or PyTorch); 0: all cores."
+    )
     query_prompt: str = Field("query: ", description="Prefix of a question before it is encoded (e5 models).")
     passage_prompt: str = Field("passage: ", description="Prefix of a chunk before it is encoded (e5 models).")
 
@@ -229,7 +231,9 @@ class OcrSettings(Section):
 
 
 class RetrievalSettings(Section):
-    default_top_k: int = Field(5, ge=1, description="Chunks a search or a question retrieves when the request says not.")
+    default_top_k: int = Field(
+        5, ge=1, description="Chunks a search or a question retrieves when the request says not."
+    )
     max_top_k: int = Field(100, ge=1, le=1000, description="Most chunks one request may ask for.")
     default_score_threshold: float = Field(
         0.0, ge=0, le=1, description="Chunks scoring below this (0-1 scale) are dropped when the request says not."
@@ -536,7 +540,8 @@ class _LegacyEnvSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         env = {key.lower(): value for key, value in os.environ.items()}
-        found = {flat: env[f"{ENV_PREFIX.lower()}{flat}"] for flat in LEGACY_NAMES if f"{ENV_PREFIX.lower()}{flat}" in env}
+        names = {flat: f"{ENV_PREFIX.lower()}{flat}" for flat in LEGACY_NAMES}
+        found = {flat: env[name] for flat, name in names.items() if name in env}
         return nest(found, "environment")
 
 

@@ -87,8 +87,14 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
 
 def start_api(settings: Settings, llm_url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "KBQA_STORAGE__DATA_DIR": str(settings.storage.data_dir), "KBQA_EMBEDDING__MODEL": settings.embedding.model,
-           "KBQA_LLM__BASE_URL": llm_url, "KBQA_LLM__TEMPERATURE": "0", "KBQA_LLM__MAX_TOKENS": "64"}
+    env = {
+        **os.environ,
+        "KBQA_STORAGE__DATA_DIR": str(settings.storage.data_dir),
+        "KBQA_EMBEDDING__MODEL": settings.embedding.model,
+        "KBQA_LLM__BASE_URL": llm_url,
+        "KBQA_LLM__TEMPERATURE": "0",
+        "KBQA_LLM__MAX_TOKENS": "64",
+    }
     log = (settings.storage.data_dir / "api.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)

@@ -42,7 +42,9 @@ def bench_settings(prefix: str, **worker: object) -> Settings:
         embedding__model=str(prepared.storage.models_dir / DEFAULT_EMBEDDING_DIRNAME),
         fastchat__controller_port=free_port(),
         fastchat__api_port=free_port(),
-        fastchat__workers=[WorkerSettings(**{"port": free_port(), "model_path": str(prepared.storage.default_llm_file), **worker})],
+        fastchat__workers=[
+            WorkerSettings(**{"port": free_port(), "model_path": str(prepared.storage.default_llm_file), **worker})
+        ],
     )
 
 

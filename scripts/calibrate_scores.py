@@ -81,7 +81,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kbqa-calibrate-"))
-    settings = get_settings().with_changes(storage__data_dir=work, embedding__model=get_settings().resolved_embedding_model)
+    settings = get_settings().with_changes(
+        storage__data_dir=work, embedding__model=get_settings().resolved_embedding_model
+    )
     services = Services(settings)
     labelled: dict[str, list] = {"dense": [], "bm25": [], "hybrid": []}
     try:

@@ -34,7 +34,9 @@ def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("error-codes-keys"), embedding_model_dir, security__api_keys=["k-1"])
+    settings = make_settings(
+        tmp_path_factory.mktemp("error-codes-keys"), embedding_model_dir, security__api_keys=["k-1"]
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

@@ -211,7 +211,12 @@ def test_running_fastchat_processes_listen_on_127_0_0_1_only(llm_stack: LLMStack
 
 
 def test_without_keys_the_api_is_open_as_before(tmp_path: Path, embedding_model_dir: Path) -> None:
-    settings = Settings(storage__data_dir=tmp_path, embedding__model=str(embedding_model_dir), security__api_keys=[], security__cors_origins=[])
+    settings = Settings(
+        storage__data_dir=tmp_path,
+        embedding__model=str(embedding_model_dir),
+        security__api_keys=[],
+        security__cors_origins=[],
+    )
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/kbs").status_code == 200
         assert client.post("/api/kbs", json={"name": "开放"}).status_code == 201

@@ -276,7 +276,9 @@ def test_text_past_the_limit_is_refused_once_decoded(tmp_path: Path, suffix: str
 def test_text_that_cannot_fit_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.txt"
     path.write_bytes(b"a" * 5000)
-    message = refused(lambda: load_document(path, limits=replace(DEFAULTS, max_text_chars=1000)), "limits.max_text_chars")
+    message = refused(
+        lambda: load_document(path, limits=replace(DEFAULTS, max_text_chars=1000)), "limits.max_text_chars"
+    )
     assert "at least 1,250 characters" in message
 
 

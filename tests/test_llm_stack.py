@@ -312,7 +312,8 @@ def test_worker_kinds_launch_the_matching_fastchat_worker(tmp_path: Path) -> Non
     )
     plan = {spec.name: spec.argv for spec in LLMStack(settings).plan()}
     assert plan["worker-21002"][0] == "llamacpp_worker"
-    assert plan["worker-21002"][plan["worker-21002"].index("--model-path") + 1] == str(settings.storage.default_llm_file)
+    model_path = plan["worker-21002"][plan["worker-21002"].index("--model-path") + 1]
+    assert model_path == str(settings.storage.default_llm_file)
     assert plan["worker-21003"][:1] == ["model_worker"] and "cuda" in plan["worker-21003"]
     assert plan["worker-21003"][plan["worker-21003"].index("--model-names") + 1] == "big"
     assert plan["worker-21004"][0] == "vllm_worker" and plan["worker-21004"][-2:] == ["--num-gpus", "2"]

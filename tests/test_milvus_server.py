@@ -68,7 +68,10 @@ def test_milvus_down_is_503_and_catalog_untouched(
     server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-doomed"))
     server.start()
     settings = make_settings(
-        tmp_path_factory.mktemp("doomed-data"), embedding_model_dir, storage__milvus_uri=server.uri, storage__milvus_timeout_s=3
+        tmp_path_factory.mktemp("doomed-data"),
+        embedding_model_dir,
+        storage__milvus_uri=server.uri,
+        storage__milvus_timeout_s=3,
     )
     with TestClient(create_app(settings)) as client:
         create_kb(client, "断线")

@@ -15,7 +15,6 @@ from app.kb.loaders._limits import LoadLimits, too_large
 from app.settings import (
     DEFAULT_CONFIG,
     LEGACY_NAMES,
-    MOVED,
     PROJECT_ROOT,
     Settings,
     env_name,
@@ -171,7 +170,7 @@ def test_constructor_and_with_changes_take_sections_paths_and_old_names(clean_en
 def test_validators_hold_across_sections(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="chunk_overlap must be smaller than chunk_size"):
         Settings(ingest__chunk_size=100, ingest__chunk_overlap=100)
-    with pytest.raises(ValueError, match="max_request_mb must be at least ingest.max_upload_mb"):
+    with pytest.raises(ValueError, match=r"max_request_mb must be at least ingest\.max_upload_mb"):
         Settings(ingest__max_upload_mb=500, limits__max_request_mb=100)
     with pytest.raises(ValueError, match="visible ASCII"):
         Settings(security__client_api_key="has space")

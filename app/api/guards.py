@@ -1,7 +1,8 @@
 """Checks every HTTP request passes before routing (ASGI middleware), against clients the API should not serve.
 
-- Host: only the names the API is served as (`security.allowed_hosts` besides the local names and api.host). A web page that
-  points its own DNS name at 127.0.0.1 (DNS rebinding) reaches the API with that name in Host and is refused (421).
+- Host: only the names the API is served as (`security.allowed_hosts` besides the local names and api.host). A web
+  page that points its own DNS name at 127.0.0.1 (DNS rebinding) reaches the API with that name in Host and is
+  refused (421).
 - Origin: a page of any other origin may send a browser's "simple" requests (a form POST, a multipart upload)
   with no preflight. A state-changing request (POST, PUT, PATCH, DELETE) whose Origin is not the API's own, the
   web UI's or one of security.cors_origins is refused (403), as is one the browser marks `Sec-Fetch-Site: cross-site`
@@ -51,7 +52,8 @@ TOO_LARGE = (
     f"(request body of {{size}} bytes is over the {_REQUEST_MB} limit of {{limit:g}} MB)"
 )
 TOO_LARGE_SENT = (
-    f"请求体过大：超过 {_REQUEST_MB} 上限 {{limit:g}} MB (request body is over the {_REQUEST_MB} limit of {{limit:g}} MB)"
+    f"请求体过大：超过 {_REQUEST_MB} 上限 {{limit:g}} MB "
+    f"(request body is over the {_REQUEST_MB} limit of {{limit:g}} MB)"
 )
 STALLED = (
     "请求体中断：{seconds:g} 秒内没有收到数据 (the request body stalled: no data for {seconds:g} s, "
@@ -104,7 +106,9 @@ class RequestGuard:
 
     def __init__(self, settings: Settings) -> None:
         self.any_host = "*" in settings.security.allowed_hosts
-        self.hosts = frozenset(host_name(h) for h in [*LOCAL_NAMES, settings.api.host, *settings.security.allowed_hosts])
+        self.hosts = frozenset(
+            host_name(h) for h in [*LOCAL_NAMES, settings.api.host, *settings.security.allowed_hosts]
+        )
         ui_sites = {site(_url("http", name, settings.ui.port)) for name in {*LOCAL_NAMES, settings.ui.host}}
         self.origins = frozenset(ui_sites | {site(origin) for origin in settings.security.cors_origins}) - {None}
         self.max_request_mb = settings.limits.max_request_mb

@@ -54,7 +54,9 @@ def _start_llm_stack(detach: bool) -> LLMStack:
 
     settings = get_settings()
     stack = LLMStack(settings, report=lambda line: console.print(line, highlight=False, soft_wrap=True))
-    console.print(f"starting FastChat ({len(settings.fastchat.workers)} worker(s)); logs in {settings.storage.logs_dir}")
+    console.print(
+        f"starting FastChat ({len(settings.fastchat.workers)} worker(s)); logs in {settings.storage.logs_dir}"
+    )
     try:
         stack.start(detach=detach)
     except (StackError, ModelFileError) as exc:

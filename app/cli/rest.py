@@ -26,7 +26,9 @@ R = TypeVar("R")
 
 def client() -> KbqaClient:
     settings = get_settings()
-    return KbqaClient(settings.api.url, settings.security.resolved_client_api_key, timeout_s=120.0, connect_timeout_s=5.0)
+    return KbqaClient(
+        settings.api.url, settings.security.resolved_client_api_key, timeout_s=120.0, connect_timeout_s=5.0
+    )
 
 
 def error_line(exc: ApiError) -> str:
@@ -54,7 +56,7 @@ def api_command(command: Callable[P, R]) -> Callable[P, R]:
 def kb_create(
     name: str,
     description: str = "",
-    chunk_size: Annotated[int | None, typer.Option(help="Characters per chunk (default: the ingest.chunk_size setting)")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Characters per chunk (default: ingest.chunk_size)")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Overlap (default: chunk_overlap scaled)")] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -228,7 +228,9 @@ class LLMStack:
             listed = {card["id"] for card in response.json().get("data", [])}
         except (httpx.HTTPError, ValueError):
             return False
-        return set(self.model_names()) <= listed and all(self._worker_answers(w) for w in self.settings.fastchat.workers)
+        return set(self.model_names()) <= listed and all(
+            self._worker_answers(w) for w in self.settings.fastchat.workers
+        )
 
     def _worker_answers(self, worker: WorkerSettings) -> bool:
         return self._worker_status(worker.port) is not None

@@ -115,7 +115,8 @@ def _find_engine(languages: str) -> Tesseract:
         packs = " ".join(f"tesseract-ocr-{lang.replace('_', '-').lower()}" for lang in missing)
         raise OcrUnavailable(
             f"OCR 缺少语言包 {'+'.join(missing)}（apt-get install {packs}，或修改设置 {LANGUAGES_SETTING}） "
-            f"(OCR lacks the language packs {'+'.join(missing)}: apt-get install {packs}, or change {LANGUAGES_SETTING})"
+            f"(OCR lacks the language packs {'+'.join(missing)}: apt-get install {packs}, "
+            f"or change {LANGUAGES_SETTING})"
         )
     return Tesseract(binary, languages)
 
