@@ -53,7 +53,7 @@ def upload(name: str, data: bytes) -> dict:
 CASES = {
     "unknown knowledge base": (404, "kb_not_found", {"method": "GET", "url": "/api/kbs/没有这个库"}),
     "unknown document": (404, "document_not_found", {"method": "GET", "url": "/api/kbs/已有库/documents/nope/chunks"}),
-    "unknown conversation": (404, "conversation_not_found", {"method": "GET", "url": "/api/conversations/nope"}),
+    "unknown conversation": (404, "conversation_not_found", {"method": "GET", "url": "/api/conversations/" + "0" * 32}),
     "unknown evaluation job": (404, "eval_job_not_found", {"method": "GET", "url": "/api/eval/jobs/nope"}),
     "unknown path": (404, "not_found", {"method": "GET", "url": "/api/nothing"}),
     "wrong method": (405, "method_not_allowed", {"method": "PUT", "url": "/api/kbs"}),
