@@ -491,6 +491,19 @@ def env_name(path: str) -> str:
     return ENV_PREFIX + path.replace(".", "__").upper()
 
 
+def env_setting(variable: str) -> str | None:
+    """The setting an environment variable sets, by its sectioned name or its old flat one
+    (KBQA_STORAGE__MILVUS_URI, KBQA_MILVUS_URI -> "storage.milvus_uri"); None for no setting."""
+    name = variable.lower().removeprefix(ENV_PREFIX.lower())
+    if name in LEGACY_NAMES:
+        section, field = LEGACY_NAMES[name]
+        return f"{section}.{field}"
+    section, _, field = name.partition("__")
+    model = Settings.model_fields.get(section)
+    known = model is not None and field in model.annotation.model_fields  # type: ignore[union-attr]
+    return f"{section}.{field}" if variable.upper().startswith(ENV_PREFIX) and known else None
+
+
 def setting_ref(path: str) -> str:
     """How messages name a setting: its path and its environment variable."""
     return f"{path} ({env_name(path)})"

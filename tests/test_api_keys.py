@@ -123,7 +123,7 @@ def test_openapi_docs_stay_open_and_declare_the_bearer_scheme(server: dict[str, 
     client = api(server)
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
-        "type": "http", "scheme": "bearer", "description": "One of the keys in the api_keys setting."
+        "type": "http", "scheme": "bearer", "description": "One of the keys in the security.api_keys setting."
     }
     assert schema["paths"]["/api/kbs"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in schema["paths"]["/health"]["get"]

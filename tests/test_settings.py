@@ -18,6 +18,7 @@ from app.settings import (
     PROJECT_ROOT,
     Settings,
     env_name,
+    env_setting,
     nest,
     render_docs,
 )
@@ -183,6 +184,13 @@ def test_a_loader_refusal_names_the_setting_path_and_its_variable() -> None:
     assert "limits.max_xml_mb (KBQA_LIMITS__MAX_XML_MB)" in message
     assert "ocr.max_image_pixels (KBQA_OCR__MAX_IMAGE_PIXELS)" in str(too_large("", "", "ocr_max_image_pixels", "1"))
     assert env_name("fastchat.workers") == "KBQA_FASTCHAT__WORKERS"
+
+
+def test_environment_variables_name_their_setting() -> None:
+    assert env_setting("KBQA_STORAGE__MILVUS_URI") == env_setting("KBQA_MILVUS_URI") == "storage.milvus_uri"
+    assert env_setting("KBQA_API_URL") == "api.client_url" and env_setting("KBQA_LOAD_OCR") == "ocr.enabled"
+    assert env_setting("KBQA_STORAGE__MILVUS_URL") is None and env_setting("KBQA_MILVUS_URL") is None
+    assert env_setting("OTHER_STORAGE__MILVUS_URI") is None
 
 
 def test_load_limits_come_from_the_limits_and_ocr_sections(clean_env: pytest.MonkeyPatch) -> None:
