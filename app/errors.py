@@ -16,8 +16,32 @@ class KBQAError(Exception):
 
 
 class NotFound(KBQAError):
+    """404. The subclasses name the kind of resource missing, in their code; plain `not_found` is left for paths."""
+
     status_code = 404
     code = "not_found"
+
+
+class KnowledgeBaseNotFound(NotFound):
+    code = "kb_not_found"
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+
+class ConversationNotFound(NotFound):
+    code = "conversation_not_found"
+
+
+class EvalJobNotFound(NotFound):
+    code = "eval_job_not_found"
+
+
+class ModelNotFound(NotFound):
+    """A model name the server does not serve (the LLM's, a `kb:<name>`, the embedding model's)."""
+
+    code = "model_not_found"
 
 
 class Conflict(KBQAError):

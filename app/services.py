@@ -47,21 +47,21 @@ class _LazyEmbedder:
         key = (
             self.role,
             s.resolved_embedding_model,
-            s.embedding_backend,
-            s.embedding_batch_size,
-            s.embedding_threads,
-            s.query_prompt,
-            s.passage_prompt,
+            s.embedding.backend,
+            s.embedding.batch_size,
+            s.embedding.threads,
+            s.embedding.query_prompt,
+            s.embedding.passage_prompt,
         )
         with _EMBEDDERS_LOCK:
             if key not in _EMBEDDERS:
                 _EMBEDDERS[key] = Embedder(
                     s.resolved_embedding_model,
-                    backend=s.embedding_backend,
-                    batch_size=s.embedding_batch_size,
-                    threads=s.embedding_threads,
-                    query_prompt=s.query_prompt,
-                    passage_prompt=s.passage_prompt,
+                    backend=s.embedding.backend,
+                    batch_size=s.embedding.batch_size,
+                    threads=s.embedding.threads,
+                    query_prompt=s.embedding.query_prompt,
+                    passage_prompt=s.embedding.passage_prompt,
                     spin=self.role != "query",
                 )
             return _EMBEDDERS[key]
@@ -71,11 +71,14 @@ class Services:
     def __init__(self, settings: Settings, indexer_type: type[DocumentIndexer] = DocumentIndexer) -> None:
         """`indexer_type`: a subclass of DocumentIndexer (tests hold windows of indexing open with one)."""
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(settings.resolved_catalog_url)
-        self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(settings.storage.resolved_catalog_url)
+        self.disk = DiskSpace(settings.storage.data_dir, settings.storage.min_free_disk_mb)
         self.store = MilvusStore(
-            settings.resolved_milvus_uri, settings.milvus_token, settings.milvus_timeout_s, disk=self.disk
+            settings.storage.resolved_milvus_uri,
+            settings.storage.milvus_token,
+            settings.storage.milvus_timeout_s,
+            disk=self.disk,
         )
         self.query_embedder = _LazyEmbedder(settings, "query")
         self.passage_embedder = _LazyEmbedder(settings, "passage")
@@ -83,11 +86,11 @@ class Services:
             self.catalog,
             self.store,
             self.passage_embedder,
-            settings.files_dir,
-            lease_s=settings.ingest_lease_s,
+            settings.storage.files_dir,
+            lease_s=settings.ingest.lease_s,
             limits=LoadLimits.from_settings(settings),
-            max_attempts=settings.max_index_attempts,
-            progress_interval_s=settings.load_ocr_progress_interval_s,
+            max_attempts=settings.ingest.max_index_attempts,
+            progress_interval_s=settings.ocr.progress_interval_s,
         )
         self.queue = IngestionQueue(self.indexer)
 
@@ -107,8 +110,8 @@ class Services:
         retriever = Retriever(
             self.store,
             lambda text: self.query_embedder().encode_query(text),
-            ScoreCalibration.load(s.score_calibration_file),
-            HybridFusion(s.hybrid_fusion, s.hybrid_dense_weight, s.rrf_k),
+            ScoreCalibration.load(s.retrieval.score_calibration_file),
+            HybridFusion(s.retrieval.hybrid_fusion, s.retrieval.hybrid_dense_weight, s.retrieval.rrf_k),
         )
         return SearchService(s, self.knowledge_bases, retriever)
 
@@ -136,7 +139,7 @@ class Services:
                 self.settings, self.knowledge_bases, self.search, LLMClient(self.settings), self.conversations
             )
 
-        jobs = EvalJobs(self.settings.eval_jobs_kept)
+        jobs = EvalJobs(self.settings.eval.jobs_kept)
         return EvaluationService(self.settings, self.knowledge_bases, self.search, chat_factory, jobs)
 
     def close(self) -> None:

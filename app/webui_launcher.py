@@ -13,7 +13,7 @@ import sys
 import time
 
 from app.llm.stack import answers_ok, die_with_parent, port_is_free, tail
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import PROJECT_ROOT, Settings, setting_ref
 
 WEBUI_SCRIPT = PROJECT_ROOT / "webui_st.py"
 LOG_NAME = "webui.log"
@@ -31,13 +31,13 @@ def ui_argv(settings: Settings) -> list[str]:
         "run",
         str(WEBUI_SCRIPT),
         "--server.address",
-        settings.ui_host,
+        settings.ui.host,
         "--server.port",
-        str(settings.ui_port),
+        str(settings.ui.port),
         "--server.headless",
         "true",
         "--server.maxUploadSize",
-        str(math.ceil(settings.max_upload_mb)),
+        str(math.ceil(settings.ingest.max_upload_mb)),
         "--browser.gatherUsageStats",
         "false",
     ]
@@ -45,18 +45,18 @@ def ui_argv(settings: Settings) -> list[str]:
 
 def ui_environment(settings: Settings) -> dict[str, str]:
     return os.environ | {
-        "KBQA_API_URL": settings.api_url,
-        "KBQA_CLIENT_API_KEY": settings.resolved_client_api_key,
-        "KBQA_UI_LANGUAGE": settings.ui_language,
+        "KBQA_API_URL": settings.api.url,
+        "KBQA_CLIENT_API_KEY": settings.security.resolved_client_api_key,
+        "KBQA_UI_LANGUAGE": settings.ui.language,
     }
 
 
 def start_ui(settings: Settings, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
     """Start the UI in the background (it dies with this process) and wait until it answers."""
-    if not port_is_free(settings.ui_host, settings.ui_port):
-        raise UIError(f"port {settings.ui_port} on {settings.ui_host} is taken; set ui_port (KBQA_UI_PORT)")
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_file = settings.logs_dir / LOG_NAME
+    if not port_is_free(settings.ui.host, settings.ui.port):
+        raise UIError(f"port {settings.ui.port} on {settings.ui.host} is taken; set {setting_ref('ui.port')}")
+    settings.storage.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_file = settings.storage.logs_dir / LOG_NAME
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             ui_argv(settings),
@@ -69,7 +69,7 @@ def start_ui(settings: Settings, timeout_s: float = 60.0) -> subprocess.Popen[by
             preexec_fn=die_with_parent,
         )
     deadline = time.monotonic() + timeout_s
-    while not answers_ok(f"{settings.ui_url}/_stcore/health"):
+    while not answers_ok(f"{settings.ui.url}/_stcore/health"):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise UIError(f"the web UI did not start; the end of {log_file}:\n{tail(log_file)}")

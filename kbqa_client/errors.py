@@ -49,7 +49,9 @@ class Unauthorized(ApiError):
 
 
 class NotFound(ApiError):
-    """404: no such knowledge base, document, conversation or evaluation job."""
+    """404: no such knowledge base, document, conversation, evaluation job or model; `code` says which
+    (kb_not_found, document_not_found, conversation_not_found, eval_job_not_found, model_not_found; not_found for a
+    path)."""
 
 
 class LLMUnavailable(ApiError):

@@ -86,9 +86,9 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
 
 
 def start_api(settings: Settings, llm_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    env = {"KBQA_EMBEDDING_MODEL": settings.embedding_model, "KBQA_LLM_BASE_URL": llm_url,
-           "KBQA_LLM_TEMPERATURE": "0", "KBQA_LLM_MAX_TOKENS": "64"}
-    return serve_api(settings.data_dir, env)
+    env = {"KBQA_EMBEDDING__MODEL": settings.embedding.model, "KBQA_LLM__BASE_URL": llm_url,
+           "KBQA_LLM__TEMPERATURE": "0", "KBQA_LLM__MAX_TOKENS": "64"}
+    return serve_api(settings.storage.data_dir, env)
 
 
 def stream_chat(http: httpx.Client, url: str, body: dict) -> dict:
@@ -126,7 +126,7 @@ def direct_ttft(http: httpx.Client, llm_url: str, model: str, prompt: str) -> fl
 
 
 def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list[str]) -> dict:
-    prompts = load_prompts(settings.prompts_file)
+    prompts = load_prompts(settings.chat.prompts_file)
     with httpx.Client(timeout=300) as http:
         warm_up = {"question": "这是一次预热。", "mode": "kb", "kb_names": [KB], "top_k": 3}  # not a measured prompt
         stream_chat(http, url, warm_up)
@@ -134,7 +134,7 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
                    for q in questions]
         # The same final prompts straight to FastChat, in the same order (so llama.cpp's one-prompt cache
         # helps neither side).
-        direct = [direct_ttft(http, llm_url, settings.llm_model,
+        direct = [direct_ttft(http, llm_url, settings.llm.model,
                               prompts.kb_prompt(q, [Source(**s) for s in run["sources"]]))
                   for q, run in zip(questions, kb_runs, strict=True)]
     ours = [run["end"]["timings_ms"]["llm_request_ms"] for run in kb_runs]
@@ -254,9 +254,9 @@ def main() -> None:
     print(f"knowledge base ready: {chunks} chunks")
     stack = LLMStack(settings, report=print)
     stack.start()
-    api, url = start_api(settings, settings.fastchat_api_url)
+    api, url = start_api(settings, settings.fastchat.api_url)
     try:
-        overhead = measure_overhead(url, settings.fastchat_api_url, settings, questions)
+        overhead = measure_overhead(url, settings.fastchat.api_url, settings, questions)
         print("overhead:", json.dumps(overhead))
         load = measure_load(url, questions, args.concurrent)
         print("load:", json.dumps(load))

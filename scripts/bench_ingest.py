@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
 import statistics
 import sys
@@ -288,10 +287,9 @@ def main() -> None:
     args = parser.parse_args()
     require_eval()
 
-    data_dir = Path(os.environ.get("KBQA_DATA_DIR", ROOT / "data"))
-    model_dir = data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME
+    model_dir = Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME
     work = Path(tempfile.mkdtemp(prefix="kbqa-bench-"))
-    services = Services(Settings(data_dir=work / "data", embedding_model=str(model_dir)))
+    services = Services(Settings(storage__data_dir=work / "data", embedding__model=str(model_dir)))
     try:
         langs: dict[str, dict] = {}
         all_questions: list[dict] = []

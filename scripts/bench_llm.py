@@ -147,9 +147,9 @@ class Direct:
 
 
 def fastchat_pieces(http: httpx.Client, settings: Settings, messages: list, max_tokens: int) -> Iterator[str]:
-    body = {"model": settings.llm_model, "messages": messages, "max_tokens": max_tokens,
+    body = {"model": settings.llm.model, "messages": messages, "max_tokens": max_tokens,
             "temperature": 0.0, "top_p": 1.0, "stream": True}
-    with http.stream("POST", f"{settings.fastchat_api_url}/chat/completions", json=body) as response:
+    with http.stream("POST", f"{settings.fastchat.api_url}/chat/completions", json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the prepared one)")
     parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
-    model_file = args.model or Settings().default_llm_file
+    model_file = args.model or Settings().storage.default_llm_file
     if not model_file.exists():
         sys.exit(f"{model_file} is missing: run `kbqa models prepare` first")
 

@@ -97,8 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     start_load = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="bench-preview-"))
-    model = str(Settings().models_dir / DEFAULT_EMBEDDING_DIRNAME)
-    process, url = start_api(folder / "data", {"KBQA_EMBEDDING_MODEL": model})
+    model = str(Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME)
+    process, url = start_api(folder / "data", {"KBQA_EMBEDDING__MODEL": model})
     try:
         with httpx.Client(base_url=url, timeout=120) as http:
             http.post("/api/kbs", json={"name": KB}).raise_for_status()

@@ -42,9 +42,9 @@ def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], st
     port = free_port()
     env = {
         **os.environ,
-        "KBQA_DATA_DIR": str(data_dir),
-        "KBQA_EMBEDDING_MODEL": str(Settings().models_dir / DEFAULT_EMBEDDING_DIRNAME),
-        "KBQA_API_PORT": str(port),
+        "KBQA_STORAGE__DATA_DIR": str(data_dir),
+        "KBQA_EMBEDDING__MODEL": str(Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME),
+        "KBQA_API__PORT": str(port),
     }
     env.pop("KBQA_API_URL", None)
     url = f"http://127.0.0.1:{port}"

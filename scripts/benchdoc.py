@@ -42,11 +42,13 @@ def bench_settings(prefix: str, **worker: object) -> Settings:
     the prepared chat model (`worker` overrides its settings)."""
     prepared = Settings()
     return Settings(  # type: ignore[arg-type]
-        data_dir=Path(tempfile.mkdtemp(prefix=prefix)) / "data",
-        embedding_model=str(prepared.models_dir / DEFAULT_EMBEDDING_DIRNAME),
-        fastchat_controller_port=free_port(),
-        fastchat_api_port=free_port(),
-        llm_workers=[WorkerSettings(**{"port": free_port(), "model_path": str(prepared.default_llm_file), **worker})],
+        storage__data_dir=Path(tempfile.mkdtemp(prefix=prefix)) / "data",
+        embedding__model=str(prepared.storage.models_dir / DEFAULT_EMBEDDING_DIRNAME),
+        fastchat__controller_port=free_port(),
+        fastchat__api_port=free_port(),
+        fastchat__workers=[
+            WorkerSettings(**{"port": free_port(), "model_path": str(prepared.storage.default_llm_file), **worker})
+        ],
     )
 
 
@@ -97,7 +99,7 @@ def start_api(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byt
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         cwd=ROOT,
-        env={**os.environ, "KBQA_DATA_DIR": str(data_dir), **env},
+        env={**os.environ, "KBQA_STORAGE__DATA_DIR": str(data_dir), **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -81,8 +81,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kbqa-calibrate-"))
-    settings = get_settings().model_copy(
-        update={"data_dir": work, "embedding_model": get_settings().resolved_embedding_model}
+    settings = get_settings().with_changes(
+        storage__data_dir=work, embedding__model=get_settings().resolved_embedding_model
     )
     services = Services(settings)
     labelled: dict[str, list] = {"dense": [], "bm25": [], "hybrid": []}

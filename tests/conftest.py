@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 SHARED = PROJECT_ROOT.parent / "shared"
 # Starlette's TestClient sends `Host: testserver`, a name the API refuses unless told it is served as it
 # (allowed_hosts, see app/api/guards.py); tests of that check set their own.
-os.environ.setdefault("KBQA_ALLOWED_HOSTS", "testserver")
+os.environ.setdefault("KBQA_SECURITY__ALLOWED_HOSTS", "testserver")
 
 
 def shared_path(*parts: str) -> Path:
@@ -61,16 +61,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def embedding_model_dir() -> Path:
     from app.modelprep.prepare import prepare_embedding_model
 
-    data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
-    return prepare_embedding_model(data_dir / "models" / DEFAULT_EMBEDDING_DIRNAME)
+    return prepare_embedding_model(Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME)
 
 
 @pytest.fixture(scope="session")
 def llm_model_file() -> Path:
     from app.modelprep.llm_gguf import prepare_llm_model
 
-    data_dir = Path(os.environ.get("KBQA_DATA_DIR", PROJECT_ROOT / "data"))
-    return prepare_llm_model(data_dir / "models")
+    return prepare_llm_model(Settings().storage.models_dir)
 
 
 def llm_settings(data_dir: Path, model_file: Path, workers: int = 1, **overrides: object) -> Settings:
@@ -79,13 +77,13 @@ def llm_settings(data_dir: Path, model_file: Path, workers: int = 1, **overrides
 
     worker_options = {"model_path": str(model_file), "context_length": 2048, "threads": 2 if workers == 1 else 1}
     options: dict[str, object] = {
-        "data_dir": data_dir,
-        "fastchat_controller_port": free_port(),
-        "fastchat_api_port": free_port(),
-        "fastchat_heart_beat_s": 5,
-        "llm_workers": [WorkerSettings(port=free_port(), **worker_options) for _ in range(workers)],
-        "llm_temperature": 0.0,
-        "llm_max_tokens": 128,
+        "storage__data_dir": data_dir,
+        "fastchat__controller_port": free_port(),
+        "fastchat__api_port": free_port(),
+        "fastchat__heart_beat_s": 5,
+        "fastchat__workers": [WorkerSettings(port=free_port(), **worker_options) for _ in range(workers)],
+        "llm__temperature": 0.0,
+        "llm__max_tokens": 128,
     }
     return Settings(**(options | overrides))  # type: ignore[arg-type]
 
@@ -116,7 +114,7 @@ def free_port() -> int:
 
 
 def make_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:
-    return Settings(data_dir=data_dir, embedding_model=str(model_dir), **overrides)  # type: ignore[arg-type]
+    return Settings(storage__data_dir=data_dir, embedding__model=str(model_dir), **overrides)  # type: ignore[arg-type]
 
 
 class MilvusOverTcp:
@@ -285,12 +283,12 @@ def backend_overrides(request: pytest.FixtureRequest, backend: Backend) -> Itera
     postgres: PostgresServer | None = None
     if backend.milvus == "server":
         milvus = request.getfixturevalue("milvus_server")
-        overrides["milvus_uri"] = milvus.uri
+        overrides["storage__milvus_uri"] = milvus.uri
         existing = milvus.collections()
     if backend.catalog == "postgresql":
         postgres = request.getfixturevalue("postgres_server")
         database = postgres.create_database()
-        overrides["catalog_url"] = postgres.url(database)
+        overrides["storage__catalog_url"] = postgres.url(database)
     try:
         yield overrides
     finally:
@@ -412,9 +410,9 @@ def api_env(data_dir: Path, model_dir: Path, overrides: dict[str, str] | None = 
     (as KBQA_<NAME> variables)."""
     env = {
         **os.environ,
-        "KBQA_DATA_DIR": str(data_dir),
-        "KBQA_EMBEDDING_MODEL": str(model_dir),
-        "KBQA_API_PORT": str(free_port()),
+        "KBQA_STORAGE__DATA_DIR": str(data_dir),
+        "KBQA_EMBEDDING__MODEL": str(model_dir),
+        "KBQA_API__PORT": str(free_port()),
     }
     env.update({f"KBQA_{name.upper()}": str(value) for name, value in (overrides or {}).items()})
     env.pop("KBQA_API_URL", None)
@@ -432,7 +430,7 @@ def kbqa_serve(env: dict[str, str], log_path: Path, timeout: float = 120) -> Ite
     """`kbqa serve` in a subprocess (a real uvicorn) with `env`, once /health answers; stopped afterwards."""
     import httpx
 
-    url = f"http://127.0.0.1:{env['KBQA_API_PORT']}"
+    url = f"http://127.0.0.1:{env['KBQA_API__PORT']}"
     with log_path.open("w") as log:
         process = subprocess.Popen([*KBQA, "serve"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

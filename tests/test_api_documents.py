@@ -138,15 +138,15 @@ def test_whitespace_only_file_fails_with_reason(client: TestClient, kb: str) -> 
 
 def test_file_over_size_limit_is_413(client: TestClient, kb: str) -> None:
     settings = client.app.state.services.settings  # type: ignore[attr-defined]
-    limit = settings.max_upload_mb
-    settings.max_upload_mb = 0.01
+    limit = settings.ingest.max_upload_mb
+    settings.ingest.max_upload_mb = 0.01
     try:
         response = client.post(f"/api/kbs/{kb}/documents", files=[("files", ("big.txt", b"a" * 20000))])
     finally:
-        settings.max_upload_mb = limit
+        settings.ingest.max_upload_mb = limit
     assert response.status_code == 413
     assert "0.01 MB" in response.json()["detail"]
-    incoming = settings.files_dir / "_incoming"
+    incoming = settings.storage.files_dir / "_incoming"
     assert not incoming.exists() or not any(incoming.iterdir())
 
 
@@ -167,7 +167,7 @@ def test_hostile_file_names_are_neutralised(client: TestClient, kb: str, raw: st
     content = f"hostile name test {raw} 内容".encode()
     doc = upload_ready(client, kb, (raw, content))[0]
     assert doc["status"] == "ready" and doc["filename"] == expected
-    files_dir = client.app.state.services.settings.files_dir  # type: ignore[attr-defined]
+    files_dir = client.app.state.services.settings.storage.files_dir  # type: ignore[attr-defined]
     stored = [p for p in files_dir.rglob("*") if p.is_file() and p.read_bytes() == content]
     assert len(stored) == 1 and files_dir in stored[0].resolve().parents
     chunks = client.get(f"/api/kbs/{kb}/documents/{doc['id']}/chunks").json()

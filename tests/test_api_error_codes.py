@@ -23,9 +23,9 @@ def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) 
     settings = make_settings(
         tmp_path_factory.mktemp("error-codes"),
         embedding_model_dir,
-        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        max_upload_mb=1,
-        max_request_mb=2,
+        llm__base_url=f"http://127.0.0.1:{free_port()}/v1",
+        ingest__max_upload_mb=1,
+        limits__max_request_mb=2,
     )
     with TestClient(create_app(settings)) as test_client:
         assert test_client.post("/api/kbs", json={"name": "已有库"}).status_code == 201
@@ -34,7 +34,9 @@ def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("error-codes-keys"), embedding_model_dir, api_keys=["k-1"])
+    settings = make_settings(
+        tmp_path_factory.mktemp("error-codes-keys"), embedding_model_dir, security__api_keys=["k-1"]
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -49,7 +51,10 @@ def upload(name: str, data: bytes) -> dict:
 
 
 CASES = {
-    "unknown knowledge base": (404, "not_found", {"method": "GET", "url": "/api/kbs/没有这个库"}),
+    "unknown knowledge base": (404, "kb_not_found", {"method": "GET", "url": "/api/kbs/没有这个库"}),
+    "unknown document": (404, "document_not_found", {"method": "GET", "url": "/api/kbs/已有库/documents/nope/chunks"}),
+    "unknown conversation": (404, "conversation_not_found", {"method": "GET", "url": "/api/conversations/" + "0" * 32}),
+    "unknown evaluation job": (404, "eval_job_not_found", {"method": "GET", "url": "/api/eval/jobs/nope"}),
     "unknown path": (404, "not_found", {"method": "GET", "url": "/api/nothing"}),
     "wrong method": (405, "method_not_allowed", {"method": "PUT", "url": "/api/kbs"}),
     "existing name": (409, "conflict", {"method": "POST", "url": "/api/kbs", "json": {"name": "已有库"}}),

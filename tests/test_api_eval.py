@@ -42,7 +42,7 @@ def jsonl(rows: list[dict]) -> bytes:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[TestClient]:
     settings = make_settings(
-        tmp_path_factory.mktemp("eval"), embedding_model_dir, eval_max_questions=400, eval_max_file_mb=0.1
+        tmp_path_factory.mktemp("eval"), embedding_model_dir, eval__max_questions=400, eval__max_file_mb=0.1
     )
     with TestClient(create_app(settings)) as test_client:
         create_kb(test_client, KB)

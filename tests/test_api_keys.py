@@ -34,13 +34,13 @@ ALLOWED_ORIGIN = "https://kb.example.com"
 def server(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[dict[str, str]]:
     """`kbqa serve` with two keys and one CORS origin, on the default bind address and a free port."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"KBQA_API_HOST", "KBQA_CLIENT_API_KEY"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"KBQA_API__HOST", "KBQA_CLIENT_API_KEY"}}
     env |= {
-        "KBQA_DATA_DIR": str(tmp_path_factory.mktemp("keys-data")),
-        "KBQA_EMBEDDING_MODEL": str(embedding_model_dir),
-        "KBQA_API_PORT": str(port),
-        "KBQA_API_KEYS": ",".join(KEYS[:1]) + " , " + KEYS[1],  # comma-separated, spaces around ignored
-        "KBQA_CORS_ORIGINS": ALLOWED_ORIGIN,
+        "KBQA_STORAGE__DATA_DIR": str(tmp_path_factory.mktemp("keys-data")),
+        "KBQA_EMBEDDING__MODEL": str(embedding_model_dir),
+        "KBQA_API__PORT": str(port),
+        "KBQA_SECURITY__API_KEYS": ",".join(KEYS[:1]) + " , " + KEYS[1],  # comma-separated, spaces around ignored
+        "KBQA_SECURITY__CORS_ORIGINS": ALLOWED_ORIGIN,
         "KBQA_API_URL": f"http://127.0.0.1:{port}",
     }
     log_path = tmp_path_factory.mktemp("keys-log") / "server.log"
@@ -123,7 +123,7 @@ def test_openapi_docs_stay_open_and_declare_the_bearer_scheme(server: dict[str, 
     client = api(server)
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"] == {
-        "type": "http", "scheme": "bearer", "description": "One of the keys in the api_keys setting."
+        "type": "http", "scheme": "bearer", "description": "One of the keys in the security.api_keys setting."
     }
     assert schema["paths"]["/api/kbs"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in schema["paths"]["/health"]["get"]
@@ -156,12 +156,12 @@ def kbqa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_sends_the_key_from_the_environment(server: dict[str, str]) -> None:
     # The server's own environment has KBQA_API_KEYS: the CLI sends the first of them.
     assert kbqa(server, "kb", "create", "命令行密钥库").returncode == 0
-    with_client_key = {**server, "KBQA_API_KEYS": "", "KBQA_CLIENT_API_KEY": KEYS[1]}
+    with_client_key = {**server, "KBQA_SECURITY__API_KEYS": "", "KBQA_CLIENT_API_KEY": KEYS[1]}
     listed = kbqa(with_client_key, "kb", "list", "--json")
     assert listed.returncode == 0, listed.stderr + listed.stdout
     assert "命令行密钥库" in [kb["name"] for kb in json.loads(listed.stdout)]
 
-    refused = kbqa({**server, "KBQA_API_KEYS": "", "KBQA_CLIENT_API_KEY": ""}, "kb", "list")
+    refused = kbqa({**server, "KBQA_SECURITY__API_KEYS": "", "KBQA_CLIENT_API_KEY": ""}, "kb", "list")
     assert refused.returncode == 1
     assert "401" in refused.stdout and "missing API key" in refused.stdout and "KBQA_CLIENT_API_KEY" in refused.stdout
     wrong = kbqa({**server, "KBQA_CLIENT_API_KEY": "nope"}, "kb", "list")
@@ -194,8 +194,8 @@ def test_the_api_listens_on_127_0_0_1_by_default(server: dict[str, str]) -> None
 
 
 def test_fastchat_processes_bind_to_127_0_0_1_by_default(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    assert settings.api_host == "127.0.0.1"
+    settings = Settings(storage__data_dir=tmp_path)
+    assert settings.api.host == "127.0.0.1"
     hosts = {spec.name: spec.argv[spec.argv.index("--host") + 1] for spec in LLMStack(settings).plan()}
     assert set(hosts) >= {"controller", "openai_api_server", "worker-20002"}
     assert set(hosts.values()) == {"127.0.0.1"}, hosts
@@ -203,7 +203,7 @@ def test_fastchat_processes_bind_to_127_0_0_1_by_default(tmp_path: Path) -> None
 
 
 def test_running_fastchat_processes_listen_on_127_0_0_1_only(llm_stack: LLMStack) -> None:
-    assert llm_stack.settings.fastchat_host == "127.0.0.1"  # the default: llm_settings() leaves it alone
+    assert llm_stack.settings.fastchat.host == "127.0.0.1"  # the default: llm_settings() leaves it alone
     for running in llm_stack.processes:
         process = psutil.Process(running.popen.pid)
         listening = [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
@@ -211,7 +211,12 @@ def test_running_fastchat_processes_listen_on_127_0_0_1_only(llm_stack: LLMStack
 
 
 def test_without_keys_the_api_is_open_as_before(tmp_path: Path, embedding_model_dir: Path) -> None:
-    settings = Settings(data_dir=tmp_path, embedding_model=str(embedding_model_dir), api_keys=[], cors_origins=[])
+    settings = Settings(
+        storage__data_dir=tmp_path,
+        embedding__model=str(embedding_model_dir),
+        security__api_keys=[],
+        security__cors_origins=[],
+    )
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/kbs").status_code == 200
         assert client.post("/api/kbs", json={"name": "开放"}).status_code == 201
@@ -250,19 +255,19 @@ def test_key_check_compares_with_every_key(monkeypatch: pytest.MonkeyPatch) -> N
 def test_key_and_origin_lists_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, raw: str, parsed: list[str]
 ) -> None:
-    monkeypatch.setenv("KBQA_API_KEYS", raw)
-    monkeypatch.setenv("KBQA_CORS_ORIGINS", raw)
+    monkeypatch.setenv("KBQA_SECURITY__API_KEYS", raw)
+    monkeypatch.setenv("KBQA_SECURITY__CORS_ORIGINS", raw)
     monkeypatch.delenv("KBQA_CLIENT_API_KEY", raising=False)
     settings = Settings()
-    assert settings.api_keys == parsed and settings.cors_origins == parsed
-    assert settings.resolved_client_api_key == (parsed[0] if parsed else "")
+    assert settings.security.api_keys == parsed and settings.security.cors_origins == parsed
+    assert settings.security.resolved_client_api_key == (parsed[0] if parsed else "")
     monkeypatch.setenv("KBQA_CLIENT_API_KEY", "mine")
-    assert Settings().resolved_client_api_key == "mine"
+    assert Settings().security.resolved_client_api_key == "mine"
 
 
 @pytest.mark.parametrize("key", ["密钥", "two words", "tab\there"])
 def test_a_key_no_client_could_send_is_refused_at_startup(key: str) -> None:
     with pytest.raises(ValueError, match="visible ASCII"):
-        Settings(api_keys=["fine", key])
+        Settings(security__api_keys=["fine", key])
     with pytest.raises(ValueError, match="visible ASCII"):
-        Settings(client_api_key=key)
+        Settings(security__client_api_key=key)

@@ -184,7 +184,7 @@ def test_an_older_catalog_gets_the_reading_columns_and_its_documents_read_as_not
 def test_postgresql_down_is_503_then_recovers(tmp_path: Path, embedding_model_dir: Path) -> None:
     with running_postgres() as postgres:
         database = postgres.create_database()
-        settings = make_settings(tmp_path, embedding_model_dir, catalog_url=postgres.url(database))
+        settings = make_settings(tmp_path, embedding_model_dir, storage__catalog_url=postgres.url(database))
         with TestClient(create_app(settings)) as client:
             create_kb(client, "停机")
             upload_ready(client, "停机", ("a.txt", "数据库停机测试：白鹭在湿地筑巢。".encode()))

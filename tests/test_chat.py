@@ -37,9 +37,9 @@ def client(
     settings = make_settings(
         tmp_path_factory.mktemp("chat"),
         embedding_model_dir,
-        llm_base_url=llm_stack.settings.fastchat_api_url,
-        llm_temperature=0.0,
-        llm_max_tokens=120,
+        llm__base_url=llm_stack.settings.fastchat.api_url,
+        llm__temperature=0.0,
+        llm__max_tokens=120,
         **backend_settings,
     )
     with TestClient(create_app(settings)) as test_client:
@@ -104,7 +104,7 @@ def test_kb_test_returns_scored_chunks_without_the_llm(
     assert result["answer"] == "" and result["timings_ms"]["first_token_ms"] is None
     # Proof that no LLM is involved: the same request succeeds with the LLM unreachable.
     settings = make_settings(
-        tmp_path, embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1", **backend_settings
+        tmp_path, embedding_model_dir, llm__base_url=f"http://127.0.0.1:{free_port()}/v1", **backend_settings
     )
     with TestClient(create_app(settings)) as offline:
         create_kb(offline, "离线库")
@@ -112,7 +112,7 @@ def test_kb_test_returns_scored_chunks_without_the_llm(
         assert ask(offline, question="星河计划的总预算", mode="kb_test", kb_names=["离线库"])["sources"]
         down = offline.post("/api/chat", json={"question": "星河计划的总预算", "mode": "kb", "kb_names": ["离线库"]})
         assert down.status_code == 503, "a down LLM is a 503 before streaming starts"
-        assert "is not reachable" in down.json()["detail"] and settings.llm_base_url in down.json()["detail"]
+        assert "is not reachable" in down.json()["detail"] and settings.llm.base_url in down.json()["detail"]
 
 
 def test_several_knowledge_bases_are_searched_together(client: TestClient) -> None:

@@ -31,7 +31,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path,
     """The API served by a real uvicorn, so a client that disconnects really closes its socket."""
     settings = make_settings(
         tmp_path_factory.mktemp("faults-api"), embedding_model_dir,
-        llm_base_url=stack.settings.fastchat_api_url, llm_temperature=0.0, llm_max_tokens=1000,
+        llm__base_url=stack.settings.fastchat.api_url, llm__temperature=0.0, llm__max_tokens=1000,
     )
     with serving(settings) as url:
         yield url
@@ -49,8 +49,8 @@ def stream_events(http: httpx.Client, url: str, body: dict, stop_after_deltas: i
 
 
 def worker_status(stack: LLMStack) -> dict:
-    worker = stack.settings.llm_workers[0]
-    return httpx.post(f"http://{stack.settings.fastchat_host}:{worker.port}/worker_get_status", timeout=30).json()
+    worker = stack.settings.fastchat.workers[0]
+    return httpx.post(f"http://{stack.settings.fastchat.host}:{worker.port}/worker_get_status", timeout=30).json()
 
 
 def test_client_disconnect_stops_the_generation(api_url: str, stack: LLMStack) -> None:

@@ -19,7 +19,7 @@ import yaml
 from app.llm.entrypoints import ROLES
 from app.llm.llamacpp_worker import parse_args as llamacpp_worker_args
 from app.modelprep.llm_gguf import DEFAULT_LLM
-from app.settings import DEFAULT_EMBEDDING_DIRNAME, PROJECT_ROOT, Settings
+from app.settings import DEFAULT_EMBEDDING_DIRNAME, PROJECT_ROOT, Settings, env_setting
 
 # Attu's README, section "Compatibility" (github.com/zilliztech/attu, README.md): "Milvus Version | Recommended
 # Attu Version". The 2.6.x row reads v2.6.0 but links to the v2.6.1 release, so both are accepted there.
@@ -127,12 +127,12 @@ def test_the_app_reaches_milvus_postgres_and_the_llm_by_service_name(
     for name in ("api", "ui"):
         for key in services[name]["environment"]:
             if key.startswith("KBQA_"):  # a misspelt name would be ignored silently by the settings
-                assert key.removeprefix("KBQA_").lower() in Settings.model_fields or key == "KBQA_API_URL", key
+                assert env_setting(key), key
 
     settings = settings_from(api_env, monkeypatch)
-    milvus = urlsplit(settings.resolved_milvus_uri)
+    milvus = urlsplit(settings.storage.resolved_milvus_uri)
     assert (milvus.hostname, milvus.port) == ("milvus", 19530)
-    catalog = urlsplit(settings.resolved_catalog_url)
+    catalog = urlsplit(settings.storage.resolved_catalog_url)
     assert catalog.scheme == "postgresql+psycopg" and (catalog.hostname, catalog.port) == ("postgres", 5432)
     postgres_env = services["postgres"]["environment"]
     assert (catalog.username, catalog.password, catalog.path) == (
@@ -141,7 +141,7 @@ def test_the_app_reaches_milvus_postgres_and_the_llm_by_service_name(
     llm = urlsplit(settings.resolved_llm_base_url)
     assert llm.hostname == "fastchat-api"
     assert str(llm.port) == command_option(services["fastchat-api"]["command"], "--port")
-    assert settings.api_keys == [] and settings.cors_origins == []  # open unless the caller sets keys
+    assert settings.security.api_keys == [] and settings.security.cors_origins == []  # open unless the caller sets keys
 
     ui = services["ui"]["environment"]
     assert host_of(ui["KBQA_API_URL"]) == "api" and ui["KBQA_UI_HOST"] == "0.0.0.0"
@@ -151,7 +151,7 @@ def test_api_keys_reach_the_api_and_the_ui(monkeypatch: pytest.MonkeyPatch) -> N
     config = compose_config("docker-compose.yml", KBQA_API_KEYS="k-one,k-two", KBQA_PUBLISH_HOST="0.0.0.0")
     api = settings_from(config["services"]["api"]["environment"], monkeypatch)
     ui = settings_from(config["services"]["ui"]["environment"], monkeypatch)
-    assert api.api_keys == ["k-one", "k-two"] and ui.resolved_client_api_key == "k-one"
+    assert api.security.api_keys == ["k-one", "k-two"] and ui.security.resolved_client_api_key == "k-one"
     published = [p for s in config["services"].values() for p in s.get("ports", [])]
     assert published and all(p.startswith("0.0.0.0:") for p in published)
 
@@ -178,7 +178,7 @@ def test_fastchat_services_find_each_other(config: dict[str, Any], monkeypatch: 
     assert worker.worker_address == f"http://llm-worker:{worker.port}"
     assert worker.model_path == f"/opt/kbqa/models/{DEFAULT_LLM.filename}"
     api = settings_from(services["api"]["environment"], monkeypatch)
-    assert worker.model_names == [api.llm_model]
+    assert worker.model_names == [api.llm.model]
 
 
 def test_stateful_services_keep_their_data_in_named_volumes(config: dict[str, Any]) -> None:
@@ -198,7 +198,7 @@ def test_gpu_override_swaps_in_a_cuda_worker(monkeypatch: pytest.MonkeyPatch) ->
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert worker["build"]["args"]["TORCH_INDEX_URL"] == "https://pypi.org/simple"
     api = settings_from(config["services"]["api"]["environment"], monkeypatch)
-    assert [api.llm_model] == command_option(worker["command"], "--model-names").split(",")
+    assert [api.llm.model] == command_option(worker["command"], "--model-names").split(",")
     assert config["services"]["milvus"] == compose_config("docker-compose.yml")["services"]["milvus"]
 
 

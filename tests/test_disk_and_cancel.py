@@ -73,7 +73,7 @@ def fill(disk: Path) -> Path:
 
 def disk_env(data_dir: Path, model_dir: Path) -> dict[str, str]:
     # Short leases: the heartbeat that records failures the catalog could not take runs every half second.
-    return api_env(data_dir, model_dir, {"min_free_disk_mb": 8, "ingest_lease_s": 2})
+    return api_env(data_dir, model_dir, {"storage__min_free_disk_mb": 8, "ingest__lease_s": 2})
 
 
 def assert_disk_full(response: httpx.Response, data_dir: Path) -> None:

@@ -41,10 +41,10 @@ def client(
     settings = make_settings(
         tmp_path_factory.mktemp("eval-answers"),
         embedding_model_dir,
-        llm_base_url=llm_stack.settings.fastchat_api_url,
-        llm_temperature=0.0,
-        llm_max_tokens=80,
-        default_score_threshold=0.5,
+        llm__base_url=llm_stack.settings.fastchat.api_url,
+        llm__temperature=0.0,
+        llm__max_tokens=80,
+        retrieval__default_score_threshold=0.5,
     )
     with TestClient(create_app(settings)) as test_client:
         create_kb(test_client, KB)
@@ -77,7 +77,7 @@ def test_a_down_llm_ends_the_answer_check_with_its_reason_and_keeps_retrieval(
     tmp_path: Path, embedding_model_dir: Path
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}/v1"
-    settings = make_settings(tmp_path, embedding_model_dir, llm_base_url=down)
+    settings = make_settings(tmp_path, embedding_model_dir, llm__base_url=down)
     with TestClient(create_app(settings)) as offline:
         create_kb(offline, KB)
         upload_ready(offline, KB, *((n, t.encode()) for n, t in FILES))

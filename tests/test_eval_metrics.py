@@ -141,7 +141,7 @@ def test_answer_sample_is_spread_over_the_questions_with_answers() -> None:
 
 
 def test_refusal_detection_uses_the_prompt_templates_and_common_wordings() -> None:
-    prompts = load_prompts(Settings().prompts_file)
+    prompts = load_prompts(Settings().chat.prompts_file)
     phrases = answers.refusal_phrases(prompts)
     assert answers.is_refusal(prompts.no_hit_refusal, phrases)
     assert answers.is_refusal("根据已知信息无法回答该问题。", phrases)  # quoted in kb_default

@@ -193,7 +193,7 @@ def refused(load: Callable[[], object], setting: str) -> str:
 def test_docx_zip_bomb_is_refused_before_anything_inflates(tmp_path: Path) -> None:
     path = docx_bomb(tmp_path / "bomb.docx")
     assert path.stat().st_size < 2 * MIB
-    message = refused(lambda: load_document(path), "load_max_xml_mb")
+    message = refused(lambda: load_document(path), "limits.max_xml_mb")
     assert "word/document.xml" in message and "1,024.0 MB" in message
 
 
@@ -226,7 +226,7 @@ def test_docx_with_too_many_parts_is_refused(tmp_path: Path) -> None:
     extra = [member(f"word/media/image{i}.png", b"x") for i in range(30)]
     path = write_docx(tmp_path / "many.docx", parts, extra)
     limits = replace(DEFAULTS, max_zip_members=len(parts) + 29)
-    message = refused(lambda: load_document(path, limits=limits), "load_max_zip_members")
+    message = refused(lambda: load_document(path, limits=limits), "limits.max_zip_members")
     assert f"{len(parts) + 30} 个部件" in message
 
 
@@ -234,14 +234,14 @@ def test_docx_whose_parts_inflate_too_much_in_all_is_refused(tmp_path: Path) -> 
     images = [member(f"word/media/photo{i}.jpg", os.urandom(MIB), deflated=False) for i in range(3)]
     path = write_docx(tmp_path / "photos.docx", docx_members(), images)
     limits = replace(DEFAULTS, max_zip_total_mb=2)
-    refused(lambda: load_document(path, limits=limits), "load_max_zip_total_mb")
+    refused(lambda: load_document(path, limits=limits), "limits.max_zip_total_mb")
 
 
 def test_docx_with_one_oversized_part_is_refused(tmp_path: Path) -> None:
     video = member("word/media/video.mp4", os.urandom(2 * MIB), deflated=False)
     path = write_docx(tmp_path / "video.docx", docx_members(), [video])
     limits = replace(DEFAULTS, max_zip_member_mb=1)
-    message = refused(lambda: load_document(path, limits=limits), "load_max_zip_member_mb")
+    message = refused(lambda: load_document(path, limits=limits), "limits.max_zip_member_mb")
     assert "word/media/video.mp4" in message
 
 
@@ -249,13 +249,13 @@ def test_docx_part_compressed_far_past_real_documents_is_refused(tmp_path: Path)
     """Within every size limit, but 8 MiB packed into a few KiB: real Word parts compress 5-30:1."""
     blank = bomb_member("word/media/blank.bin", b"", 8, b"")
     path = write_docx(tmp_path / "ratio.docx", docx_members(), [blank])
-    message = refused(lambda: load_document(path), "load_max_zip_ratio")
+    message = refused(lambda: load_document(path), "limits.max_zip_ratio")
     assert "word/media/blank.bin" in message
 
 
 def test_docx_text_past_the_text_limit_is_refused(tmp_path: Path) -> None:
     limits = replace(DEFAULTS, max_text_chars=50)
-    refused(lambda: load_document(make_docx(tmp_path), limits=limits), "load_max_text_chars")
+    refused(lambda: load_document(make_docx(tmp_path), limits=limits), "limits.max_text_chars")
 
 
 def test_an_ordinary_docx_within_the_limits_still_loads(tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_text_past_the_limit_is_refused_once_decoded(tmp_path: Path, suffix: str
     path = tmp_path / f"long{suffix}"
     path.write_text("长" * 1500, encoding="utf-8")  # 4,500 bytes: 1,500 characters
     limits = replace(DEFAULTS, max_text_chars=1200)  # 4,500 bytes could hold 1,200 characters: it is decoded
-    message = refused(lambda: load_document(path, limits=limits), "load_max_text_chars")
+    message = refused(lambda: load_document(path, limits=limits), "limits.max_text_chars")
     assert "1,500 个字符" in message
     assert load_document(path, limits=replace(DEFAULTS, max_text_chars=1500)).sections
 
@@ -276,7 +276,9 @@ def test_text_past_the_limit_is_refused_once_decoded(tmp_path: Path, suffix: str
 def test_text_that_cannot_fit_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.txt"
     path.write_bytes(b"a" * 5000)
-    message = refused(lambda: load_document(path, limits=replace(DEFAULTS, max_text_chars=1000)), "load_max_text_chars")
+    message = refused(
+        lambda: load_document(path, limits=replace(DEFAULTS, max_text_chars=1000)), "limits.max_text_chars"
+    )
     assert "at least 1,250 characters" in message
 
 
@@ -284,7 +286,7 @@ def test_html_with_too_many_elements_is_refused_before_its_tree_is_built(tmp_pat
     """BeautifulSoup spends about 1 KB per tag: 400,000 tags (3 MB of HTML) would take ~400 MB."""
     path = tmp_path / "tags.html"
     path.write_bytes(b"<html><body>" + b"<b>x</b>" * 400_000 + b"</body></html>")
-    message = refused(lambda: load_document(path), "load_max_html_elements")
+    message = refused(lambda: load_document(path), "limits.max_html_elements")
     assert "200,000" in message
     small = tmp_path / "small.html"
     small.write_bytes(b"<html><body>" + b"<b>x</b>" * 1000 + b"</body></html>")
@@ -293,7 +295,7 @@ def test_html_with_too_many_elements_is_refused_before_its_tree_is_built(tmp_pat
 
 def test_pdf_with_too_many_pages_is_refused(tmp_path: Path) -> None:
     path = make_simple_pdf(tmp_path, pages=3)
-    message = refused(lambda: load_document(path, limits=replace(DEFAULTS, max_pdf_pages=2)), "load_max_pdf_pages")
+    message = refused(lambda: load_document(path, limits=replace(DEFAULTS, max_pdf_pages=2)), "limits.max_pdf_pages")
     assert "3 页" in message
     assert load_document(path, limits=replace(DEFAULTS, max_pdf_pages=3)).pages == 3
 
@@ -311,7 +313,7 @@ def test_pdf_stream_bomb_is_refused_at_pypdf_s_limit(tmp_path: Path) -> None:
 
 def test_pdf_text_past_the_text_limit_is_refused(tmp_path: Path) -> None:
     path = make_simple_pdf(tmp_path, pages=3)
-    refused(lambda: load_document(path, limits=replace(DEFAULTS, max_text_chars=20)), "load_max_text_chars")
+    refused(lambda: load_document(path, limits=replace(DEFAULTS, max_text_chars=20)), "limits.max_text_chars")
 
 
 # ---------------------------------------------------------------------------------- through a real server
@@ -375,7 +377,7 @@ def test_bombs_uploaded_to_a_server_fail_with_the_limit_and_leave_the_rest_alone
         neighbour = api.wait_done("炸弹库", api.upload("炸弹库", "邻居.txt", NEIGHBOUR)["id"])
         assert neighbour["status"] == "ready"
         bombs = {
-            "炸弹.docx": (docx_bomb(tmp_path / "bomb.docx"), "load_max_xml_mb"),
+            "炸弹.docx": (docx_bomb(tmp_path / "bomb.docx"), "limits.max_xml_mb"),
             "炸弹.pdf": (pdf_bomb(tmp_path / "bomb.pdf"), "pypdf"),
         }
         for name, (path, limit) in bombs.items():
@@ -424,7 +426,7 @@ def test_a_document_that_keeps_killing_the_server_ends_failed_after_its_attempts
     times is failed with that reason instead of being started again, and the rest of the knowledge base works."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    env = api_env(data_dir, embedding_model_dir, {**storage, "max_index_attempts": "2"})
+    env = api_env(data_dir, embedding_model_dir, {**storage, "ingest__max_index_attempts": "2"})
     catalog = Catalog(f"sqlite:///{data_dir / 'catalog.db'}")
     try:
         with serving(env, tmp_path / "serve-1.log") as api:

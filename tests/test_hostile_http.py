@@ -171,8 +171,8 @@ def test_an_upload_into_a_knowledge_base_deleted_meanwhile_is_a_404_leaving_noth
     with pytest.raises(NotFound, match="deleted during the upload"):
         services.knowledge_bases.upload_many(kb["name"], [("race.txt", source)])  # type: ignore[list-item]
     assert source.delete_status == 204
-    assert not (services.settings.files_dir / kb["id"]).exists()
-    assert list((services.settings.files_dir / "_incoming").iterdir()) == []
+    assert not (services.settings.storage.files_dir / kb["id"]).exists()
+    assert list((services.settings.storage.files_dir / "_incoming").iterdir()) == []
     from sqlalchemy import func, select
 
     from app.storage.catalog import Document
@@ -185,7 +185,7 @@ def test_an_upload_into_a_knowledge_base_deleted_meanwhile_is_a_404_leaving_noth
 
 
 def test_a_multi_file_upload_with_an_empty_file_stores_none_of_them(client: TestClient, kb: str) -> None:
-    files_dir = client.app.state.services.settings.files_dir  # type: ignore[attr-defined]
+    files_dir = client.app.state.services.settings.storage.files_dir  # type: ignore[attr-defined]
     stored_before = sorted(p for p in files_dir.rglob("*") if p.is_file())
     docs_before = client.get(f"/api/kbs/{kb}/documents").json()
     response = client.post(
@@ -205,11 +205,11 @@ MAX_UPLOAD_MB, MAX_REQUEST_MB, BODY_TIMEOUT_S = 1, 2, 3
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[Served]:
     overrides = {
-        "max_upload_mb": MAX_UPLOAD_MB,
-        "max_request_mb": MAX_REQUEST_MB,
-        "request_body_timeout_s": BODY_TIMEOUT_S,
-        "ui_port": UI_PORT,
-        "allowed_hosts": "",  # the defaults only (conftest lets Starlette's TestClient in)
+        "ingest__max_upload_mb": MAX_UPLOAD_MB,
+        "limits__max_request_mb": MAX_REQUEST_MB,
+        "limits__request_body_timeout_s": BODY_TIMEOUT_S,
+        "ui__port": UI_PORT,
+        "security__allowed_hosts": "",  # the defaults only (conftest lets Starlette's TestClient in)
     }
     env = api_env(tmp_path_factory.mktemp("hostile-data"), embedding_model_dir, overrides)
     with kbqa_serve(env, tmp_path_factory.mktemp("hostile-log") / "serve.log") as server:

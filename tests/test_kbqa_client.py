@@ -21,7 +21,7 @@ FACT = "第三季度质量报告：产品合格率为百分之九十八。"
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
     settings = make_settings(
-        tmp_path_factory.mktemp("client-api"), embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1"
+        tmp_path_factory.mktemp("client-api"), embedding_model_dir, llm__base_url=f"http://127.0.0.1:{free_port()}/v1"
     )
     with serving(settings) as url:
         yield url
@@ -62,7 +62,7 @@ def test_a_knowledge_base_named_with_url_characters_round_trips(client: KbqaClie
     assert {f"/api/kbs/{ESCAPED}/documents", f"/api/kbs/{ESCAPED}/search"} <= set(paths)
     with pytest.raises(NotFound) as missing:
         client.knowledge_base(HOSTILE)
-    assert (missing.value.status, missing.value.code) == (404, "not_found") and HOSTILE in missing.value.message
+    assert (missing.value.status, missing.value.code) == (404, "kb_not_found") and HOSTILE in missing.value.message
 
 
 def test_a_source_opens_in_the_original(client: KbqaClient, tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_failures_raise_typed_errors_with_the_api_code(client: KbqaClient) -> No
     assert (down.value.status, down.value.code) == (503, "llm_unavailable") and down.value.llm_unavailable
     with pytest.raises(NotFound) as missing:
         client.search("没有这个库", "问题")
-    assert (missing.value.status, missing.value.code) == (404, "not_found")
+    assert (missing.value.status, missing.value.code) == (404, "kb_not_found")
     with pytest.raises(ApiError) as schema:
         client.request("POST", api_path("kbs"), json={})
     assert (schema.value.status, schema.value.code) == (422, "validation_error")
@@ -116,7 +116,7 @@ def test_failures_raise_typed_errors_with_the_api_code(client: KbqaClient) -> No
 
 
 def test_a_refused_key_is_unauthorized(tmp_path: Path, embedding_model_dir: Path) -> None:
-    settings = make_settings(tmp_path, embedding_model_dir, api_keys=["k-1"])
+    settings = make_settings(tmp_path, embedding_model_dir, security__api_keys=["k-1"])
     with serving(settings) as url:
         with pytest.raises(Unauthorized) as refused:
             KbqaClient(url, "wrong").knowledge_bases()

@@ -30,7 +30,7 @@ LONG_ANSWER = [{"role": "user", "content": "Write a long essay about the history
 
 
 def test_models_lists_the_configured_model(llm_stack: LLMStack) -> None:
-    assert LLMClient(llm_stack.settings).list_models() == [llm_stack.settings.llm_model]
+    assert LLMClient(llm_stack.settings).list_models() == [llm_stack.settings.llm.model]
 
 
 def test_chinese_chat_completion(llm_stack: LLMStack) -> None:
@@ -59,8 +59,8 @@ def test_stream_and_non_stream_agree_at_temperature_zero(llm_stack: LLMStack) ->
 
 def test_raw_sse_events_are_valid_json_with_unicode(llm_stack: LLMStack) -> None:
     """The pydantic 2 fix: FastChat's stream used to fail on `chunk.json(ensure_ascii=False)`."""
-    body = {"model": llm_stack.settings.llm_model, "messages": ZH_QUESTION, "stream": True, "temperature": 0}
-    with httpx.stream("POST", f"{llm_stack.settings.fastchat_api_url}/chat/completions", json=body, timeout=60) as r:
+    body = {"model": llm_stack.settings.llm.model, "messages": ZH_QUESTION, "stream": True, "temperature": 0}
+    with httpx.stream("POST", f"{llm_stack.settings.fastchat.api_url}/chat/completions", json=body, timeout=60) as r:
         assert r.status_code == 200
         events = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -93,8 +93,8 @@ def test_prompt_over_the_context_length_is_a_clear_4xx(llm_stack: LLMStack) -> N
         LLMClient(llm_stack.settings).chat(too_long)
     with pytest.raises(LLMRequestRejected):
         list(LLMClient(llm_stack.settings).stream(too_long))
-    body = {"model": llm_stack.settings.llm_model, "messages": too_long}
-    response = httpx.post(f"{llm_stack.settings.fastchat_api_url}/chat/completions", json=body, timeout=60)
+    body = {"model": llm_stack.settings.llm.model, "messages": too_long}
+    response = httpx.post(f"{llm_stack.settings.fastchat.api_url}/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == 40303
 
@@ -105,9 +105,9 @@ def test_unknown_model_is_404(llm_stack: LLMStack) -> None:
 
 
 def test_llm_down_names_the_url_it_tried(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, llm_base_url=f"http://127.0.0.1:{free_port()}/v1")  # type: ignore[arg-type]
+    settings = Settings(storage__data_dir=tmp_path, llm__base_url=f"http://127.0.0.1:{free_port()}/v1")  # type: ignore[arg-type]
     client = LLMClient(settings)
-    with pytest.raises(LLMUnavailable, match=f"LLM server at {settings.llm_base_url} is not reachable"):
+    with pytest.raises(LLMUnavailable, match=f"LLM server at {settings.llm.base_url} is not reachable"):
         client.chat(EN_QUESTION)
     with pytest.raises(LLMUnavailable, match="kbqa llm up"):
         list(client.stream(EN_QUESTION))
@@ -115,7 +115,7 @@ def test_llm_down_names_the_url_it_tried(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("settings_from_env")
 def test_cli_chat_streams_the_answer(llm_stack: LLMStack) -> None:
-    env = {"KBQA_LLM_BASE_URL": llm_stack.settings.fastchat_api_url, "KBQA_LLM_TEMPERATURE": "0"}
+    env = {"KBQA_LLM__BASE_URL": llm_stack.settings.fastchat.api_url, "KBQA_LLM__TEMPERATURE": "0"}
     result = CliRunner().invoke(cli_app, ["chat", "中国的首都是哪个城市？只回答城市名。"], env=env)
     assert result.exit_code == 0, result.output
     assert "北京" in result.output
@@ -124,17 +124,17 @@ def test_cli_chat_streams_the_answer(llm_stack: LLMStack) -> None:
 @pytest.mark.usefixtures("settings_from_env")
 def test_cli_chat_with_llm_down_is_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    result = CliRunner().invoke(cli_app, ["chat", "你好"], env={"KBQA_LLM_BASE_URL": url})
+    result = CliRunner().invoke(cli_app, ["chat", "你好"], env={"KBQA_LLM__BASE_URL": url})
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"error: LLM server at {url} is not reachable (ConnectError); start it with `kbqa llm up` "
-                     "or point llm_base_url at a running OpenAI-compatible server"]
+                     "or point llm.base_url at a running OpenAI-compatible server"]
 
 
 def test_worker_dying_mid_stream_ends_the_stream_with_an_error_then_recovers(
     tmp_path: Path, llm_model_file: Path
 ) -> None:
-    with running_llm_stack(llm_settings(tmp_path, llm_model_file, llm_max_tokens=400)) as stack:
+    with running_llm_stack(llm_settings(tmp_path, llm_model_file, llm__max_tokens=400)) as stack:
         client = LLMClient(stack.settings)
         worker = next(p for p in stack.processes if p.spec.name.startswith("worker-"))
         received = []
@@ -169,11 +169,11 @@ def test_two_workers_behind_one_controller_pass_over_the_busy_one(tmp_path: Path
     (on a busy CI machine four concurrent questions once all went to one worker). `/refresh_all_workers` makes the
     controller ask both workers now, the state the next heartbeat would bring, so the test waits on no timer. The
     long answer counts to 3,000, which cannot end (by EOS or by its token limit) before the question is answered."""
-    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm_max_tokens=3000)
-    controller = f"http://{settings.fastchat_host}:{settings.fastchat_controller_port}"
+    settings = llm_settings(tmp_path, llm_model_file, workers=2, llm__max_tokens=3000)
+    controller = f"http://{settings.fastchat.host}:{settings.fastchat.controller_port}"
 
     def status(port: int) -> dict[str, int]:
-        return httpx.post(f"http://{settings.fastchat_host}:{port}/worker_get_status", timeout=60).json()
+        return httpx.post(f"http://{settings.fastchat.host}:{port}/worker_get_status", timeout=60).json()
 
     def both_registered_after_refresh() -> bool:
         """FastChat's refresh drops a worker that does not answer its status request within 5 s (a loaded machine)."""
@@ -182,10 +182,10 @@ def test_two_workers_behind_one_controller_pass_over_the_busy_one(tmp_path: Path
 
     with running_llm_stack(settings):
         client = LLMClient(settings)
-        assert client.list_models() == [settings.llm_model]  # one model name, two workers
+        assert client.list_models() == [settings.llm.model]  # one model name, two workers
         counting = client.stream([{"role": "user", "content": "Count from 1 to 3000, one number per line."}])
         next(d for d in counting if d.text)  # a token arrived: one worker is generating
-        ports = [w.port for w in settings.llm_workers]
+        ports = [w.port for w in settings.fastchat.workers]
         busy = [port for port in ports if status(port)["queue_length"] == 1]
         assert len(busy) == 1, [status(port) for port in ports]
         idle = next(port for port in ports if port not in busy)
@@ -202,21 +202,21 @@ def test_stop_leaves_no_process_and_frees_the_ports(tmp_path: Path, llm_model_fi
     with running_llm_stack(settings) as stack:
         pids = [p.popen.pid for p in stack.processes]
         assert running_processes(settings) == pids
-        assert (settings.logs_dir / "fastchat-controller.log").stat().st_size > 0
+        assert (settings.storage.logs_dir / "fastchat-controller.log").stat().st_size > 0
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
-    ports = [settings.fastchat_controller_port, settings.fastchat_api_port, settings.llm_workers[0].port]
-    assert all(port_is_free(settings.fastchat_host, port) for port in ports)
-    assert not (settings.run_dir / "llm-stack.json").exists()
+    ports = [settings.fastchat.controller_port, settings.fastchat.api_port, settings.fastchat.workers[0].port]
+    assert all(port_is_free(settings.fastchat.host, port) for port in ports)
+    assert not (settings.storage.run_dir / "llm-stack.json").exists()
 
 
 def _cli_env(settings: Settings) -> dict[str, str]:
-    worker = settings.llm_workers[0]
+    worker = settings.fastchat.workers[0]
     return {
         **os.environ,
-        "KBQA_DATA_DIR": str(settings.data_dir),
-        "KBQA_FASTCHAT_CONTROLLER_PORT": str(settings.fastchat_controller_port),
-        "KBQA_FASTCHAT_API_PORT": str(settings.fastchat_api_port),
-        "KBQA_LLM_WORKERS": json.dumps([worker.model_dump()]),
+        "KBQA_STORAGE__DATA_DIR": str(settings.storage.data_dir),
+        "KBQA_FASTCHAT__CONTROLLER_PORT": str(settings.fastchat.controller_port),
+        "KBQA_FASTCHAT__API_PORT": str(settings.fastchat.api_port),
+        "KBQA_FASTCHAT__WORKERS": json.dumps([worker.model_dump()]),
     }
 
 
@@ -267,7 +267,7 @@ def test_kbqa_llm_up_detached_then_down(tmp_path: Path, llm_model_file: Path) ->
                         capture_output=True, text=True, timeout=180)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert settings.fastchat_api_url in up.stdout
+        assert settings.fastchat.api_url in up.stdout
         assert LLMStack(settings).models_ready()
         again = subprocess.run([sys.executable, "-m", "app.cli", "llm", "up", "--detach"], cwd=PROJECT_ROOT,
                                env=env, capture_output=True, text=True, timeout=60)
@@ -281,30 +281,30 @@ def test_kbqa_llm_up_detached_then_down(tmp_path: Path, llm_model_file: Path) ->
 
 
 def test_missing_model_file_is_reported_with_the_fix(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, fastchat_controller_port=free_port(),  # type: ignore[arg-type]
-                        fastchat_api_port=free_port())
-    env = _cli_env(settings) | {"KBQA_LLM_WORKERS": json.dumps([{"kind": "llamacpp", "port": free_port()}])}
+    settings = Settings(storage__data_dir=tmp_path, fastchat__controller_port=free_port(),  # type: ignore[arg-type]
+                        fastchat__api_port=free_port())
+    env = _cli_env(settings) | {"KBQA_FASTCHAT__WORKERS": json.dumps([{"kind": "llamacpp", "port": free_port()}])}
     result = subprocess.run([sys.executable, "-m", "app.cli", "llm", "up"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert f"model file {settings.default_llm_file} is missing; run `kbqa models prepare`" in result.stdout
+    assert f"model file {settings.storage.default_llm_file} is missing; run `kbqa models prepare`" in result.stdout
 
 
 def test_port_in_use_is_refused_before_starting(tmp_path: Path, llm_model_file: Path) -> None:
     settings = llm_settings(tmp_path, llm_model_file)
     with socket.socket() as busy:
-        busy.bind((settings.fastchat_host, settings.fastchat_api_port))
+        busy.bind((settings.fastchat.host, settings.fastchat.api_port))
         busy.listen()
         stack = LLMStack(settings, report=lambda _line: None)
-        with pytest.raises(Exception, match=f"port {settings.fastchat_host}:{settings.fastchat_api_port} is in use"):
+        with pytest.raises(Exception, match=f"port {settings.fastchat.host}:{settings.fastchat.api_port} is in use"):
             stack.start()
     assert stack.processes == []
 
 
 def test_worker_kinds_launch_the_matching_fastchat_worker(tmp_path: Path) -> None:
     settings = Settings(  # type: ignore[arg-type]
-        data_dir=tmp_path,
-        llm_workers=[
+        storage__data_dir=tmp_path,
+        fastchat__workers=[
             {"kind": "llamacpp", "port": 21002, "threads": 4},
             {"kind": "hf", "port": 21003, "model_path": "/models/qwen", "device": "cuda", "model_name": "big"},
             {"kind": "vllm", "port": 21004, "model_path": "/models/qwen", "extra_args": ["--num-gpus", "2"]},
@@ -312,12 +312,13 @@ def test_worker_kinds_launch_the_matching_fastchat_worker(tmp_path: Path) -> Non
     )
     plan = {spec.name: spec.argv for spec in LLMStack(settings).plan()}
     assert plan["worker-21002"][0] == "llamacpp_worker"
-    assert plan["worker-21002"][plan["worker-21002"].index("--model-path") + 1] == str(settings.default_llm_file)
+    model_path = plan["worker-21002"][plan["worker-21002"].index("--model-path") + 1]
+    assert model_path == str(settings.storage.default_llm_file)
     assert plan["worker-21003"][:1] == ["model_worker"] and "cuda" in plan["worker-21003"]
     assert plan["worker-21003"][plan["worker-21003"].index("--model-names") + 1] == "big"
     assert plan["worker-21004"][0] == "vllm_worker" and plan["worker-21004"][-2:] == ["--num-gpus", "2"]
     with pytest.raises(Exception, match="needs model_path"):
-        LLMStack(Settings(data_dir=tmp_path, llm_workers=[{"kind": "hf"}])).plan()  # type: ignore[arg-type]
+        LLMStack(Settings(storage__data_dir=tmp_path, fastchat__workers=[{"kind": "hf"}])).plan()  # type: ignore[arg-type]
 
 
 def test_client_disconnect_stops_generation(llm_stack: LLMStack) -> None:
@@ -327,8 +328,8 @@ def test_client_disconnect_stops_generation(llm_stack: LLMStack) -> None:
     for _ in zip(range(3), stream, strict=False):
         pass
     stream.close()
-    worker = llm_stack.settings.llm_workers[0]
-    status_url = f"http://{llm_stack.settings.fastchat_host}:{worker.port}/worker_get_status"
+    worker = llm_stack.settings.fastchat.workers[0]
+    status_url = f"http://{llm_stack.settings.fastchat.host}:{worker.port}/worker_get_status"
     finished = threading.Event()
     result: list[str] = []
 
@@ -347,7 +348,7 @@ def test_kbqa_llm_up_restarts_a_worker_that_is_alive_but_not_serving(tmp_path: P
     """A stopped worker (SIGSTOP: alive, holding its port, answering nothing) is what a wedged one looks like from
     outside; the supervisor must notice it within its stall timeout, say so, and start a worker that serves."""
     settings = llm_settings(tmp_path, llm_model_file)
-    env = _cli_env(settings) | {"KBQA_FASTCHAT_STALL_TIMEOUT_S": "4", "KBQA_FASTCHAT_PROBE_INTERVAL_S": "1"}
+    env = _cli_env(settings) | {"KBQA_FASTCHAT__STALL_TIMEOUT_S": "4", "KBQA_FASTCHAT__PROBE_INTERVAL_S": "1"}
     launcher = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "llm", "up"], cwd=PROJECT_ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -395,7 +396,7 @@ def test_kbqa_llm_up_restarts_a_worker_that_is_alive_but_not_serving(tmp_path: P
                 time.sleep(1)
         note = next(line for line in lines if "is alive but not serving" in line)
         assert "no answer to a status request" in note
-        log = (settings.logs_dir / f"fastchat-worker-{settings.llm_workers[0].port}.log").read_text()
+        log = (settings.storage.logs_dir / f"fastchat-worker-{settings.fastchat.workers[0].port}.log").read_text()
         assert "is alive but not serving" in log
     finally:
         launcher.send_signal(signal.SIGINT)

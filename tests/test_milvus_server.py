@@ -22,9 +22,9 @@ from tests.conftest import Backend, MilvusOverTcp, create_kb, make_settings, upl
 def test_instance_uses_the_backend_its_id_names(client: TestClient, backend: Backend) -> None:
     services = client.app.state.services  # type: ignore[attr-defined]
     assert services.store.is_lite is (backend.milvus == "lite")
-    assert (services.settings.data_dir / "milvus.db").exists() is (backend.milvus == "lite")
+    assert (services.settings.storage.data_dir / "milvus.db").exists() is (backend.milvus == "lite")
     assert services.catalog.engine.dialect.name == backend.catalog
-    assert (services.settings.data_dir / "catalog.db").exists() is (backend.catalog == "sqlite")
+    assert (services.settings.storage.data_dir / "catalog.db").exists() is (backend.catalog == "sqlite")
 
 
 def test_ingest_search_replace_delete(client: TestClient) -> None:
@@ -68,7 +68,10 @@ def test_milvus_down_is_503_and_catalog_untouched(
     server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-doomed"))
     server.start()
     settings = make_settings(
-        tmp_path_factory.mktemp("doomed-data"), embedding_model_dir, milvus_uri=server.uri, milvus_timeout_s=3
+        tmp_path_factory.mktemp("doomed-data"),
+        embedding_model_dir,
+        storage__milvus_uri=server.uri,
+        storage__milvus_timeout_s=3,
     )
     with TestClient(create_app(settings)) as client:
         create_kb(client, "断线")

@@ -61,15 +61,15 @@ def cluster(
 ) -> Iterator[Cluster]:
     data_dir, logs = tmp_path_factory.mktemp("shared-data"), tmp_path_factory.mktemp("api-logs")
     with backend_overrides(request, Backend("server", "postgresql")) as storage, ExitStack() as stack:
-        overrides = {**storage, "ingest_lease_s": str(LEASE_S)}
+        overrides = {**storage, "ingest__lease_s": str(LEASE_S)}
         served = [
             stack.enter_context(kbqa_serve(api_env(data_dir, embedding_model_dir, overrides), logs / f"{name}.log"))
             for name in ("a", "b")
         ]
         a, b = (stack.enter_context(httpx.Client(base_url=s.url, timeout=60)) for s in served)
-        catalog = Catalog(storage["catalog_url"])
+        catalog = Catalog(storage["storage__catalog_url"])
         stack.callback(catalog.dispose)
-        store = MilvusStore(storage["milvus_uri"])
+        store = MilvusStore(storage["storage__milvus_uri"])
         stack.callback(store.close)
         yield Cluster(a, b, data_dir, embedding_model_dir, overrides, logs, catalog, store)
 
@@ -195,7 +195,7 @@ def test_in_flight_documents_are_not_stolen_and_a_dead_process_is_taken_over(clu
     finishes the document, without duplicate chunks in Milvus."""
     assert cluster.a.post("/api/kbs", json={"name": "接管库"}).status_code == 201
     with ExitStack() as stack:
-        victim_env = {**cluster.new_env(), "KBQA_INGEST_LEASE_S": "600"}
+        victim_env = {**cluster.new_env(), "KBQA_INGEST__LEASE_S": "600"}
         served = stack.enter_context(kbqa_serve(victim_env, cluster.logs / "victim.log"))
         victim = stack.enter_context(httpx.Client(base_url=served.url, timeout=60))
         doc = upload(victim, "接管库", "长文.txt", _big_text(600))

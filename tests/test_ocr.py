@@ -135,7 +135,8 @@ def test_each_page_is_bounded_by_the_ocr_time_limit(tmp_path: Path) -> None:
     limits = replace(DEFAULTS, ocr_page_timeout_s=0.001)
     with pytest.raises(NothingReadable) as caught:
         load_document(fo.image_only_pdf(pages, tmp_path / "slow.pdf"), limits=limits)
-    assert "OCR ran past its 0.001 s limit on 3 page(s) (setting load_ocr_page_timeout_s)" in str(caught.value)
+    limit = "OCR ran past its 0.001 s limit on 3 page(s) (setting ocr.page_timeout_s (KBQA_OCR__PAGE_TIMEOUT_S))"
+    assert limit in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------------------ Word, PowerPoint
@@ -194,7 +195,7 @@ def test_a_20000_pixel_square_png_is_refused_before_it_is_decoded(tmp_path: Path
     path = fo.png_bomb(tmp_path / "bomb.png")
     with PeakRss() as rss, pytest.raises(DocumentTooLarge) as caught:
         load_document(path)
-    assert "load_ocr_max_image_pixels" in str(caught.value) and str(caught.value).startswith("图片有")
+    assert "ocr.max_image_pixels" in str(caught.value) and str(caught.value).startswith("图片有")
     assert rss.growth < MEMORY_BOUND // 4, f"grew by {rss.growth / MIB:.0f} MiB"
 
 
@@ -232,8 +233,9 @@ def test_ocr_switched_off_fails_a_picture_saying_so(tmp_path: Path) -> None:
     with pytest.raises(NothingReadable) as caught:
         load_document(path, limits=OFF)
     message = str(caught.value)
-    assert message.startswith("没有找到文字：这是一张图片，OCR 已关闭（设置 load_ocr）")
-    assert "(No text found: this is a picture and OCR is switched off (setting load_ocr).)" in message
+    assert message.startswith("没有找到文字：这是一张图片，OCR 已关闭（设置 ocr.enabled (KBQA_OCR__ENABLED)）")
+    switched_off = "OCR is switched off (setting ocr.enabled (KBQA_OCR__ENABLED))"
+    assert f"(No text found: this is a picture and {switched_off}.)" in message
 
 
 def test_ocr_switched_off_fails_a_scanned_pdf_saying_so(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def module_settings(
 ) -> Settings:
     """Every page read is recorded (no interval), so a test sees the progress at once."""
     folder = tmp_path_factory.mktemp("kbqa-data")
-    return make_settings(folder, embedding_model_dir, load_ocr_progress_interval_s=0, **backend_settings)
+    return make_settings(folder, embedding_model_dir, ocr__progress_interval_s=0, **backend_settings)
 
 
 @pytest.fixture(scope="module")

@@ -249,11 +249,11 @@ def test_16384_columns_read_up_to_the_last_one_holding_data(tmp_path: Path) -> N
 def test_cells_past_the_sheet_limit_are_refused_naming_it(tmp_path: Path) -> None:
     path = make_xlsx(tmp_path / "many.xlsx", staff=40)
     limits = replace(DEFAULTS, max_sheet_cells=100)
-    message = refused(lambda: load_document(path, limits=limits), "load_max_sheet_cells")
+    message = refused(lambda: load_document(path, limits=limits), "limits.max_sheet_cells")
     assert "员工名单" in message and "100" in message
     csv_path = tmp_path / "many.csv"
     csv_path.write_text("\n".join(",".join(map(str, r)) for r in staff_rows(40)), encoding="utf-8")
-    refused(lambda: load_document(csv_path, limits=limits), "load_max_sheet_cells")
+    refused(lambda: load_document(csv_path, limits=limits), "limits.max_sheet_cells")
 
 
 def test_a_merge_over_the_whole_sheet_stays_within_the_data(tmp_path: Path) -> None:
@@ -315,7 +315,7 @@ def test_xlsx_and_pptx_zip_bombs_are_refused_before_anything_inflates(
     bomb = bomb_member(inflated, xml[: root.end()], 1024, xml[root.end() :])
     path = write_zip(tmp_path / f"bomb{suffix}", [member(n, d) for n, d in package.items()] + [bomb])
     assert path.stat().st_size < 2 * MIB
-    message = refused(lambda: load_document(path), "load_max_xml_mb")
+    message = refused(lambda: load_document(path), "limits.max_xml_mb")
     assert inflated in message and "1,024.0 MB" in message
 
 

@@ -34,7 +34,7 @@ def product_url(
     tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack
 ) -> Iterator[str]:
     data = tmp_path_factory.mktemp("conformance")
-    env = api_env(data, embedding_model_dir, {"llm_base_url": llm_stack.settings.fastchat_api_url})
+    env = api_env(data, embedding_model_dir, {"llm__base_url": llm_stack.settings.fastchat.api_url})
     with kbqa_serve(env, data / "serve.log") as served:
         yield f"{served.url}/v1"
 
@@ -45,8 +45,8 @@ def assert_chat_answers(oa: openai.OpenAI, model: str) -> None:
 
 
 def test_fastchat_door_runs_fastchat_s_own_script_and_stays_usable(llm_stack: LLMStack) -> None:
-    oa = client(llm_stack.settings.fastchat_api_url)
-    model = llm_stack.settings.llm_model
+    oa = client(llm_stack.settings.fastchat.api_url)
+    model = llm_stack.settings.llm.model
     assert [m.id for m in oa.models.list().data] == [model]
 
     completion = oa.completions.create(model=model, prompt=PROMPT, logprobs=1, max_tokens=16, temperature=0)
@@ -74,23 +74,23 @@ def test_fastchat_door_runs_fastchat_s_own_script_and_stays_usable(llm_stack: LL
 
 def test_a_stream_abandoned_by_its_client_frees_the_worker(llm_stack: LLMStack) -> None:
     """Clients that go away mid-answer, over and over, leave nothing taken: the next chat answers."""
-    body = {"model": llm_stack.settings.llm_model, "stream": True, "max_tokens": 400,
+    body = {"model": llm_stack.settings.llm.model, "stream": True, "max_tokens": 400,
             "messages": [{"role": "user", "content": "Write a long essay about the history of printing."}]}
     for _ in range(3):
-        with httpx.stream("POST", f"{llm_stack.settings.fastchat_api_url}/chat/completions", json=body,
+        with httpx.stream("POST", f"{llm_stack.settings.fastchat.api_url}/chat/completions", json=body,
                           timeout=120) as response:
             assert response.status_code == 200
             next(response.iter_lines())  # the first piece arrived; leave without reading the rest
-    assert_chat_answers(client(llm_stack.settings.fastchat_api_url), llm_stack.settings.llm_model)
-    workers = [w.port for w in llm_stack.settings.llm_workers]
+    assert_chat_answers(client(llm_stack.settings.fastchat.api_url), llm_stack.settings.llm.model)
+    workers = [w.port for w in llm_stack.settings.fastchat.workers]
     for port in workers:
-        status = httpx.post(f"http://{llm_stack.settings.fastchat_host}:{port}/worker_get_status", timeout=10).json()
+        status = httpx.post(f"http://{llm_stack.settings.fastchat.host}:{port}/worker_get_status", timeout=10).json()
         assert status["queue_length"] == 0, status
 
 
 def test_product_door_answers_every_call_of_fastchat_s_script(product_url: str, llm_stack: LLMStack) -> None:
     oa = client(product_url)
-    model = llm_stack.settings.llm_model
+    model = llm_stack.settings.llm.model
     models = [m.id for m in oa.models.list().data]
     assert models[0] == model
 
@@ -130,7 +130,7 @@ def test_product_door_answers_every_call_of_fastchat_s_script(product_url: str, 
 
 def test_product_door_accepts_text_parts_and_refuses_other_parts(product_url: str, llm_stack: LLMStack) -> None:
     oa = client(product_url)
-    model = llm_stack.settings.llm_model
+    model = llm_stack.settings.llm.model
     parts = [{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"},
                                           {"type": "text", "text": "Answer with one word."}]}]
     reply = oa.chat.completions.create(model=model, messages=parts, temperature=0)  # type: ignore[arg-type]
@@ -157,7 +157,7 @@ def test_product_door_accepts_text_parts_and_refuses_other_parts(product_url: st
 def test_product_door_refuses_bad_requests_in_openai_s_shape(
     product_url: str, llm_stack: LLMStack, body: dict[str, object], fragment: str
 ) -> None:
-    content = httpx.Request("POST", "/", json={"model": llm_stack.settings.llm_model, **body}).content
+    content = httpx.Request("POST", "/", json={"model": llm_stack.settings.llm.model, **body}).content
     content = content.replace(b'"NaN"', b"NaN")  # a bare NaN token, which Python's json reads as a float
     response = httpx.post(f"{product_url}/chat/completions", content=content, timeout=60,
                           headers={"content-type": "application/json"})

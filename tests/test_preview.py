@@ -53,7 +53,7 @@ HOSTILE_HTML = (
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("preview"), embedding_model_dir, preview_cache_mb=CACHE_MB)
+    settings = make_settings(tmp_path_factory.mktemp("preview"), embedding_model_dir, preview__cache_mb=CACHE_MB)
     with TestClient(create_app(settings)) as test_client:
         create_kb(test_client, "原文库")
         yield test_client
@@ -303,7 +303,7 @@ def test_search_hits_and_chat_sources_link_their_preview(client: TestClient, pdf
 
 
 def test_previews_need_the_api_key_when_keys_are_set(tmp_path: Path, embedding_model_dir: Path) -> None:
-    settings = make_settings(tmp_path, embedding_model_dir, api_keys=["preview-key"])
+    settings = make_settings(tmp_path, embedding_model_dir, security__api_keys=["preview-key"])
     with TestClient(create_app(settings)) as keyed:
         for suffix in ("/file", "/chunks/0", "/pages/1.png"):
             path = "/api/kbs/库/documents/0123456789abcdef0123456789abcdef" + suffix

@@ -73,7 +73,7 @@ def test_scores_are_on_a_0_1_scale_higher_is_better(client: TestClient, kb: str,
     hits = _search(client, kb, "云雾山毛尖茶的价格", mode=mode, top_k=5)["hits"]
     scores = [h["score"] for h in hits]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    if mode != "hybrid" or client.app.state.services.settings.hybrid_fusion == "calibrated":  # type: ignore[attr-defined]
+    if mode != "hybrid" or client.app.state.services.settings.retrieval.hybrid_fusion == "calibrated":  # type: ignore[attr-defined]
         assert scores == sorted(scores, reverse=True)
     assert hits[0]["file_name"] == "tea.txt"
 

@@ -70,7 +70,7 @@ def test_a_calibration_file_sets_the_score_scale(services: Services, tmp_path: P
     bundled = ScoreCalibration.load()
     shifted = tmp_path / "calibration.json"
     shifted.write_text(json.dumps(asdict(bundled) | {"dense_center": bundled.dense_center + 0.1}), encoding="utf-8")
-    recalibrated = Services(services.settings.model_copy(update={"score_calibration_file": shifted}))
+    recalibrated = Services(services.settings.with_changes(retrieval__score_calibration_file=shifted))
     try:
         question = {"kb_name": "标定", "question": "灰鹤在哪里越冬", "mode": RetrievalMode.dense}
         before = services.search.search(**question).hits[0]

@@ -43,9 +43,9 @@ def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path,
     settings = make_settings(
         tmp_path_factory.mktemp("webui-api"),
         embedding_model_dir,
-        llm_base_url=llm_stack.settings.fastchat_api_url,
-        llm_temperature=0.0,
-        llm_max_tokens=80,
+        llm__base_url=llm_stack.settings.fastchat.api_url,
+        llm__temperature=0.0,
+        llm__max_tokens=80,
     )
     with serving(settings) as url:
         yield url
@@ -238,7 +238,7 @@ def test_unreachable_api_gets_a_message_on_both_pages(monkeypatch: pytest.Monkey
 @pytest.fixture(scope="module")
 def api_without_llm(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path) -> Iterator[str]:
     settings = make_settings(
-        tmp_path_factory.mktemp("webui-no-llm"), embedding_model_dir, llm_base_url=f"http://127.0.0.1:{free_port()}/v1"
+        tmp_path_factory.mktemp("webui-no-llm"), embedding_model_dir, llm__base_url=f"http://127.0.0.1:{free_port()}/v1"
     )
     with serving(settings) as url:
         httpx.post(f"{url}/api/kbs", json={"name": KB}).raise_for_status()
@@ -303,8 +303,8 @@ def keyed_api(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Pat
     settings = make_settings(
         tmp_path_factory.mktemp("webui-keys"),
         embedding_model_dir,
-        api_keys=["ui-key-1"],
-        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        security__api_keys=["ui-key-1"],
+        llm__base_url=f"http://127.0.0.1:{free_port()}/v1",
     )
     with serving(settings) as url:
         yield url
@@ -340,8 +340,8 @@ def api_with_a_scan(tmp_path_factory: pytest.TempPathFactory, embedding_model_di
     settings = make_settings(
         folder / "data",
         embedding_model_dir,
-        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
-        load_ocr_progress_interval_s=0,
+        llm__base_url=f"http://127.0.0.1:{free_port()}/v1",
+        ocr__progress_interval_s=0,
     )
     scan = fo.render_text([fo.ZH_MIXED_SENTENCE]).image
     pages = ["第一页有文字层：" + fo.ZH_PARAGRAPHS[4], scan, Image.new("L", scan.size, 255)]

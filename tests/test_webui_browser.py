@@ -58,21 +58,21 @@ def ui_settings(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: P
     return make_settings(
         tmp_path_factory.mktemp("webui-browser"),
         embedding_model_dir,
-        api_port=free_port(),
-        ui_port=free_port(),
-        llm_base_url=llm_stack.settings.fastchat_api_url,
-        llm_temperature=0.0,
-        llm_max_tokens=400,  # the long answer must still be streaming when the test clicks
+        api__port=free_port(),
+        ui__port=free_port(),
+        llm__base_url=llm_stack.settings.fastchat.api_url,
+        llm__temperature=0.0,
+        llm__max_tokens=400,  # the long answer must still be streaming when the test clicks
     )
 
 
 @pytest.fixture(scope="module")
 def ui_url(ui_settings: Settings, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch_module.delenv("KBQA_API_URL", raising=False)  # the UI must reach the API this test serves
-    with serving(ui_settings, port=ui_settings.api_port):
+    with serving(ui_settings, port=ui_settings.api.port):
         process = start_ui(ui_settings)
         try:
-            yield ui_settings.ui_url
+            yield ui_settings.ui.url
         finally:
             terminate([process.pid])
 

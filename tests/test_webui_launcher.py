@@ -39,11 +39,13 @@ def streamlit_child(process: subprocess.Popen[bytes]) -> psutil.Process:
 
 @pytest.fixture
 def env(tmp_path: Path, embedding_model_dir: Path) -> dict[str, str]:
-    return api_env(tmp_path / "data", embedding_model_dir, {"ui_port": free_port(), "client_api_key": "k-123"})
+    return api_env(
+        tmp_path / "data", embedding_model_dir, {"ui__port": free_port(), "security__client_api_key": "k-123"}
+    )
 
 
 def test_up_serves_ui_and_api_and_ctrl_c_stops_both(env: dict[str, str], tmp_path: Path) -> None:
-    api, ui = f"http://127.0.0.1:{env['KBQA_API_PORT']}", f"http://127.0.0.1:{env['KBQA_UI_PORT']}"
+    api, ui = f"http://127.0.0.1:{env['KBQA_API__PORT']}", f"http://127.0.0.1:{env['KBQA_UI__PORT']}"
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen([*KBQA, "up", "--no-llm"], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=out)
@@ -64,25 +66,25 @@ def test_up_serves_ui_and_api_and_ctrl_c_stops_both(env: dict[str, str], tmp_pat
 
 def test_up_refuses_a_taken_ui_port(env: dict[str, str]) -> None:
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", int(env["KBQA_UI_PORT"])))
+        taken.bind(("127.0.0.1", int(env["KBQA_UI__PORT"])))
         taken.listen()
         result = subprocess.run(
             [*KBQA, "up", "--no-llm"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
         )
     assert result.returncode != 0
-    assert f"port {env['KBQA_UI_PORT']} on 127.0.0.1 is taken" in result.stderr + result.stdout
-    assert not answers(f"http://127.0.0.1:{env['KBQA_API_PORT']}/health")
+    assert f"port {env['KBQA_UI__PORT']} on 127.0.0.1 is taken" in result.stderr + result.stdout
+    assert not answers(f"http://127.0.0.1:{env['KBQA_API__PORT']}/health")
 
 
 def test_ui_command_runs_streamlit_on_the_configured_address(env: dict[str, str], tmp_path: Path) -> None:
-    ui = f"http://127.0.0.1:{env['KBQA_UI_PORT']}"
+    ui = f"http://127.0.0.1:{env['KBQA_UI__PORT']}"
     log = tmp_path / "ui.log"
     with log.open("wb") as out:
         process = subprocess.Popen([*KBQA, "ui"], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=out)
     try:
         wait_answering(process, log, f"{ui}/_stcore/health", timeout=60)
         listening = {c.laddr for c in psutil.Process(process.pid).net_connections() if c.status == "LISTEN"}
-        assert {(addr.ip, addr.port) for addr in listening} == {("127.0.0.1", int(env["KBQA_UI_PORT"]))}
+        assert {(addr.ip, addr.port) for addr in listening} == {("127.0.0.1", int(env["KBQA_UI__PORT"]))}
     finally:
         process.terminate()
         process.wait(30)

@@ -22,7 +22,7 @@ from app.errors import KBQAError
 
 # Declared on the routers only so that the OpenAPI schema shows the scheme and /docs an "Authorize" button;
 # it never refuses anything (auto_error=False): the middleware below does the checking.
-bearer_scheme = HTTPBearer(auto_error=False, description="One of the keys in the api_keys setting.")
+bearer_scheme = HTTPBearer(auto_error=False, description="One of the keys in the security.api_keys setting.")
 
 MISSING_KEY = "缺少 API 密钥：请在请求头中发送 Authorization: Bearer <key> (missing API key)"
 WRONG_KEY = "API 密钥不正确 (invalid API key)"

@@ -1,14 +1,15 @@
 """Checks every HTTP request passes before routing (ASGI middleware), against clients the API should not serve.
 
-- Host: only the names the API is served as (`allowed_hosts` besides the local names and api_host). A web page that
-  points its own DNS name at 127.0.0.1 (DNS rebinding) reaches the API with that name in Host and is refused (421).
+- Host: only the names the API is served as (`security.allowed_hosts` besides the local names and api.host). A web
+  page that points its own DNS name at 127.0.0.1 (DNS rebinding) reaches the API with that name in Host and is
+  refused (421).
 - Origin: a page of any other origin may send a browser's "simple" requests (a form POST, a multipart upload)
   with no preflight. A state-changing request (POST, PUT, PATCH, DELETE) whose Origin is not the API's own, the
-  web UI's or one of cors_origins is refused (403), as is one the browser marks `Sec-Fetch-Site: cross-site`
+  web UI's or one of security.cors_origins is refused (403), as is one the browser marks `Sec-Fetch-Site: cross-site`
   without an allowed Origin. Clients that send no Origin (the CLI, httpx, the web UI's server-side client, the
   openai package) pass.
-- Body: announced (Content-Length) over max_request_mb, it is refused (413) before a byte of it is read; sent
-  without a length, when it passes the limit; stalled (no data) for request_body_timeout_s, 408. Either way the
+- Body: announced (Content-Length) over limits.max_request_mb, it is refused (413) before a byte of it is read; sent
+  without a length, when it passes the limit; stalled (no data) for limits.request_body_timeout_s, 408. Either way the
   connection is closed.
 `RequestGuard` itself needs no HTTP.
 """
@@ -25,35 +26,38 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.responses import error_response, openai_error
 from app.errors import KBQAError
-from app.settings import Settings
+from app.settings import Settings, setting_ref
 
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPENAI_PREFIX = "/v1/"
 CLOSE = {"Connection": "close"}
+_HOSTS, _ORIGINS = setting_ref("security.allowed_hosts"), setting_ref("security.cors_origins")
+_REQUEST_MB, _BODY_TIMEOUT = setting_ref("limits.max_request_mb"), setting_ref("limits.request_body_timeout_s")
 
 UNKNOWN_HOST = (
-    "拒绝请求：Host {host!r} 不是本 API 的名字，请把它加入 allowed_hosts 设置 "
-    "(Host {host!r} is not a name this API is served as; add it to the allowed_hosts setting)"
+    f"拒绝请求：Host {{host!r}} 不是本 API 的名字，请把它加入 {_HOSTS} 设置 "
+    f"(Host {{host!r}} is not a name this API is served as; add it to the {_HOSTS} setting)"
 )
 FOREIGN_ORIGIN = (
-    "拒绝跨站请求：来源 {origin!r} 不是本 API、Web 界面或 cors_origins 中的来源 "
-    "(cross-site request refused: origin {origin!r} is not the API's own, the web UI's or one of cors_origins)"
+    f"拒绝跨站请求：来源 {{origin!r}} 不是本 API、Web 界面或 {_ORIGINS} 中的来源 "
+    f"(cross-site request refused: origin {{origin!r}} is not the API's own, the web UI's or one of {_ORIGINS})"
 )
 CROSS_SITE = (
     "拒绝跨站请求：浏览器标明 Sec-Fetch-Site: cross-site，且没有允许的 Origin "
     "(cross-site request refused: Sec-Fetch-Site is cross-site and no allowed Origin was sent)"
 )
 TOO_LARGE = (
-    "请求体过大：{size} 字节，超过 max_request_mb 上限 {limit:g} MB "
-    "(request body of {size} bytes is over the max_request_mb limit of {limit:g} MB)"
+    f"请求体过大：{{size}} 字节，超过 {_REQUEST_MB} 上限 {{limit:g}} MB "
+    f"(request body of {{size}} bytes is over the {_REQUEST_MB} limit of {{limit:g}} MB)"
 )
 TOO_LARGE_SENT = (
-    "请求体过大：超过 max_request_mb 上限 {limit:g} MB (request body is over the max_request_mb limit of {limit:g} MB)"
+    f"请求体过大：超过 {_REQUEST_MB} 上限 {{limit:g}} MB "
+    f"(request body is over the {_REQUEST_MB} limit of {{limit:g}} MB)"
 )
 STALLED = (
     "请求体中断：{seconds:g} 秒内没有收到数据 (the request body stalled: no data for {seconds:g} s, "
-    "the request_body_timeout_s setting)"
+    f"the {_BODY_TIMEOUT} setting)"
 )
 
 Site = tuple[str, str, int]  # scheme, host name, port
@@ -101,13 +105,15 @@ class RequestGuard:
     """What the settings allow: the Host names, the Origins of state-changing requests, the body's size and pace."""
 
     def __init__(self, settings: Settings) -> None:
-        self.any_host = "*" in settings.allowed_hosts
-        self.hosts = frozenset(host_name(h) for h in [*LOCAL_NAMES, settings.api_host, *settings.allowed_hosts])
-        ui_sites = {site(_url("http", name, settings.ui_port)) for name in {*LOCAL_NAMES, settings.ui_host}}
-        self.origins = frozenset(ui_sites | {site(origin) for origin in settings.cors_origins}) - {None}
-        self.max_request_mb = settings.max_request_mb
-        self.max_body_bytes = int(settings.max_request_mb * 1024 * 1024)
-        self.body_timeout_s = settings.request_body_timeout_s
+        self.any_host = "*" in settings.security.allowed_hosts
+        self.hosts = frozenset(
+            host_name(h) for h in [*LOCAL_NAMES, settings.api.host, *settings.security.allowed_hosts]
+        )
+        ui_sites = {site(_url("http", name, settings.ui.port)) for name in {*LOCAL_NAMES, settings.ui.host}}
+        self.origins = frozenset(ui_sites | {site(origin) for origin in settings.security.cors_origins}) - {None}
+        self.max_request_mb = settings.limits.max_request_mb
+        self.max_body_bytes = int(settings.limits.max_request_mb * 1024 * 1024)
+        self.body_timeout_s = settings.limits.request_body_timeout_s
 
     def refusal(self, method: str, headers: Headers) -> Refused | None:
         """Why a request is refused before its body is read, or None."""

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # started on a full disk: the heartbeat's sweep resumes them once there is room
             if not is_disk_full(exc):
                 raise
-            log.warning("the disk holding %s is full: unfinished documents wait for room", settings.data_dir)
+            log.warning("the disk holding %s is full: unfinished documents wait for room", settings.storage.data_dir)
             resumed = 0
         if resumed:
             log.info("resumed indexing of %d unfinished documents", resumed)
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _milvus_error(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("Milvus error: %s", exc)
         reason = getattr(exc, "message", None) or str(exc)
-        detail = f"vector store unavailable at {settings.resolved_milvus_uri}: {reason.splitlines()[0][:300]}"
+        detail = f"vector store unavailable at {settings.storage.resolved_milvus_uri}: {reason.splitlines()[0][:300]}"
         return error_body(503, detail, "vector_store_unavailable")
 
     @app.exception_handler(CatalogUnavailable)
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("catalog error: %s", exc)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         catalog: Catalog | None = getattr(getattr(request.app.state, "services", None), "catalog", None)
-        where = catalog.display_url if catalog else "the configured catalog_url"
+        where = catalog.display_url if catalog else "the configured storage.catalog_url"
         return error_body(503, f"catalog database unavailable at {where}: {reason}", "catalog_unavailable")
 
     @app.exception_handler(OSError)
@@ -114,14 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_body(500, "Internal Server Error", KBQAError.code)  # uvicorn logs the traceback
 
     def _disk_full() -> JSONResponse:
-        log.warning("the disk holding %s is full", settings.data_dir)
-        return error_response(DiskFull(settings.data_dir))
+        log.warning("the disk holding %s is full", settings.storage.data_dir)
+        return error_response(DiskFull(settings.storage.data_dir))
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    keys = ApiKeys(settings.api_keys)
+    keys = ApiKeys(settings.security.api_keys)
     documented = [Security(bearer_scheme)] if keys else []  # the key in the OpenAPI docs; checked below
     for routes in (knowledge_bases, documents, previews, search, chat, openai_compat, status, evaluation):
         app.include_router(routes.router, dependencies=documented)
@@ -131,10 +131,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=["/health", *filter(None, docs)])
     # Before the key check: Host, Origin and the body's size and pace (app/api/guards.py).
     app.add_middleware(GuardMiddleware, guard=RequestGuard(settings))
-    if settings.cors_origins:
+    if settings.security.cors_origins:
         # Added last, so it runs first: preflight requests are answered before any key is asked for.
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+            CORSMiddleware, allow_origins=settings.security.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     return app
 
@@ -165,4 +165,4 @@ def renderable_errors(errors: Sequence[Any]) -> list[Any]:
 def server_options(settings: Settings) -> dict[str, Any]:
     """What `kbqa serve` and `kbqa up` give uvicorn.run: the h11 parser (httptools sets no limit on headers), whose
     request line and headers together may hold max_header_kb."""
-    return {"http": "h11", "h11_max_incomplete_event_size": settings.max_header_kb * 1024}
+    return {"http": "h11", "h11_max_incomplete_event_size": settings.limits.max_header_kb * 1024}

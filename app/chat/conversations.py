@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from app.chat.models import ChatAnswer, HistoryMessage, Source
-from app.errors import InvalidInput, NotFound
+from app.errors import ConversationNotFound, InvalidInput
 from app.storage.catalog import Catalog, Conversation, ConversationMessage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -87,5 +87,5 @@ class ConversationStore:
             raise InvalidInput("conversation_id must be 32 hexadecimal characters, as the server issued it")
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
-            raise NotFound(f"conversation {conversation_id} not found")
+            raise ConversationNotFound(f"conversation {conversation_id} not found")
         return conversation

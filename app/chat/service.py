@@ -139,7 +139,7 @@ class ChatService:
 
     @property
     def prompts(self) -> PromptBook:
-        return load_prompts(self.settings.prompts_file)
+        return load_prompts(self.settings.chat.prompts_file)
 
     async def start(self, request: ChatRequest) -> ChatSession:
         """The answer to a request, in its mode."""
@@ -162,7 +162,7 @@ class ChatService:
         answer, question = turn.answer, turn.answer.question
         # Checked before the rewrite, so a bad option costs no LLM call before it is refused.
         options = self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
-        rewrite = self.settings.chat_rewrite_followups if request.rewrite is None else request.rewrite
+        rewrite = self.settings.chat.rewrite_followups if request.rewrite is None else request.rewrite
         retrieval_question = question
         if turn.history and rewrite:
             t0 = time.perf_counter()
@@ -176,7 +176,7 @@ class ChatService:
             # The standalone (rewritten) question: the follow-up alone may point the model at the wrong source.
             prompt = self.prompts.kb_prompt(retrieval_question, answer.sources, request.template)
             messages.append({"role": "user", "content": prompt})
-        elif (request.no_hit_policy or self.settings.chat_no_hit_policy) == "refuse":
+        elif (request.no_hit_policy or self.settings.chat.no_hit_policy) == "refuse":
             turn.session.fixed_text = self.prompts.no_hit_refusal
             return turn.session
         else:
@@ -197,7 +197,7 @@ class ChatService:
         question = self.search.validate_question(request.question)
         kb_names = await self._checked_kbs(request) if with_kbs else []
         history = await self._history(request)
-        turns = self.settings.chat_history_turns if request.history_turns is None else request.history_turns
+        turns = self.settings.chat.history_turns if request.history_turns is None else request.history_turns
         answer = ChatAnswer(mode=request.mode, question=question, conversation_id=request.conversation_id)
         session = ChatSession(answer, started, self.conversations)
         return _Turn(session, kb_names, history[-2 * turns :] if turns else [])
@@ -218,8 +218,8 @@ class ChatService:
         names = list(dict.fromkeys(request.kb_names))
         if not names:
             raise InvalidInput(f"mode {request.mode.value} needs at least one knowledge base in kb_names")
-        if len(names) > self.settings.chat_max_kbs:
-            raise InvalidInput(f"at most {self.settings.chat_max_kbs} knowledge bases per question, got {len(names)}")
+        if len(names) > self.settings.chat.max_kbs:
+            raise InvalidInput(f"at most {self.settings.chat.max_kbs} knowledge bases per question, got {len(names)}")
         for name in names:
             await asyncio.to_thread(self.knowledge_bases.require, name)  # NotFound (404) for an unknown one
         return names
@@ -231,9 +231,9 @@ class ChatService:
             history = await asyncio.to_thread(self.conversations.history, request.conversation_id)
         else:
             history = request.history or []
-        if len(history) > self.settings.chat_max_history_messages:
+        if len(history) > self.settings.chat.max_history_messages:
             raise InvalidInput(
-                f"history has {len(history)} messages; the limit is {self.settings.chat_max_history_messages}"
+                f"history has {len(history)} messages; the limit is {self.settings.chat.max_history_messages}"
             )
         return history
 

@@ -1,6 +1,6 @@
 """`kbqa`: the command line. Model preparation (models.py) and the processes (processes.py: the API, the web UI,
 the LLM stack) run locally; everything else (rest.py) goes through the REST API with kbqa_client, the one door to
-the data, at KBQA_API_URL or api_host/api_port."""
+the data, at api.client_url (KBQA_API_URL) or api.host/api.port."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def models_prepare(
     from app.modelprep.prepare import prepare_embedding_model
 
     settings = get_settings()
-    target = settings.models_dir / DEFAULT_EMBEDDING_DIRNAME
+    target = settings.storage.models_dir / DEFAULT_EMBEDDING_DIRNAME
     started = time.perf_counter()
     prepare_embedding_model(target)
     console.print(f"embedding model ready at {target} ({time.perf_counter() - started:.1f} s)")
@@ -34,7 +34,7 @@ def models_prepare(
         started = time.perf_counter()
         try:
             prepare_llm_model(
-                settings.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
+                settings.storage.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
             )
         except ModelFileError as exc:
             fail(str(exc))

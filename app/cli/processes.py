@@ -20,8 +20,8 @@ llm_app = typer.Typer(help="The local LLM: the FastChat stack (controller, OpenA
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default api_host)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default api_port)")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default api.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default api.port)")] = None,
 ) -> None:
     """Run the REST API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -32,7 +32,7 @@ def serve(
     settings = get_settings()
     keep_process_files_in_data_dir(settings)
     uvicorn.run(
-        create_app(settings), host=host or settings.api_host, port=port or settings.api_port, **server_options(settings)
+        create_app(settings), host=host or settings.api.host, port=port or settings.api.port, **server_options(settings)
     )
 
 
@@ -54,13 +54,15 @@ def _start_llm_stack(detach: bool) -> LLMStack:
 
     settings = get_settings()
     stack = LLMStack(settings, report=lambda line: console.print(line, highlight=False, soft_wrap=True))
-    console.print(f"starting FastChat ({len(settings.llm_workers)} worker(s)); logs in {settings.logs_dir}")
+    console.print(
+        f"starting FastChat ({len(settings.fastchat.workers)} worker(s)); logs in {settings.storage.logs_dir}"
+    )
     try:
         stack.start(detach=detach)
     except (StackError, ModelFileError) as exc:
         fail(str(exc))
-    console.print(f"  OpenAI-compatible API: {settings.fastchat_api_url}", highlight=False)
-    console.print(f"  controller:            {settings.fastchat_controller_url}", highlight=False)
+    console.print(f"  OpenAI-compatible API: {settings.fastchat.api_url}", highlight=False)
+    console.print(f"  controller:            {settings.fastchat.controller_url}", highlight=False)
     return stack
 
 
@@ -118,7 +120,7 @@ def llm_status() -> None:
 def chat(
     question: str,
     system: Annotated[str | None, typer.Option(help="A system message.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (default llm_model).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default llm.model).")] = None,
     temperature: Annotated[float | None, typer.Option(min=0, max=2)] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.")] = True,
@@ -154,7 +156,7 @@ def ui() -> None:
 
 
 def up(
-    llm: Annotated[bool, typer.Option(help="Start the local LLM stack too (off: use llm_base_url as it is).")] = True,
+    llm: Annotated[bool, typer.Option(help="Start the local LLM stack too (off: use llm.base_url as it is).")] = True,
     ui: Annotated[bool, typer.Option(help="Start the web UI too.")] = True,
 ) -> None:
     """Start everything: the LLM stack, the web UI and the REST API; Ctrl-C stops all of it."""
@@ -177,9 +179,9 @@ def up(
                 web = start_ui(settings)
             except UIError as exc:
                 fail(str(exc))
-            console.print(f"  web UI:                {settings.ui_url}", highlight=False)
-        console.print(f"  kbqa API:              {settings.api_url}  (docs: {settings.api_url}/docs)", highlight=False)
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **server_options(settings))
+            console.print(f"  web UI:                {settings.ui.url}", highlight=False)
+        console.print(f"  kbqa API:              {settings.api.url}  (docs: {settings.api.url}/docs)", highlight=False)
+        uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, **server_options(settings))
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,5 +1,5 @@
 """The commands that work on knowledge bases, documents, searches, answers and evaluations: all through the REST
-API (the one door to the data) with kbqa_client, at KBQA_API_URL or api_host/api_port."""
+API (the one door to the data) with kbqa_client, at api.client_url (KBQA_API_URL) or api.host/api.port."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ R = TypeVar("R")
 
 def client() -> KbqaClient:
     settings = get_settings()
-    return KbqaClient(settings.api_url, settings.resolved_client_api_key, timeout_s=120.0, connect_timeout_s=5.0)
+    return KbqaClient(
+        settings.api.url, settings.security.resolved_client_api_key, timeout_s=120.0, connect_timeout_s=5.0
+    )
 
 
 def error_line(exc: ApiError) -> str:
     if exc.unreachable:
         return f"{exc.message}; start it with `kbqa serve` or `kbqa up`"
-    hint = " (set KBQA_CLIENT_API_KEY to one of the server's api_keys)" if exc.status == 401 else ""
+    hint = " (set KBQA_CLIENT_API_KEY to one of the server's security.api_keys)" if exc.status == 401 else ""
     return f"{exc.status}: {exc.detail_text}{hint}"
 
 
@@ -55,7 +57,7 @@ def api_command(command: Callable[P, R]) -> Callable[P, R]:
 def kb_create(
     name: str,
     description: str = "",
-    chunk_size: Annotated[int | None, typer.Option(help="Characters per chunk (default: chunk_size setting)")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Characters per chunk (default: ingest.chunk_size)")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Overlap (default: chunk_overlap scaled)")] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from app.errors import KBQAError, NotFound
+from app.errors import EvalJobNotFound, KBQAError
 from app.eval.models import EvalJobView, EvalReport, JobStatus
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class EvalJobs:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise NotFound(f"evaluation job {job_id!r} does not exist (jobs are kept in memory until a restart)")
+            raise EvalJobNotFound(f"evaluation job {job_id!r} does not exist (jobs are kept in memory until a restart)")
         return job
 
     def _forget_old(self) -> None:

@@ -79,7 +79,7 @@ class RunResult(BaseModel):
     by_source: dict[str, Metrics] = Field(default_factory=dict)
     threshold: ThresholdSuggestion
     misses_total: int
-    misses: list[Miss] = Field(description="At most eval_misses_listed of them, in question order")
+    misses: list[Miss] = Field(description="At most eval.misses_listed of them, in question order")
 
 
 class AnswerItem(BaseModel):

@@ -120,11 +120,11 @@ class EvaluationService:
 
     def parse_jsonl(self, data: bytes) -> list[EvalQuestion]:
         s = self.settings
-        return parse_jsonl(data, s.eval_max_questions, int(s.eval_max_file_mb * 1024 * 1024), s.max_question_chars)
+        return parse_jsonl(data, s.eval.max_questions, int(s.eval.max_file_mb * 1024 * 1024), s.chat.max_question_chars)
 
     def parse_rows(self, rows: list[object]) -> list[EvalQuestion]:
         s = self.settings
-        return parse_rows(list(enumerate(rows, start=1)), s.eval_max_questions, s.max_question_chars)
+        return parse_rows(list(enumerate(rows, start=1)), s.eval.max_questions, s.chat.max_question_chars)
 
     def options(
         self,
@@ -142,12 +142,12 @@ class EvaluationService:
                 known = ", ".join(m.value for m in RetrievalMode)
                 raise InvalidInput(f"unknown retrieval mode {mode!r}; modes: {known}") from None
         sizes = list(dict.fromkeys(chunk_sizes or []))
-        limit = self.settings.eval_max_chunk_sizes
+        limit = self.settings.eval.max_chunk_sizes
         if len(sizes) > limit:
             raise InvalidInput(f"at most {limit} chunk sizes per evaluation, got {len(sizes)}")
         for size in sizes:
             self.knowledge_bases.chunking(size, chunk_overlap)  # InvalidInput for an unusable size or overlap
-        most = self.settings.eval_max_answer_sample
+        most = self.settings.eval.max_answer_sample
         if not 0 <= answer_sample <= most:
             raise InvalidInput(f"answer_sample must be between 0 and {most}, got {answer_sample}")
         return EvalOptions(tuple(dict.fromkeys(chosen)), tuple(sizes), chunk_overlap, answer_sample)
@@ -250,7 +250,7 @@ class EvaluationService:
             },
             threshold=metrics.suggest_threshold(gold_scores, other_scores),
             misses_total=len(misses),
-            misses=misses[: self.settings.eval_misses_listed],
+            misses=misses[: self.settings.eval.misses_listed],
         )
 
     # -- other chunk sizes --------------------------------------------------------------------------------------

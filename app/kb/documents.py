@@ -65,7 +65,7 @@ class ReadReport:
     ocr_pictures: int = 0
     empty_pages: list[int] = field(default_factory=list)
     ocr_confidences: list[float] = field(default_factory=list)  # one per page or picture OCR read text from, 0-1
-    skipped_pictures: int = 0  # pictures not read: past load_ocr_max_pictures, too small, or undecodable
+    skipped_pictures: int = 0  # pictures not read: past ocr.max_pictures, too small, or undecodable
 
     @property
     def ocr_confidence(self) -> float | None:

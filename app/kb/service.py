@@ -13,7 +13,14 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.errors import (
+    Conflict,
+    DocumentNotFound,
+    InvalidInput,
+    KnowledgeBaseNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from app.kb import visibility
 from app.kb.ingestion import IngestionQueue
 from app.kb.loaders import SUPPORTED_EXTENSIONS, unsupported_message
@@ -66,7 +73,7 @@ class KnowledgeBaseService:
         self.store = store
         self.queue = queue
         self.embedding_dim = embedding_dim
-        self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
+        self.disk = DiskSpace(settings.storage.data_dir, settings.storage.min_free_disk_mb)
         self.page_cache = page_cache(settings)
 
     # -- knowledge bases ------------------------------------------------------------------------------------------
@@ -82,7 +89,7 @@ class KnowledgeBaseService:
         """`chunk_size` / `chunk_overlap` (characters) are set at creation (settings give the defaults) and change
         only with a rebuild that is given new ones.
         `temporary`: an evaluation's copy, named with TEMPORARY_PREFIX and left out of `list`."""
-        name = validate_kb_name(name, self.settings.max_kb_name_chars, temporary)
+        name = validate_kb_name(name, self.settings.ingest.max_kb_name_chars, temporary)
         chunk_size, chunk_overlap = self.chunking(chunk_size, chunk_overlap)
         self.disk.check()
         try:
@@ -138,19 +145,19 @@ class KnowledgeBaseService:
             session.delete(kb)
         self.queue.cancel(doc_ids)
         self.store.drop_collection(collection)
-        shutil.rmtree(self.settings.files_dir / kb_id, ignore_errors=True)
+        shutil.rmtree(self.settings.storage.files_dir / kb_id, ignore_errors=True)
         self.page_cache.forget(doc_ids)
 
     def chunking(self, chunk_size: int | None, chunk_overlap: int | None) -> tuple[int, int]:
         """Chunk size and overlap with the settings' defaults filled in, or InvalidInput. Without an overlap, a
         size other than the default gets the default overlap scaled to it (500/50 -> 300/30)."""
-        size = self.settings.chunk_size if chunk_size is None else chunk_size
+        size = self.settings.ingest.chunk_size if chunk_size is None else chunk_size
         if not CHUNK_SIZE_MIN <= size <= CHUNK_SIZE_MAX:
             raise InvalidInput(
                 f"chunk_size must be between {CHUNK_SIZE_MIN} and {CHUNK_SIZE_MAX} characters, got {size}"
             )
         if chunk_overlap is None:
-            chunk_overlap = self.settings.chunk_overlap * size // self.settings.chunk_size
+            chunk_overlap = self.settings.ingest.chunk_overlap * size // self.settings.ingest.chunk_size
         if not 0 <= chunk_overlap < size:
             raise InvalidInput(
                 f"chunk_overlap must be at least 0 and smaller than chunk_size ({size}), got {chunk_overlap}"
@@ -196,7 +203,7 @@ class KnowledgeBaseService:
 
     def _check_upload_name(self, raw_filename: str) -> str:
         """The cleaned file name, or 422 (unusable name) / 415 (unsupported type)."""
-        filename = sanitize_filename(raw_filename, self.settings.max_filename_chars)
+        filename = sanitize_filename(raw_filename, self.settings.ingest.max_filename_chars)
         extension = file_extension(filename)
         if extension not in SUPPORTED_EXTENSIONS:
             raise UnsupportedMediaType(f"{filename!r}: {unsupported_message(filename, extension)}")
@@ -227,18 +234,18 @@ class KnowledgeBaseService:
         return outcomes
 
     def _stage(self, source: BinaryIO, filename: str) -> Staged:
-        tmp_dir = self.settings.files_dir / "_incoming"
+        tmp_dir = self.settings.storage.files_dir / "_incoming"
         if not tmp_dir.is_dir():
             tmp_dir.mkdir(parents=True, exist_ok=True)
         staged = tmp_dir / uuid.uuid4().hex
-        digest, size, limit = hashlib.sha256(), 0, self.settings.max_upload_bytes
+        digest, size, limit = hashlib.sha256(), 0, self.settings.ingest.max_upload_bytes
         try:
             with staged.open("wb") as out:
                 while block := source.read(_COPY_BLOCK):
                     size += len(block)
                     if size > limit:
                         raise PayloadTooLarge(
-                            f"{filename!r} is larger than the upload limit of {self.settings.max_upload_mb:g} MB"
+                            f"{filename!r} is larger than the upload limit of {self.settings.ingest.max_upload_mb:g} MB"
                         )
                     digest.update(block)
                     out.write(block)
@@ -269,7 +276,7 @@ class KnowledgeBaseService:
                 path.unlink(missing_ok=True)
             if isinstance(exc, IntegrityError) and not self._kb_exists(kb_id):  # deleted after the check above
                 with contextlib.suppress(OSError):
-                    (self.settings.files_dir / kb_id).rmdir()  # recreated for our files; empty again
+                    (self.settings.storage.files_dir / kb_id).rmdir()  # recreated for our files; empty again
                 raise self._deleted_meanwhile(kb_name) from None
             raise
 
@@ -305,12 +312,12 @@ class KnowledgeBaseService:
             stored_path="",
         )
         # On disk the file is named by its id: display names may exceed the file system's 255-byte limit.
-        target = self.settings.files_dir / kb_id / f"{doc.id}{extension}"
+        target = self.settings.storage.files_dir / kb_id / f"{doc.id}{extension}"
         if not target.parent.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(item.path, target)
         stored.append(target)
-        doc.stored_path = str(target.relative_to(self.settings.files_dir))
+        doc.stored_path = str(target.relative_to(self.settings.storage.files_dir))
         session.add(doc)
         session.flush()
         message = "queued for indexing" + (f"; replaces the earlier {item.filename!r} when ready" if previous else "")
@@ -321,8 +328,8 @@ class KnowledgeBaseService:
             return session.get(KnowledgeBase, kb_id) is not None
 
     @staticmethod
-    def _deleted_meanwhile(kb_name: str) -> NotFound:
-        return NotFound(
+    def _deleted_meanwhile(kb_name: str) -> KnowledgeBaseNotFound:
+        return KnowledgeBaseNotFound(
             f"知识库 {kb_name!r} 在上传过程中被删除 (knowledge base {kb_name!r} was deleted during the upload)"
         )
 
@@ -332,7 +339,7 @@ class KnowledgeBaseService:
         with self.catalog.session() as session:
             kb = self._kb(session, source_kb)
             files = [
-                (d.id, d.filename, self.settings.files_dir / d.stored_path)
+                (d.id, d.filename, self.settings.storage.files_dir / d.stored_path)
                 for d in sorted(kb.documents, key=lambda d: d.created_at)
                 if d.status is DocumentStatus.ready
             ]
@@ -367,7 +374,7 @@ class KnowledgeBaseService:
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
             doc = self._doc(session, kb, doc_id)
-            collection, stored = kb.collection_name, self.settings.files_dir / doc.stored_path
+            collection, stored = kb.collection_name, self.settings.storage.files_dir / doc.stored_path
             indexing = visibility.claim_is_live(doc, utcnow())
             visibility.hold(session, collection, [doc_id])
             session.delete(doc)
@@ -382,7 +389,7 @@ class KnowledgeBaseService:
             kb = self._kb(session, kb_name)
             doc = self._doc(session, kb, doc_id)
             info = DocumentInfo.of(doc, kb.name)
-            return StoredDocument(info, self.settings.files_dir / doc.stored_path, kb.collection_name)
+            return StoredDocument(info, self.settings.storage.files_dir / doc.stored_path, kb.collection_name)
 
     def document_chunks(self, kb_name: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[ChunkInfo]:
         with self.catalog.session() as session:
@@ -398,12 +405,12 @@ class KnowledgeBaseService:
     def _kb(session: Session, name: str) -> KnowledgeBase:
         kb = kb_by_name(session, normalize_kb_name(name))
         if kb is None:
-            raise NotFound(f"knowledge base {name!r} does not exist")
+            raise KnowledgeBaseNotFound(f"knowledge base {name!r} does not exist")
         return kb
 
     @staticmethod
     def _doc(session: Session, kb: KnowledgeBase, doc_id: str) -> Document:
         doc = session.get(Document, doc_id)
         if doc is None or doc.kb_id != kb.id:
-            raise NotFound(f"document {doc_id!r} does not exist in knowledge base {kb.name!r}")
+            raise DocumentNotFound(f"document {doc_id!r} does not exist in knowledge base {kb.name!r}")
         return doc

@@ -62,11 +62,11 @@ class LLMClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.resolved_llm_base_url
-        timeout = httpx.Timeout(settings.llm_timeout_s, connect=settings.llm_connect_timeout_s)
+        timeout = httpx.Timeout(settings.llm.timeout_s, connect=settings.llm.connect_timeout_s)
         # No retries: a down server must be reported in seconds, and a retried chat would be generated twice.
         options: dict[str, Any] = {
             "base_url": self.base_url,
-            "api_key": settings.llm_api_key or "EMPTY",
+            "api_key": settings.llm.api_key or "EMPTY",
             "timeout": timeout,
             "max_retries": 0,
         }
@@ -76,10 +76,10 @@ class LLMClient:
     def request(self, messages: list[Message], **overrides: Any) -> dict[str, Any]:
         s = self.settings
         params: dict[str, Any] = {
-            "model": overrides.pop("model", None) or s.llm_model,
+            "model": overrides.pop("model", None) or s.llm.model,
             "messages": messages,
-            "temperature": s.llm_temperature,
-            "max_tokens": s.llm_max_tokens,
+            "temperature": s.llm.temperature,
+            "max_tokens": s.llm.max_tokens,
         }
         params.update({key: value for key, value in overrides.items() if value is not None})
         return params
@@ -140,12 +140,12 @@ class LLMClient:
     def translate(self, exc: openai.OpenAIError) -> Exception:
         where = f"LLM server at {self.base_url}"
         if isinstance(exc, openai.APITimeoutError):
-            return LLMUnavailable(f"{where} did not answer within {self.settings.llm_timeout_s:g} s")
+            return LLMUnavailable(f"{where} did not answer within {self.settings.llm.timeout_s:g} s")
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
             return LLMUnavailable(
                 f"{where} is not reachable ({type(cause).__name__}); start it with `kbqa llm up` "
-                "or point llm_base_url at a running OpenAI-compatible server"
+                "or point llm.base_url at a running OpenAI-compatible server"
             )
         if isinstance(exc, openai.APIStatusError):
             message = _server_message(exc)
@@ -154,7 +154,7 @@ class LLMClient:
             if exc.status_code == 404:
                 return LLMUnavailable(f"{where} does not serve the requested model: {message}")
             if exc.status_code in (401, 403):
-                return LLMUnavailable(f"{where} refused the API key (llm_api_key): {message}")
+                return LLMUnavailable(f"{where} refused the API key (llm.api_key): {message}")
             return LLMUnavailable(f"{where} failed ({exc.status_code}): {message}")
         return LLMStreamError(f"{where} broke off the answer: {exc}")
 

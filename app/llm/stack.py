@@ -81,33 +81,33 @@ class LLMStack:
 
     @property
     def pid_file(self) -> Path:
-        return self.settings.run_dir / PID_FILE
+        return self.settings.storage.run_dir / PID_FILE
 
     def worker_model_path(self, worker: WorkerSettings) -> str:
         if worker.model_path:
             return worker.model_path
         if worker.kind != "llamacpp":
             raise StackError(f"a {worker.kind} worker needs model_path (a Hugging Face model folder or name)")
-        return str(self.settings.default_llm_file)
+        return str(self.settings.storage.default_llm_file)
 
     def worker_model_name(self, worker: WorkerSettings) -> str:
-        return worker.model_name or self.settings.llm_model
+        return worker.model_name or self.settings.llm.model
 
     def plan(self) -> list[ProcessSpec]:
         s = self.settings
-        logs = s.logs_dir
-        controller = s.fastchat_controller_url
+        logs = s.storage.logs_dir
+        controller = s.fastchat.controller_url
         specs = [
             ProcessSpec(
                 "controller",
                 [
                     "controller",
                     "--host",
-                    s.fastchat_host,
+                    s.fastchat.host,
                     "--port",
-                    str(s.fastchat_controller_port),
+                    str(s.fastchat.controller_port),
                     "--dispatch-method",
-                    s.fastchat_dispatch_method,
+                    s.fastchat.dispatch_method,
                 ],
                 logs / "fastchat-controller.log",
             ),
@@ -116,16 +116,16 @@ class LLMStack:
                 [
                     "openai_api_server",
                     "--host",
-                    s.fastchat_host,
+                    s.fastchat.host,
                     "--port",
-                    str(s.fastchat_api_port),
+                    str(s.fastchat.api_port),
                     "--controller-address",
                     controller,
                 ],
                 logs / "fastchat-openai-api.log",
             ),
         ]
-        for worker in s.llm_workers:
+        for worker in s.fastchat.workers:
             specs.append(
                 ProcessSpec(
                     f"worker-{worker.port}",
@@ -140,13 +140,13 @@ class LLMStack:
         s = self.settings
         common = [
             "--host",
-            s.fastchat_host,
+            s.fastchat.host,
             "--port",
             str(worker.port),
             "--worker-address",
-            f"http://{s.fastchat_host}:{worker.port}",
+            f"http://{s.fastchat.host}:{worker.port}",
             "--controller-address",
-            s.fastchat_controller_url,
+            s.fastchat.controller_url,
             "--model-path",
             self.worker_model_path(worker),
             "--model-names",
@@ -171,9 +171,9 @@ class LLMStack:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        heart_beat = self.settings.fastchat_heart_beat_s
+        heart_beat = self.settings.fastchat.heart_beat_s
         env.update(
-            LOGDIR=str(self.settings.logs_dir / "fastchat"),  # FastChat's own loggers (copies of our logs)
+            LOGDIR=str(self.settings.storage.logs_dir / "fastchat"),  # FastChat's own loggers (copies of our logs)
             FASTCHAT_WORKER_HEART_BEAT_INTERVAL=str(heart_beat),
             FASTCHAT_CONTROLLER_HEART_BEAT_EXPIRATION=str(3 * heart_beat),
             PYTHONUNBUFFERED="1",
@@ -185,57 +185,59 @@ class LLMStack:
         if running_processes(self.settings):
             raise StackError(f"an LLM stack is already running (see {self.pid_file}); stop it with `kbqa llm down`")
         s = self.settings
-        ports = [s.fastchat_controller_port, s.fastchat_api_port, *(w.port for w in s.llm_workers)]
+        ports = [s.fastchat.controller_port, s.fastchat.api_port, *(w.port for w in s.fastchat.workers)]
         if len(set(ports)) != len(ports):
             raise StackError(f"the FastChat ports must differ: {ports}")
         for port in ports:
-            if not port_is_free(s.fastchat_host, port):
-                raise StackError(f"port {s.fastchat_host}:{port} is in use; free it or change the port in settings")
-        for worker in s.llm_workers:
+            if not port_is_free(s.fastchat.host, port):
+                raise StackError(f"port {s.fastchat.host}:{port} is in use; free it or change the port in settings")
+        for worker in s.fastchat.workers:
             if worker.kind == "llamacpp":
                 require_model_file(Path(self.worker_model_path(worker)))
 
     def start(self, *, detach: bool = False) -> None:
         """Start everything and wait until the API lists every model; on any failure stop what was started."""
         self.preflight()
-        (self.settings.logs_dir / "fastchat").mkdir(parents=True, exist_ok=True)
-        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.settings.storage.logs_dir / "fastchat").mkdir(parents=True, exist_ok=True)
+        self.settings.storage.run_dir.mkdir(parents=True, exist_ok=True)
         specs = self.plan()
         try:
             self._spawn(specs[0], detach)
-            controller_test = f"{self.settings.fastchat_controller_url}/test_connection"
+            controller_test = f"{self.settings.fastchat.controller_url}/test_connection"
             self._wait_until(lambda: answers_ok(controller_test), "controller")
             for spec in specs[1:]:
                 self._spawn(spec, detach)
             self._write_pid_file()
-            self._wait_until(self.models_ready, "the model workers", self.settings.fastchat_start_timeout_s)
+            self._wait_until(self.models_ready, "the model workers", self.settings.fastchat.start_timeout_s)
             now = time.monotonic()
             self._watches = {p.spec.name: WorkerWatch(now, serving=True, progress_at=now) for p in self.processes}
         except BaseException:
             self.stop()
             raise
-        self.report(f"LLM ready: {self.settings.fastchat_api_url} serves {', '.join(self.model_names())}")
+        self.report(f"LLM ready: {self.settings.fastchat.api_url} serves {', '.join(self.model_names())}")
 
     def model_names(self) -> list[str]:
-        return sorted({self.worker_model_name(w) for w in self.settings.llm_workers})
+        return sorted({self.worker_model_name(w) for w in self.settings.fastchat.workers})
 
     def models_ready(self) -> bool:
         """The API lists every model and every worker answers on its own port: a FastChat worker registers with
         the controller before its HTTP server listens, so a listed model alone could still be sent to a worker
         that refuses the connection."""
         try:
-            response = httpx.get(f"{self.settings.fastchat_api_url}/models", timeout=5)
+            response = httpx.get(f"{self.settings.fastchat.api_url}/models", timeout=5)
             listed = {card["id"] for card in response.json().get("data", [])}
         except (httpx.HTTPError, ValueError):
             return False
-        return set(self.model_names()) <= listed and all(self._worker_answers(w) for w in self.settings.llm_workers)
+        return set(self.model_names()) <= listed and all(
+            self._worker_answers(w) for w in self.settings.fastchat.workers
+        )
 
     def _worker_answers(self, worker: WorkerSettings) -> bool:
         return self._worker_status(worker.port) is not None
 
     def _worker_status(self, port: int) -> dict[str, object] | None:
         try:
-            response = httpx.post(f"http://{self.settings.fastchat_host}:{port}/worker_get_status", timeout=5)
+            response = httpx.post(f"http://{self.settings.fastchat.host}:{port}/worker_get_status", timeout=5)
             status = response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None
@@ -270,13 +272,13 @@ class LLMStack:
     def _stall_reason(self, proc: RunningProcess) -> str | None:
         assert proc.spec.worker_port is not None
         now = time.monotonic()
-        limit = self.settings.fastchat_stall_timeout_s
+        limit = self.settings.fastchat.stall_timeout_s
         watch = self._watches.setdefault(proc.spec.name, WorkerWatch(now, serving=False, progress_at=now))
         status = self._worker_status(proc.spec.worker_port)
         if status is None:
             silent = now - watch.answered_at
             if not watch.serving:
-                limit = self.settings.fastchat_start_timeout_s
+                limit = self.settings.fastchat.start_timeout_s
             return f"no answer to a status request for {silent:.0f} s" if silent >= limit else None
         watch.answered_at, watch.serving = now, True
         progress = (status.get("tokens_generated"), status.get("call_ct"))
@@ -319,7 +321,7 @@ class LLMStack:
                 return
             time.sleep(0.3)
         raise StackError(
-            f"{what} did not become ready within {timeout_s:.0f} s; see the logs in {self.settings.logs_dir}"
+            f"{what} did not become ready within {timeout_s:.0f} s; see the logs in {self.settings.storage.logs_dir}"
         )
 
     def raise_if_died(self) -> None:
@@ -336,7 +338,7 @@ class LLMStack:
             {"name": p.spec.name, "pid": p.popen.pid, "started": psutil.Process(p.popen.pid).create_time()}
             for p in self.processes
         ]
-        self.pid_file.write_text(json.dumps({"api_url": self.settings.fastchat_api_url, "processes": entries}))
+        self.pid_file.write_text(json.dumps({"api_url": self.settings.fastchat.api_url, "processes": entries}))
 
     def revive(self) -> list[str]:
         """Restart every process that has exited (a crashed worker comes back on its port and re-registers)."""
@@ -358,17 +360,17 @@ class LLMStack:
         (StackError) on processes that keep dying."""
         stopping = stopping or threading.Event()
         restarts: list[float] = []
-        next_probe = time.monotonic() + self.settings.fastchat_probe_interval_s
+        next_probe = time.monotonic() + self.settings.fastchat.probe_interval_s
         while not stopping.wait(0.5):
             restarted = self.revive()
             if time.monotonic() >= next_probe and not stopping.is_set():
                 restarted += self.probe_workers()
-                next_probe = time.monotonic() + self.settings.fastchat_probe_interval_s
+                next_probe = time.monotonic() + self.settings.fastchat.probe_interval_s
             if restarted:
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < 60] + [now]
                 if len(restarts) > max_restarts_per_minute:
-                    raise StackError(f"processes keep dying; see the logs in {self.settings.logs_dir}")
+                    raise StackError(f"processes keep dying; see the logs in {self.settings.storage.logs_dir}")
 
     def supervise_in_background(self) -> Callable[[], None]:
         """`wait()` in a thread, for a launcher whose main thread serves something else (`kbqa up`); returns
@@ -440,7 +442,7 @@ def terminate(pids: list[int], grace_s: float = 10.0) -> None:
 
 def running_processes(settings: Settings) -> list[int]:
     """Pids from the pid file that are still the processes we started (not reused pids)."""
-    path = settings.run_dir / PID_FILE
+    path = settings.storage.run_dir / PID_FILE
     try:
         entries = json.loads(path.read_text())["processes"]
     except (OSError, ValueError, KeyError):
@@ -458,5 +460,5 @@ def stop_running(settings: Settings) -> int:
     """Stop the stack recorded in the pid file; returns how many processes were stopped."""
     pids = running_processes(settings)
     terminate(pids)
-    (settings.run_dir / PID_FILE).unlink(missing_ok=True)
+    (settings.storage.run_dir / PID_FILE).unlink(missing_ok=True)
     return len(pids)

@@ -58,7 +58,7 @@ class Embedder:
             if not (Path(model) / ONNX_INT8_FILE).exists():
                 raise FileNotFoundError(
                     f"{Path(model) / ONNX_INT8_FILE} is missing: run `kbqa models prepare`, "
-                    "or set embedding_backend: torch"
+                    "or set embedding.backend: torch"
                 )
             self.model = SentenceTransformer(
                 model,

@@ -55,10 +55,10 @@ class SearchService:
         self, top_k: int | None, score_threshold: float | None, mode: RetrievalMode | str
     ) -> tuple[int, float, RetrievalMode]:
         """The search options with their defaults filled in, or InvalidInput."""
-        top_k = self.settings.default_top_k if top_k is None else top_k
-        if not 1 <= top_k <= self.settings.max_top_k:
-            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
-        threshold = self.settings.default_score_threshold if score_threshold is None else score_threshold
+        top_k = self.settings.retrieval.default_top_k if top_k is None else top_k
+        if not 1 <= top_k <= self.settings.retrieval.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.settings.retrieval.max_top_k}, got {top_k}")
+        threshold = self.settings.retrieval.default_score_threshold if score_threshold is None else score_threshold
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInput(f"score_threshold must be between 0 and 1, got {threshold}")
         try:
@@ -73,8 +73,8 @@ class SearchService:
             raise InvalidInput("question must not be empty")
         if "\x00" in question:
             raise InvalidInput("question must not contain NUL (\\x00) characters")
-        if len(question) > self.settings.max_question_chars:
+        if len(question) > self.settings.chat.max_question_chars:
             raise InvalidInput(
-                f"question is {len(question)} characters long; the limit is {self.settings.max_question_chars}"
+                f"question is {len(question)} characters long; the limit is {self.settings.chat.max_question_chars}"
             )
         return question

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, ModelNotFound
 from app.retrieval.embeddings import Embedder
 from app.settings import Settings
 
@@ -39,7 +39,7 @@ class EmbeddingService:
 
     def embed(self, model: str, texts: list[str]) -> Embeddings:
         if model != self.model_id:
-            raise NotFound(f"unknown embedding model {model!r}: this server embeds with {self.model_id!r}")
+            raise ModelNotFound(f"unknown embedding model {model!r}: this server embeds with {self.model_id!r}")
         if not texts:
             raise InvalidInput("input must not be empty")
         if len(texts) > MAX_INPUTS:

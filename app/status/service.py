@@ -39,16 +39,16 @@ class SystemStatus(BaseModel):
 
 
 def llm_status(settings: Settings, llm: LLMClient) -> LLMStatus:
-    status = LLMStatus(reachable=False, base_url=settings.resolved_llm_base_url, model=settings.llm_model)
+    status = LLMStatus(reachable=False, base_url=settings.resolved_llm_base_url, model=settings.llm.model)
     try:
         status.models = llm.list_models()
     except KBQAError as exc:
         status.detail = exc.message
         return status
     status.reachable = True
-    status.serves_model = settings.llm_model in status.models
+    status.serves_model = settings.llm.model in status.models
     if not status.serves_model:
-        status.detail = f"the LLM server does not list {settings.llm_model!r} (it serves: {', '.join(status.models)})"
+        status.detail = f"the LLM server does not list {settings.llm.model!r} (it serves: {', '.join(status.models)})"
     return status
 
 
@@ -57,14 +57,14 @@ def system_status(settings: Settings, llm: LLMClient) -> SystemStatus:
         llm=llm_status(settings, llm),
         file_types=sorted(SUPPORTED_EXTENSIONS),
         limits=Limits(
-            max_upload_mb=settings.max_upload_mb,
-            max_request_mb=settings.max_request_mb,
-            max_question_chars=settings.max_question_chars,
-            default_top_k=settings.default_top_k,
-            max_top_k=settings.max_top_k,
-            default_score_threshold=settings.default_score_threshold,
-            chat_max_kbs=settings.chat_max_kbs,
-            chat_history_turns=settings.chat_history_turns,
-            llm_temperature=settings.llm_temperature,
+            max_upload_mb=settings.ingest.max_upload_mb,
+            max_request_mb=settings.limits.max_request_mb,
+            max_question_chars=settings.chat.max_question_chars,
+            default_top_k=settings.retrieval.default_top_k,
+            max_top_k=settings.retrieval.max_top_k,
+            default_score_threshold=settings.retrieval.default_score_threshold,
+            chat_max_kbs=settings.chat.max_kbs,
+            chat_history_turns=settings.chat.history_turns,
+            llm_temperature=settings.llm.temperature,
         ),
     )

@@ -61,6 +61,5 @@ class DiskSpace:
         free = self.free_bytes()
         if free < self.min_free_bytes:
             mb = 1024 * 1024
-            raise DiskFull(
-                self.folder, f"{free / mb:.1f} MB free, less than min_free_disk_mb = {self.min_free_bytes / mb:g}"
-            )
+            limit = f"storage.min_free_disk_mb = {self.min_free_bytes / mb:g}"
+            raise DiskFull(self.folder, f"{free / mb:.1f} MB free, less than {limit}")

@@ -33,7 +33,7 @@ def name_too_long(settings: Settings) -> str:
     return (
         f"文件名过长：文件名所在的头部不能超过 {DEFAULT_MAX_HEADER_SIZE} 字节 (file name too long: the header line "
         f"holding it may be at most {DEFAULT_MAX_HEADER_SIZE} bytes; names within that are shortened to "
-        f"max_filename_chars, {settings.max_filename_chars} characters)"
+        f"ingest.max_filename_chars, {settings.ingest.max_filename_chars} characters)"
     )
 
 

@@ -65,7 +65,7 @@ def start_evaluation_upload(
     eval_max_file_mb; 404 for an unknown knowledge base; 409 when it has no ready documents.
     """
     service.knowledge_bases.require(kb_name)
-    data = file.file.read(int(service.settings.eval_max_file_mb * 1024 * 1024) + 1)
+    data = file.file.read(int(service.settings.eval.max_file_mb * 1024 * 1024) + 1)
     questions = service.parse_jsonl(data)
     sizes = _ints(_csv(chunk_sizes), "chunk_sizes")
     options = service.options(_csv(modes) or None, sizes, chunk_overlap, answer_sample)

@@ -22,7 +22,7 @@ class CreateKnowledgeBase(RequestModel):
     description: str = Field("", max_length=2000)
     chunk_size: int | None = Field(
         None, description=f"Characters per chunk ({CHUNK_SIZE_MIN}-{CHUNK_SIZE_MAX}), set at creation (a rebuild may "
-        "change it); default: the chunk_size setting"
+        "change it); default: the ingest.chunk_size setting"
     )
     chunk_overlap: int | None = Field(
         None, description="Characters shared by neighbouring chunks (< chunk_size); default: chunk_overlap scaled"

@@ -24,7 +24,7 @@ from app.api.deps import chat_service, embedding_service, knowledge_bases
 from app.api.responses import SSE_HEADERS, openai_error
 from app.chat.models import ChatMode, ChatRequest, DeltaEvent, DoneEvent, ErrorEvent, HistoryMessage, SourcesEvent
 from app.chat.service import ChatService, ChatSession
-from app.errors import InvalidInput, KBQAError, NotFound
+from app.errors import InvalidInput, KBQAError, ModelNotFound, NotFound
 from app.kb.service import KnowledgeBaseService
 from app.retrieval.text_embeddings import EmbeddingService
 from app.validation import RequestModel
@@ -101,7 +101,7 @@ def list_models(
     embeddings: Annotated[EmbeddingService, Depends(embedding_service)],
 ) -> dict[str, Any]:
     """The LLM, one `kb:<name>` model per knowledge base, then the embedding model (for /v1/embeddings only)."""
-    names = [service.settings.llm_model] + [f"{KB_PREFIX}{kb.name}" for kb in kbs.list()] + [embeddings.model_id]
+    names = [service.settings.llm.model] + [f"{KB_PREFIX}{kb.name}" for kb in kbs.list()] + [embeddings.model_id]
     return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "kbqa"} for n in names]}
 
 
@@ -136,7 +136,7 @@ def legacy_completions() -> JSONResponse:
     """OpenAI's legacy text completions are not served: use /v1/chat/completions."""
     message = (
         "/v1/completions (legacy text completions) is not served here; use /v1/chat/completions. "
-        "The LLM's own FastChat server (kbqa llm up, fastchat_api_port) serves plain completions."
+        "The LLM's own FastChat server (kbqa llm up, fastchat.api_port) serves plain completions."
     )
     return openai_error(NotFound(message))
 
@@ -151,7 +151,7 @@ def to_chat_request(body: OpenAIChatRequest, llm_model: str) -> ChatRequest:
     elif body.model == llm_model:
         mode, kb_names = ChatMode.llm, []
     else:
-        raise NotFound(f"unknown model {body.model!r}: use {llm_model!r} or kb:<knowledge base> (see /v1/models)")
+        raise ModelNotFound(f"unknown model {body.model!r}: use {llm_model!r} or kb:<knowledge base> (see /v1/models)")
     try:
         return _chat_request(body, mode, kb_names, turns, system)
     except ValidationError as exc:  # a limit of ChatRequest's (the system message's or a turn's length)
@@ -181,7 +181,7 @@ async def chat_completions(
 ):
     """OpenAI's chat completions, streamed or not, with `sources` and `rewritten_question` as extra fields."""
     try:
-        session = await service.start(to_chat_request(body, service.settings.llm_model))
+        session = await service.start(to_chat_request(body, service.settings.llm.model))
         if not body.stream:
             answer = await session.collect()
     except KBQAError as exc:

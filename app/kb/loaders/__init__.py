@@ -6,7 +6,7 @@ Every loader is deterministic and only reads: nothing in a document is executed,
 scripts are dropped, links are not followed, PDF JavaScript and forms are ignored, Excel formulas and macros are
 not run). Failures are raised as the `DocumentLoadError` subclasses from `app.kb.documents`, whose messages are
 shown to the user as the reason. What reading a file may inflate or allocate is bounded by `LoadLimits` (the
-`load_*` settings): past a limit the file is refused with a `DocumentTooLarge` naming it.
+`settings.limits` and `settings.ocr`): past a limit the file is refused with a `DocumentTooLarge` naming it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Bounds on what reading one document may inflate or allocate.
 
 A hostile or careless file (a zip bomb, a PDF of a million pages, hundreds of megabytes of text, an HTML page of
-millions of tags) is refused with a `DocumentTooLarge` that names the limit and the `load_*` setting behind it,
-before the memory is spent.
+millions of tags) is refused with a `DocumentTooLarge` that names the limit and the setting behind it,
+before the memory is spent. The limits are `settings.limits`; how pictures are read is `settings.ocr`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from app.kb.documents import CorruptDocument, DocumentLoadError, DocumentTooLarge
 from app.kb.loaders._common import Kind, _reason
-from app.settings import Settings
+from app.settings import LimitsSettings, OcrSettings, Settings, setting_ref
 
 MB = 1024 * 1024
 BYTES_PER_CHAR_MAX = 4  # UTF-8, UTF-16/32 and GB18030 never use more than 4 bytes for a character
@@ -26,8 +26,8 @@ _DIRECTORY_ENTRY_BYTES = 1024
 
 @dataclass(frozen=True)
 class LoadLimits:
-    """The limits for one document, and how pictures in it are read (OCR), named as their settings without the
-    `load_` prefix."""
+    """The limits for one document (named as in `settings.limits`), and how pictures in it are read (OCR: `ocr` is
+    `settings.ocr.enabled`, `ocr_<name>` is `settings.ocr.<name>`)."""
 
     max_text_chars: int
     max_html_elements: int
@@ -47,17 +47,23 @@ class LoadLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LoadLimits:
-        """The limits `settings` set; without settings, the defaults of the Settings fields."""
-        if settings is None:
-            return cls(**{f.name: Settings.model_fields[f"load_{f.name}"].default for f in fields(cls)})
-        return cls(**{f.name: getattr(settings, f"load_{f.name}") for f in fields(cls)})
+        """The limits `settings` set; without settings, the defaults."""
+        limits, ocr = (settings.limits, settings.ocr) if settings else (LimitsSettings(), OcrSettings())
+        values = {f.name: getattr(limits, f.name) for f in fields(cls) if f.name.startswith("max_")}
+        values |= {f.name: getattr(ocr, f.name.removeprefix("ocr_")) for f in fields(cls) if f.name.startswith("ocr_")}
+        return cls(ocr=ocr.enabled, **values)
+
+
+def setting_path(field: str) -> str:
+    """The setting behind a LoadLimits field: max_xml_mb -> limits.max_xml_mb, ocr_dpi -> ocr.dpi."""
+    return f"ocr.{field.removeprefix('ocr_')}" if field.startswith("ocr_") else f"limits.{field}"
 
 
 def too_large(zh: str, en: str, setting: str, limit: str) -> DocumentTooLarge:
-    """A refusal that names the limit and its setting, Chinese first."""
-    return DocumentTooLarge(
-        f"{zh}，超过上限 {limit}（设置 load_{setting}）。 ({en}, over the limit of {limit}; setting load_{setting}.)"
-    )
+    """A refusal that names the limit and its setting (a LoadLimits field) with its environment variable, Chinese
+    first."""
+    ref = setting_ref(setting_path(setting))
+    return DocumentTooLarge(f"{zh}，超过上限 {limit}（设置 {ref}）。 ({en}, over the limit of {limit}; setting {ref}.)")
 
 
 def megabytes(size: float) -> str:

@@ -21,7 +21,7 @@ _MAX_TITLE_ROWS = 3
 
 
 class CellBudget:
-    """Counts the cells holding a value that one file has produced, against load_max_sheet_cells."""
+    """Counts the cells holding a value that one file has produced, against limits.max_sheet_cells."""
 
     def __init__(self, limits: LoadLimits, kind: Kind) -> None:
         self.limit = limits.max_sheet_cells

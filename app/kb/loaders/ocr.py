@@ -9,12 +9,12 @@ words wrong), breaking keyword search.
 
 Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: on a 2-core machine
 the other core keeps answering; with two OpenMP threads a page took ten times longer on the busy 2-core machine),
-and is killed past `load_ocr_page_timeout_s`: a page that takes too long costs at most that and counts as
+and is killed past `settings.ocr.page_timeout_s`: a page that takes too long costs at most that and counts as
 unreadable. The command line is called directly rather than through pytesseract, which
 can give the child its thread limit only by changing the environment of the whole server (and with it of the LLM
 workers it starts). The engine (binary and language packs) is looked up once per process, on first use.
 
-A picture is decoded only after its size is checked against `load_ocr_max_image_pixels` (a decompression bomb is
+A picture is decoded only after its size is checked against `settings.ocr.max_image_pixels` (a decompression bomb is
 refused before it allocates), and reduced to at most an A4 page at 300 DPI before OCR.
 """
 
@@ -37,11 +37,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.kb.documents import CorruptDocument, DocumentLoadError, DocumentTooLarge, NothingReadable, ReadReport
 from app.kb.loaders._common import Kind, _reason
 from app.kb.loaders._limits import LoadLimits, too_large
+from app.settings import setting_ref
 
 logger = logging.getLogger(__name__)
 
 OnPage = Callable[[int, int], None]  # (pages done, pages in all): called as each page of a document is read
 INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-chi-sim"
+LANGUAGES_SETTING = setting_ref("ocr.languages")
 MAX_OCR_PIXELS = 9_000_000  # an A4 page at 300 DPI (8.7 MP): larger pictures are reduced before OCR
 _MIN_PICTURE_SIDE = 16  # pictures narrower or lower than this (bullets, rules, spacers) hold no readable text
 # Tesseract reads a page as one column of text of varying sizes (--psm 4): its automatic layout analysis
@@ -116,8 +118,9 @@ def _find_engine(languages: str) -> Tesseract:
     if missing:
         packs = " ".join(f"tesseract-ocr-{lang.replace('_', '-').lower()}" for lang in missing)
         raise OcrUnavailable(
-            f"OCR 缺少语言包 {'+'.join(missing)}（apt-get install {packs}，或修改设置 load_ocr_languages） "
-            f"(OCR lacks the language packs {'+'.join(missing)}: apt-get install {packs}, or change load_ocr_languages)"
+            f"OCR 缺少语言包 {'+'.join(missing)}（apt-get install {packs}，或修改设置 {LANGUAGES_SETTING}） "
+            f"(OCR lacks the language packs {'+'.join(missing)}: apt-get install {packs}, "
+            f"or change {LANGUAGES_SETTING})"
         )
     return Tesseract(binary, languages)
 
@@ -182,7 +185,7 @@ def _is_wide(ch: str) -> bool:
 
 
 def open_picture(source: Path | bytes, limits: LoadLimits, kind: Kind) -> Image.Image:
-    """Open a picture without decoding it, refusing one past `load_ocr_max_image_pixels`: Pillow reads only the
+    """Open a picture without decoding it, refusing one past `settings.ocr.max_image_pixels`: Pillow reads only the
     header here, so a 20000 x 20000 PNG costs nothing before it is refused. Unknown bytes are a CorruptDocument."""
     try:
         with warnings.catch_warnings():
@@ -251,7 +254,7 @@ def worth_reading(image: Image.Image) -> bool:
 
 
 def frame_count(image: Image.Image, limits: LoadLimits) -> int:
-    """The pages of a multi-page TIFF (a fax, a scanner's batch) to read, at most `load_max_pdf_pages`; other
+    """The pages of a multi-page TIFF (a fax, a scanner's batch) to read, at most `settings.limits.max_pdf_pages`; other
     formats have one (an animation's later frames are not pages)."""
     count = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
     return min(count, limits.max_pdf_pages)
@@ -311,7 +314,7 @@ class PictureReader:
             return None
         except subprocess.TimeoutExpired:
             self.timeouts += 1
-            logger.warning("OCR of a page ran past load_ocr_page_timeout_s=%s s", self.limits.ocr_page_timeout_s)
+            logger.warning("OCR of a page ran past ocr.page_timeout_s=%s s", self.limits.ocr_page_timeout_s)
             return None
         except (OSError, RuntimeError) as exc:
             logger.warning("OCR failed on a page: %s", exc)
@@ -327,7 +330,7 @@ class PictureReader:
 
     def read_picture(self, key: str, blob: Callable[[], bytes], kind: Kind) -> OcrText | None:
         """OCR of a picture inside a Word or PowerPoint file, counted in the report: read once however often the
-        document shows it (a logo on every slide), at most load_ocr_max_pictures of them, and skipped when it is
+        document shows it (a logo on every slide), at most settings.ocr.max_pictures of them, and skipped when it is
         too small to hold text or cannot be decoded within the limits (the rest of the document still loads)."""
         if key in self._pictures:
             return None
@@ -353,14 +356,15 @@ class PictureReader:
         """The failure of a document whose every page is a picture (or of an image file, `picture`) from which
         OCR got no text, saying why."""
         if not self.limits.ocr:
-            why = ("OCR 已关闭（设置 load_ocr）", "OCR is switched off (setting load_ocr)")
+            ref = setting_ref("ocr.enabled")
+            why = (f"OCR 已关闭（设置 {ref}）", f"OCR is switched off (setting {ref})")
         elif self.unavailable:
             why = ("OCR 无法运行", "OCR cannot run")
         elif self.timeouts:
-            limit = f"{self.limits.ocr_page_timeout_s:g}"
+            limit, ref = f"{self.limits.ocr_page_timeout_s:g}", setting_ref("ocr.page_timeout_s")
             why = (
-                f"OCR 在 {self.timeouts} 页上超过了 {limit} 秒的时限（设置 load_ocr_page_timeout_s）",
-                f"OCR ran past its {limit} s limit on {self.timeouts} page(s) (setting load_ocr_page_timeout_s)",
+                f"OCR 在 {self.timeouts} 页上超过了 {limit} 秒的时限（设置 {ref}）",
+                f"OCR ran past its {limit} s limit on {self.timeouts} page(s) (setting {ref})",
             )
         else:
             why = ("OCR 也没有识别出文字", "OCR found nothing")

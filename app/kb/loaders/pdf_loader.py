@@ -127,7 +127,7 @@ def _needs_ocr(page: PageObject, text: str) -> bool:
 def _read_scans(
     path: Path, numbers: list[int], limits: LoadLimits, reader: PictureReader
 ) -> Iterator[tuple[int, OcrText | None]]:
-    """OCR of each page in `numbers` (1-based), rendered with PDFium at load_ocr_dpi, or fewer dots for a page
+    """OCR of each page in `numbers` (1-based), rendered with PDFium at ocr.dpi, or fewer dots for a page
     larger than MAX_OCR_PIXELS at that resolution (a poster, or a hostile 200-inch page)."""
     if not numbers:
         return

@@ -31,7 +31,7 @@ def _load_xlsx(path: Path, limits: LoadLimits) -> LoadedDocument:
 
     Sheets are read as a stream of the cells the file holds (never padded to the size a sheet declares, so a
     declared A1:XFD1048576 or a far-away empty cell costs nothing); only cells holding a value are kept, at most
-    load_max_sheet_cells of them; the work on empty cells is bounded by load_max_xml_mb, the size of a sheet's XML.
+    limits.max_sheet_cells of them; the work on empty cells is bounded by limits.max_xml_mb, the size of a sheet's XML.
     """
     reject_ole_file(path, _KIND, ".xls", ".xlsx")
     check_zip(path, limits, _KIND)

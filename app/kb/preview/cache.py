@@ -16,7 +16,7 @@ MB = 1024 * 1024
 
 
 def page_cache(settings: Settings) -> PageCache:
-    return PageCache(settings.data_dir / "cache" / "pages", int(settings.preview_cache_mb * MB))
+    return PageCache(settings.storage.data_dir / "cache" / "pages", int(settings.preview.cache_mb * MB))
 
 
 class PageCache:

@@ -85,7 +85,7 @@ class PreviewService:
         self.settings = settings
         self.knowledge_bases = knowledge_bases
         self.store = store
-        self.pages = PdfPages(LoadLimits.from_settings(settings), settings.preview_max_pixels)
+        self.pages = PdfPages(LoadLimits.from_settings(settings), settings.preview.max_pixels)
         self.cache = page_cache(settings)
 
     def original_file(self, kb_name: str, doc_id: str) -> OriginalFile:
@@ -136,7 +136,7 @@ class PreviewService:
                 f"{doc.info.pages} pages)"
             )
         text = self._chunk_text_on(doc, chunk_index, page) if chunk_index is not None else None
-        key = _cache_key(doc_id, page, text, self.settings.preview_max_pixels)
+        key = _cache_key(doc_id, page, text, self.settings.preview.max_pixels)
         cached = self.cache.get(key)
         if cached is not None:
             return PageImage(cached, found_in(cached))
