@@ -43,7 +43,7 @@ def sections() -> dict[str, type[BaseModel]]:
 
 def test_every_setting_lives_in_a_section_and_is_described() -> None:
     assert set(sections()) == {
-        "storage", "embedding", "ingest", "limits", "ocr", "retrieval", "chat", "llm", "fastchat", "api",
+        "storage", "embedding", "ingest", "limits", "ocr", "preview", "retrieval", "chat", "llm", "fastchat", "api",
         "security", "ui", "eval",
     }
     for section, model in sections().items():
@@ -51,10 +51,14 @@ def test_every_setting_lives_in_a_section_and_is_described() -> None:
             assert field.description and len(field.description) > 10, f"{section}.{name} has no description"
 
 
+# Settings added after the grouping: they never had a flat name to keep.
+BORN_IN_SECTIONS = {"ocr.progress_interval_s", "preview.cache_mb", "preview.max_pixels"}
+
+
 def test_every_old_flat_name_maps_to_a_real_setting() -> None:
     for flat, (section, name) in LEGACY_NAMES.items():
         assert name in sections()[section].model_fields, f"{flat} -> {section}.{name}"
-    assert {f"{section}.{name}" for section, name in LEGACY_NAMES.values()} == {
+    assert {f"{section}.{name}" for section, name in LEGACY_NAMES.values()} | BORN_IN_SECTIONS == {
         f"{s}.{n}" for s, model in sections().items() for n in model.model_fields
     }, "a field without its old name, or two old names for one field"
 
