@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kbqa_client import ApiError
+from webui.citations import SOURCE_PAGE_PATH
 from webui.common import get_api, refresh_status
 from webui.i18n import LANGUAGES, default_language, t
 
@@ -35,6 +36,13 @@ def sidebar_status() -> None:
 pages = [
     st.Page("webui/pages/chat.py", title=t("nav.chat"), icon=":material/chat:", url_path="chat", default=True),
     st.Page("webui/pages/knowledge_bases.py", title=t("nav.kbs"), icon=":material/library_books:", url_path="kbs"),
+    st.Page(
+        "webui/pages/source.py",
+        title=t("nav.source"),
+        icon=":material/article:",
+        url_path=SOURCE_PAGE_PATH,
+        visibility="hidden",
+    ),
 ]
 page = st.navigation(pages)
 with st.sidebar:

@@ -23,9 +23,14 @@ def plain(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+_ANSWER_SPECIAL = re.compile(r"([\\$<\[\]])")
+
+
 def answer_markdown(text: str) -> str:
-    """An LLM answer rendered as Markdown (lists, bold, code), with '$' kept literal instead of LaTeX."""
-    return text.replace("$", r"\$")
+    """An LLM answer rendered as Markdown (lists, bold, code): '$' kept literal instead of LaTeX, and '<', '[', ']'
+    escaped so that the model's text makes no HTML, links or images (the answer's citations are linked by
+    `webui.citations`)."""
+    return _ANSWER_SPECIAL.sub(r"\\\1", text)
 
 
 @st.cache_resource(show_spinner=False)

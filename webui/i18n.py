@@ -95,6 +95,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "preview.rows": ("表格行", "Spreadsheet rows"),
     "preview.slide": ("第 {page} 张幻灯片", "Slide {page}"),
+    "preview.row": ("行号", "Row"),
+    "preview.title": ("原文：{file}", "In the original: {file}"),
+    "preview.bad_link": (
+        "链接不完整：需要知识库、文档和片段编号。请从回答中的引用 [n] 打开。",
+        "The link is incomplete: it needs a knowledge base, a document and a chunk number. Open it from an "
+        "answer's citation [n].",
+    ),
+    "nav.source": ("原文", "Source"),
+    "preview.kb": ("知识库 {kb}", "Knowledge base {kb}"),
     "preview.no_heading": ("（无标题）", "(no heading)"),
     "preview.ocr": ("此片段的文字由 OCR 从图片中识别。", "This passage was read from a picture by OCR."),
     "preview.download": ("下载原文件 {file}", "Download the original {file}"),

@@ -3,8 +3,10 @@ lines marked; other formats show the chunks around it as text (never as HTML), t
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from kbqa_client import ApiError, KbqaClient, api_path
@@ -35,16 +37,27 @@ def preview_url(source: dict[str, Any]) -> str:
 
 def show_preview(source: dict[str, Any], key: str) -> None:
     """The source in its document, below the source's line; `key` makes the widgets unique on the page."""
+    context = load_context(source)
+    if context is not None:
+        show_context(context, key)
+
+
+def load_context(source: dict[str, Any]) -> dict[str, Any] | None:
+    """The source's chunk context from the API, or None after showing why it could not be had."""
     api = get_api()
     try:
-        context = _context(api.base_url, preview_url(source))
+        return _context(api.base_url, preview_url(source))
     except ApiError as exc:
         show_error(exc, api)
-        return
+        return None
+
+
+def show_context(context: dict[str, Any], key: str) -> None:
+    api = get_api()
     chunk = context["chunk"]
     if context["kind"] == "pdf_page":
         _show_page(api, context)
-    else:
+    elif context["kind"] != "rows" or not _show_rows(context):
         _show_text(context)
     _download(context, key)
     if chunk.get("ocr"):
@@ -81,6 +94,72 @@ def _show_text(context: dict[str, Any]) -> None:
     st.markdown(highlighted(chunk["text"]))
     if after:
         st.text(trim_overlap(after, chunk["text"], keep="end"))
+
+
+def _show_rows(context: dict[str, Any]) -> bool:
+    """Spreadsheet rows as a table, the cited rows highlighted, among the rows of the same sheet around them.
+    False (nothing shown) when the chunk's lines are not `header: value` records."""
+    chunk = context["chunk"]
+    cited = row_records(chunk["text"])
+    if cited is None:
+        return False
+    sheet = _sheet(chunk.get("heading"))
+    before = [c for c in context["before"] if _sheet(c.get("heading")) == sheet]
+    after = [c for c in context["after"] if _sheet(c.get("heading")) == sheet]
+    rows: list[tuple[int | None, dict[str, str], bool]] = []
+    for neighbour, is_cited in [*((c, False) for c in before), (chunk, True), *((c, False) for c in after)]:
+        records = cited if is_cited else row_records(neighbour["text"])
+        numbers = row_numbers(neighbour.get("heading"), len(records or []))
+        rows += [(number, record, is_cited) for number, record in zip(numbers, records or [], strict=True)]
+    st.caption(" · ".join(plain(part) for part in (t("preview.rows"), chunk.get("heading") or "") if part))
+    table, marked = rows_table(rows)
+    st.dataframe(
+        table.style.apply(lambda row: [_MARK if marked[row.name] else "" for _ in row], axis=1), hide_index=True
+    )
+    return True
+
+
+_MARK = "background-color: #ffe0b2"  # the cited rows, the highlight's colour (Streamlit's orange background)
+_ROWS_AT = re.compile(r"\(rows? (\d+)(?:-(\d+))?\)")
+
+
+def row_records(text: str) -> list[dict[str, str]] | None:
+    """The chunk's rows, one a line, each "header: value | header: value" (app/kb/loaders/_table.py); None when a
+    line is not such a record."""
+    records = []
+    for line in text.splitlines():
+        pairs = [pair.partition(": ") for pair in line.split(" | ")]
+        if not line.strip() or any(not sep for _, sep, _ in pairs):
+            return None
+        records.append({name: value for name, _, value in pairs})
+    return records or None
+
+
+def row_numbers(heading: str | None, count: int) -> list[int | None]:
+    """The rows' numbers in the file, from the heading's "(rows 2-15)": known only when the range holds exactly
+    `count` rows (a skipped blank or repeated header row makes them unknown)."""
+    found = _ROWS_AT.search(heading or "")
+    if found:
+        first, last = int(found.group(1)), int(found.group(2) or found.group(1))
+        if last - first + 1 == count:
+            return list(range(first, last + 1))
+    return [None] * count
+
+
+def rows_table(rows: list[tuple[int | None, dict[str, str], bool]]) -> tuple[pd.DataFrame, list[bool]]:
+    """A table of the records, a column for each header in the order first seen, the row number first; and
+    which of its rows are cited."""
+    columns: dict[str, None] = {}
+    for _, record, _ in rows:
+        columns.update(dict.fromkeys(record))
+    data = {t("preview.row"): [str(number or "") for number, _, _ in rows]}
+    data |= {name: [record.get(name, "") for _, record, _ in rows] for name in columns}
+    return pd.DataFrame(data), [is_cited for _, _, is_cited in rows]
+
+
+def _sheet(heading: str | None) -> str:
+    """The sheet's name in a rows heading ("Sheet1 · 第 2–15 行 (rows 2-15)"), empty for a CSV file."""
+    return (heading or "").rpartition(" · ")[0]
 
 
 def _download(context: dict[str, Any], key: str) -> None:

@@ -9,9 +9,11 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from kbqa_client import ApiError, KbqaClient
 from webui import evaluation_panel
+from webui.citations import cited_answer
 from webui.common import RETRIEVAL_MODES, answer_markdown, get_api, plain, run_status, show_error
 from webui.export import conversation_markdown
 from webui.i18n import t
@@ -221,7 +223,7 @@ def show_assistant(message: dict[str, Any]) -> None:
         return
     if message.get("rewritten_question"):
         st.caption(t("chat.rewritten", question=plain(message["rewritten_question"])))
-    st.markdown(answer_markdown(message.get("content", "")))
+    st.markdown(cited_answer(message.get("content", ""), message.get("sources", [])))
     show_answer_details(message)
 
 
@@ -248,14 +250,17 @@ def show_history() -> None:
 # --- asking -------------------------------------------------------------------------------------------------------
 
 
-def stream_answer(api: KbqaClient, body: dict[str, Any], message: dict[str, Any]) -> Iterator[str]:
-    """The answer's text pieces for st.write_stream; sources, timings and errors land in `message`."""
+def stream_answer(
+    api: KbqaClient, body: dict[str, Any], message: dict[str, Any], head: DeltaGenerator
+) -> Iterator[str]:
+    """The answer's text pieces for st.write_stream; sources, timings and errors land in `message`, the rewritten
+    question in the `head` container above the answer."""
     for event in api.chat_events(body):
         if event["type"] == "sources":
             message["sources"] = event["sources"]
             message["rewritten_question"] = event.get("rewritten_question")
             if message["rewritten_question"]:
-                st.caption(t("chat.rewritten", question=plain(message["rewritten_question"])))
+                head.caption(t("chat.rewritten", question=plain(message["rewritten_question"])))
         elif event["type"] == "delta":
             message["content"] += event["text"]
             yield answer_markdown(event["text"])
@@ -278,7 +283,10 @@ def answer(api: KbqaClient, question: str, message: dict[str, Any]) -> None:
             if state.conversation_id is None:
                 state.conversation_id = api.new_conversation(question[:40])
                 st.query_params["c"] = state.conversation_id
-            st.write_stream(stream_answer(api, request_body(question), message))
+            head, shown = st.container(), st.empty()
+            with shown:
+                st.write_stream(stream_answer(api, request_body(question), message, head))
+            shown.markdown(cited_answer(message["content"], message.get("sources", [])))  # citations as links
             show_answer_details(message)  # the text and the rewritten question are already on the page
             return
     except ApiError as exc:

@@ -11,6 +11,7 @@ import streamlit as st
 from kbqa_client import ApiError, KbqaClient
 from webui.common import get_api, human_size, plain, run_status, show_error
 from webui.i18n import t
+from webui.preview import show_preview
 
 CHUNKS_PER_PAGE = 10
 FINISHED = {"ready", "failed"}
@@ -251,7 +252,11 @@ def chunk_viewer(api: KbqaClient, kb: str, doc: dict[str, Any]) -> None:
             where += t("chat.ocr") if chunk.get("ocr") else ""
             heading = f" · {plain(chunk['heading'])}" if chunk.get("heading") else ""
             st.caption(t("kbs.chunk_caption", index=chunk["chunk_index"], page=where, heading=heading))
-            st.text(chunk["text"])
+            key = f"{doc['id']}-{chunk['chunk_index']}"
+            if st.toggle(t("preview.open"), key=f"chunk-preview-{key}"):
+                show_preview({"kb_name": kb, "doc_id": doc["id"], "chunk_index": chunk["chunk_index"]}, key)
+            else:
+                st.text(chunk["text"])
     left, right = st.columns(2)
     if left.button(t("kbs.prev"), disabled=page == 0, key="chunks_prev"):
         st.session_state[page_key] = page - 1
