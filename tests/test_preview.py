@@ -8,9 +8,10 @@ import io
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import numpy as np
 import pypdfium2
@@ -45,6 +46,18 @@ UI_MARKDOWN = (
     "第三号泵的密封圈检查结果：正常 `<script>alert(1)</script>` 与 **<img src=x onerror=alert(2)>**。\n\n"
     "第四号泵的轴承需要更换。"
 )
+SHEET_KB = "表格库"
+STAFF = [
+    ("张三", "销售部", "1001"),
+    ("李四", "财务部", "1002"),
+    ("王五", "研发部", "1003"),
+    ("赵六", "法务部", "1004"),
+    ("钱七", "采购部", "1005"),
+    ("孙八", "后勤部", "1006"),
+    ("周九", "市场部", "1007"),
+    ("吴十", "客服部", "1008"),
+]
+STAFF_CSV = ("姓名,部门,工号\n" + "".join(f"{','.join(row)}\n" for row in STAFF)).encode()
 HOSTILE_HTML = (
     "<html><body><h1>告示</h1><p>原文写着 &lt;script&gt;alert(1)&lt;/script&gt; 这几个字。</p>"
     '<img src="x" onerror="alert(2)"><script>alert(3)</script><p>第二段正文内容。</p></body></html>'
@@ -324,9 +337,15 @@ def served_api(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Pa
         api = KbqaClient(url)
         api.create_knowledge_base("界面库")
         pdf = make_pages_pdf(tmp_path_factory.mktemp("ui-pdf"), "ui.pdf", [PAGE1, SENTENCE]).read_bytes()
-        for name, data in ((PDF_NAME, pdf), ("注意.md", UI_MARKDOWN.encode())):
-            doc_id = api.upload("界面库", name, data)["document"]["id"]
-            wait_until(lambda d=doc_id: api.document("界面库", d)["status"] == "ready", f"{name} to be indexed")
+        api.create_knowledge_base(SHEET_KB, chunk_size=60, chunk_overlap=0)  # two rows a chunk
+        uploads = [
+            ("界面库", PDF_NAME, pdf),
+            ("界面库", "注意.md", UI_MARKDOWN.encode()),
+            (SHEET_KB, "员工.csv", STAFF_CSV),
+        ]
+        for kb, name, data in uploads:
+            doc_id = api.upload(kb, name, data)["document"]["id"]
+            wait_until(lambda k=kb, d=doc_id: api.document(k, d)["status"] == "ready", f"{name} to be indexed")
         api.close()
         yield url
 
@@ -374,3 +393,97 @@ def test_the_chat_page_shows_a_text_source_escaped_among_its_neighbours(
     assert not re.search(r"(?<!\\)[<>*`]", marked[0])  # nothing left for Markdown or HTML to interpret
     captions = [c.value for c in at.caption]
     assert any("维护" in c for c in captions), captions
+
+
+def _api(url: str, call: Callable[[KbqaClient], Any]) -> Any:
+    api = KbqaClient(url)
+    try:
+        return call(api)
+    finally:
+        api.close()
+
+
+def _kb_page_chunks(url: str, monkeypatch: pytest.MonkeyPatch, kb: str, file_name: str) -> tuple[AppTest, dict]:
+    """The knowledge-base page with `file_name`'s chunks shown; the document as the API lists it."""
+    monkeypatch.setenv("KBQA_API_URL", url)
+    monkeypatch.delenv("KBQA_UI_LANGUAGE", raising=False)
+    doc = next(d for d in _api(url, lambda api: api.documents(kb)) if d["filename"] == file_name)
+    at = AppTest.from_file(str(PROJECT_ROOT / "webui_st.py"), default_timeout=120).run()
+    at.switch_page("webui/pages/knowledge_bases.py").run()
+    at.selectbox(key="kb_selected").set_value(kb).run()
+    at.selectbox(key=f"doc_selected_{kb}").set_value(doc["id"]).run()
+    at.toggle(key="show_chunks").set_value(True).run()
+    assert not at.exception, at.exception
+    return at, doc
+
+
+def test_a_citation_in_an_answer_links_to_its_source_in_the_original(
+    served_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"question": "Quillfeather bridge painted teal", "mode": "kb_test", "kb_names": ["界面库"]}
+    sources = _api(served_api, lambda api: api.ask(body))["sources"]
+    cited = next(s for s in sources if s["file_name"] == PDF_NAME)
+    n = cited["number"]
+    answer = f"桥被漆成了青绿色 [{n}]，另见 [99]。<script>alert(1)</script> [x](javascript:alert(2))"
+    monkeypatch.setenv("KBQA_API_URL", served_api)
+    monkeypatch.delenv("KBQA_UI_LANGUAGE", raising=False)
+    at = AppTest.from_file(str(PROJECT_ROOT / "webui_st.py"), default_timeout=120)
+    at.session_state["messages"] = [
+        {"role": "user", "mode": "kb", "content": "桥是什么颜色？"},
+        {"role": "assistant", "mode": "kb", "content": answer, "sources": sources, "timings": {"total_ms": 1}},
+    ]
+    at.run()
+    assert not at.exception, at.exception
+    shown = next(m.value for m in at.markdown if "青绿色" in m.value)
+    links = re.findall(r"\[\\\[(\d+)\\\]\]\((source\?[^)\s]+)\)", shown)
+    assert [number for number, _ in links] == [str(n)]  # [99] cites nothing: it stays text
+    assert r"\[99\]" in shown and r"\<script>" in shown and r"\[x\](javascript" in shown
+
+    query = dict(parse_qsl(urlsplit(links[0][1]).query))
+    assert query == {"kb": "界面库", "doc": cited["doc_id"], "chunk": str(cited["chunk_index"])}
+    opened = AppTest.from_file(str(PROJECT_ROOT / "webui_st.py"), default_timeout=120)
+    opened.query_params.update(query)
+    opened.run()
+    opened.switch_page("webui/pages/source.py").run()
+    assert not opened.exception, opened.exception
+    images = opened.get("image")
+    assert len(images) == 1
+    assert images[0].proto.imgs[0].caption.startswith(TEXTS["preview.page"][0].format(page=2, pages=2))
+    assert any(PDF_NAME in s.value for s in opened.subheader)
+
+
+def test_the_chunk_viewer_shows_a_pdf_chunk_on_its_page(served_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at, doc = _kb_page_chunks(served_api, monkeypatch, "界面库", PDF_NAME)
+    assert not at.get("image")
+    on_page_two = next(c for c in _api(served_api, lambda api: api.chunks("界面库", doc["id"])) if c["page"] == 2)
+    at.toggle(key=f"chunk-preview-{doc['id']}-{on_page_two['chunk_index']}").set_value(True).run()
+    assert not at.exception, at.exception
+    images = at.get("image")
+    assert len(images) == 1
+    assert images[0].proto.imgs[0].caption.startswith(TEXTS["preview.page"][0].format(page=2, pages=2))
+
+
+def test_a_spreadsheet_chunk_shows_as_a_table_with_its_rows_highlighted(
+    served_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at, doc = _kb_page_chunks(served_api, monkeypatch, SHEET_KB, "员工.csv")
+    chunks = _api(served_api, lambda api: api.chunks(SHEET_KB, doc["id"]))
+    assert len(chunks) >= 4, chunks
+    tables_before = len(at.dataframe)
+    at.toggle(key=f"chunk-preview-{doc['id']}-1").set_value(True).run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe) == tables_before + 1
+    shown = at.dataframe[-1]
+    table = shown.value
+    assert list(table.columns) == [TEXTS["preview.row"][0], "姓名", "部门", "工号"]
+    names = list(table["姓名"])
+    cited = [line.split(" | ")[0].removeprefix("姓名: ") for line in chunks[1]["text"].splitlines()]
+    context = [
+        n for c in chunks[:4] for n in (line.split(" | ")[0].removeprefix("姓名: ") for line in c["text"].splitlines())
+    ]
+    assert names == context and set(cited) < set(names)
+    for name, number in zip(table["姓名"], table[TEXTS["preview.row"][0]], strict=True):
+        assert number == str(2 + [row[0] for row in STAFF].index(name))  # the row's number in the file
+    styles = shown.proto.styler.styles
+    marked_rows = {int(r) for r in re.findall(r"#T_\w+_row(\d+)_col\d+\s*\{[^}]*background-color", styles)}
+    assert marked_rows == {names.index(n) for n in cited}, styles
