@@ -147,7 +147,7 @@ class LlamaCppWorker(BaseModelWorker):
         with self._model_lock:
             # llama-cpp-python 0.3.36 reuses its KV cache when a prompt repeats the previous one, and then answers
             # wrongly on prompts of a few hundred tokens (the same RAG prompt twice gave "1 [n]" the second time;
-            # tests/test_llm_stack.py keeps the case). Every request is evaluated from scratch instead.
+            # tests/llm/test_llm_stack.py keeps the case). Every request is evaluated from scratch instead.
             self.llm.reset()
             tokens = self.llm.generate(
                 prompt_ids,

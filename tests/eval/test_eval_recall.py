@@ -13,8 +13,8 @@ from collections import defaultdict
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api.test_api_eval import finished
 from tests.conftest import SHARED, create_kb, upload_ready
-from tests.test_api_eval import finished
 
 EVAL = SHARED / "eval"
 QUESTIONS_PER_SOURCE = 60

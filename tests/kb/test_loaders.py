@@ -17,6 +17,7 @@ from app.kb.documents import (
     UnsupportedFileType,
 )
 from app.kb.loaders import SUPPORTED_EXTENSIONS, clean_pdf_text, load_document
+from tests.conftest import SHARED
 from tests.fixtures_docs import (
     BIG5_TEXT,
     DOCX_AFTER_TABLE,
@@ -48,7 +49,7 @@ from tests.fixtures_docs import (
     make_utf8_bom_txt,
 )
 
-SHARED_DOCS = Path(__file__).resolve().parents[2] / "shared" / "docs"
+SHARED_DOCS = SHARED / "docs"
 needs_cjk_fonts = pytest.mark.skipif(
     cjk_fonts() is None, reason=f"fpdf2 needs CJK fonts to write Chinese PDFs: {FONT_HINT}"
 )

@@ -30,7 +30,7 @@ from app.kb.documents import (
 from app.kb.loaders import SUPPORTED_EXTENSIONS, LoadLimits, load_document
 from app.kb.splitter import split_document
 from tests.conftest import create_kb, upload_ready
-from tests.test_hostile_files import MIB, PeakRss, bomb_member, member, refused, write_zip
+from tests.kb.test_hostile_files import MIB, PeakRss, bomb_member, member, refused, write_zip
 
 DEFAULTS = LoadLimits.from_settings()
 OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

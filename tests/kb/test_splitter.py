@@ -12,9 +12,10 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from app.kb.documents import Chunk, LoadedDocument, Section
 from app.kb.loaders import load_document
 from app.kb.splitter import split_document
+from tests.conftest import SHARED
 from tests.fixtures_docs import make_docx, make_large_chinese_text, make_unbroken_chinese_text
 
-SHARED_DOCS = Path(__file__).resolve().parents[2] / "shared" / "docs"
+SHARED_DOCS = SHARED / "docs"
 ENDS_SENTENCE = re.compile(r"[。！？；][”’」』）)]*$")
 ENGLISH = (
     "Local search keeps private files on the machine. Version 3.14 of the tool fixed a bug in the parser! "

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.llm.stack import LLMStack
+from tests.api.test_api_eval import finished
 from tests.conftest import create_kb, free_port, make_settings, upload_ready
-from tests.test_api_eval import finished
 
 KB = "答案库"
 FILES = [

@@ -31,7 +31,7 @@ from tests.conftest import (
     wait_documents,
     wait_until,
 )
-from tests.test_ingestion import _big_chinese_text
+from tests.kb.test_ingestion import _big_chinese_text
 
 DISK_MB = 64
 DISK_FULL_WORDS = ("磁盘已满", "is full")

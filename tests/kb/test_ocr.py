@@ -23,7 +23,7 @@ from app.kb.loaders import SUPPORTED_EXTENSIONS, LoadLimits, load_document
 from tests import fixtures_ocr as fo
 from tests.conftest import create_kb, upload, upload_ready, wait_documents
 from tests.fixtures_docs import FONT_HINT, cjk_fonts
-from tests.test_hostile_files import MEMORY_BOUND, MIB, PeakRss
+from tests.kb.test_hostile_files import MEMORY_BOUND, MIB, PeakRss
 
 pytestmark = [
     pytest.mark.skipif(cjk_fonts() is None, reason=f"the pictures are drawn with CJK fonts: {FONT_HINT}"),
