@@ -289,6 +289,22 @@ def looks_blank(image: Image.Image) -> bool:
 # ------------------------------------------------------------------------------------------------- a document
 
 
+@dataclass(frozen=True)
+class Recognised:
+    """What OCR of one picture came to: its text (None: nothing read), or why it could not run."""
+
+    text: OcrText | None = None
+    unavailable: str | None = None  # OcrUnavailable's message
+    timed_out: bool = False
+
+
+def worker_count(limits: LoadLimits, pages: int) -> int:
+    """How many pages of one document OCR reads at once: `settings.ocr.workers`, 0 meaning this process's cores,
+    never more than the pages."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(limits.ocr_workers or cores, pages))
+
+
 class PictureReader:
     """Reads the pictures of one document (its scanned pages, its frames or the pictures in it) within its
     limits, and keeps the account of what was read in `report`."""
@@ -303,26 +319,35 @@ class PictureReader:
     def read(self, image: Image.Image) -> OcrText | None:
         """The text OCR reads in a decoded grayscale picture, or None when there is none (a blank page, OCR
         switched off or not installed, past the time limit, nothing recognised)."""
+        return self.count(self.recognise(image))
+
+    def recognise(self, image: Image.Image) -> Recognised:
+        """OCR of a decoded grayscale picture, not yet counted in the report: it changes nothing, so several
+        pages of one document may be recognised at once and then counted (`count`) in page order."""
         if not self.limits.ocr or self.unavailable or looks_blank(image):
-            return None
+            return Recognised()
         try:
             tesseract = engine(self.limits.ocr_languages)
             result = tesseract.read(image, self.limits.ocr_page_timeout_s)
         except OcrUnavailable as exc:
-            self.unavailable = str(exc)
-            logger.warning("OCR cannot run: %s", exc)
-            return None
+            return Recognised(unavailable=str(exc))
         except subprocess.TimeoutExpired:
-            self.timeouts += 1
             logger.warning("OCR of a page ran past ocr.page_timeout_s=%s s", self.limits.ocr_page_timeout_s)
-            return None
+            return Recognised(timed_out=True)
         except (OSError, RuntimeError) as exc:
             logger.warning("OCR failed on a page: %s", exc)
-            return None
-        if not result.text.strip():
-            return None
-        self.report.ocr_confidences.append(result.confidence)
-        return result
+            return Recognised()
+        return Recognised(result if result.text.strip() else None)
+
+    def count(self, recognised: Recognised) -> OcrText | None:
+        """Count one picture's OCR in the report; its text, or None."""
+        if recognised.unavailable and not self.unavailable:
+            self.unavailable = recognised.unavailable
+            logger.warning("OCR cannot run: %s", recognised.unavailable)
+        self.timeouts += recognised.timed_out
+        if recognised.text is not None:
+            self.report.ocr_confidences.append(recognised.text.confidence)
+        return recognised.text
 
     @property
     def pictures_seen(self) -> int:
