@@ -7,12 +7,13 @@ as accurate on printed Chinese and English (0.997 of characters against 0.999 at
 page, and it keeps the spaces between English words, which PP-OCRv4 often drops ("componentranks": a fifth of the
 words wrong), breaking keyword search.
 
-Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: on a 2-core machine
-the other core keeps answering; with two OpenMP threads a page took ten times longer on the busy 2-core machine),
-and is killed past `settings.ocr.page_timeout_s`: a page that takes too long costs at most that and counts as
-unreadable. The command line is called directly rather than through pytesseract, which
-can give the child its thread limit only by changing the environment of the whole server (and with it of the LLM
-workers it starts). The engine (binary and language packs) is looked up once per process, on first use.
+Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: with two OpenMP
+threads a page took ten times longer on the busy 2-core machine), and is killed past `settings.ocr.page_timeout_s`:
+a page that takes too long costs at most that and counts as unreadable. The scanned pages of one PDF are read by
+`settings.ocr.workers` such processes at once (0: one per core; pdf_loader's pool), each counted in page order. The
+command line is called directly rather than through pytesseract, which can give the child its thread limit only by
+changing the environment of the whole server (and with it of the LLM workers it starts). The engine (binary and
+language packs) is looked up once per process, on first use.
 
 A picture is decoded only after its size is checked against `settings.ocr.max_image_pixels` (a decompression bomb is
 refused before it allocates), and reduced to at most an A4 page at 300 DPI before OCR.
