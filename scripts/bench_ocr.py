@@ -172,12 +172,14 @@ class LoaderRow:
     seconds: float  # wall, the whole document
     cpu: float
     accuracy: float
+    worst: tuple[str, float]  # the kind of page read least accurately, and its accuracy
     texts: list[str]
 
 
 def loader_by_workers(pages: dict[str, list[fo.Rendered]], dpis: list[int], workers: list[int]) -> list[LoaderRow]:
     """The scanned pages as one image-only PDF, read through load_document at each DPI by each number of workers."""
     scans = [page for kind in pages.values() for page in kind]
+    kinds = [kind for kind, rendered in pages.items() for _ in rendered]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         path = fo.image_only_pdf([page.image for page in scans], Path(folder) / "scans.pdf", dpi=300)
@@ -189,11 +191,13 @@ def loader_by_workers(pages: dict[str, list[fo.Rendered]], dpis: list[int], work
                 seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
                 read = {section.page: section.text for section in doc.sections}
                 texts = [read.get(n, "") for n in range(1, len(scans) + 1)]
-                accuracy = mean([fo.char_accuracy(page.text, text) for page, text in zip(scans, texts, strict=True)])
-                rows.append(LoaderRow(dpi, count, len(scans), seconds, cpu, accuracy, texts))
+                each = [fo.char_accuracy(page.text, text) for page, text in zip(scans, texts, strict=True)]
+                by_kind = {kind: mean([a for a, k in zip(each, kinds, strict=True) if k == kind]) for kind in pages}
+                worst = min(by_kind.items(), key=lambda item: item[1])
+                rows.append(LoaderRow(dpi, count, len(scans), seconds, cpu, mean(each), worst, texts))
                 print(
                     f"load_document {dpi} DPI, {count} worker(s): {seconds / len(scans):.2f} s/page wall "
-                    f"(CPU {cpu / len(scans):.2f} s), accuracy {accuracy:.4f}",
+                    f"(CPU {cpu / len(scans):.2f} s), accuracy {mean(each):.4f}, worst {worst[0]} {worst[1]:.4f}",
                     flush=True,
                 )
     return rows
@@ -213,14 +217,15 @@ def loader_report(args: argparse.Namespace, rows: list[LoaderRow], loads: tuple)
         "variant, as above), read by `load_document` with settings.ocr.dpi and settings.ocr.workers as shown; "
         "wall and CPU seconds (Tesseract's included) of the whole document divided by its pages",
         "",
-        "| DPI | workers | s/page (wall) | CPU s/page | char accuracy | same text as 1 worker |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| DPI | workers | s/page (wall) | CPU s/page | char accuracy | worst kind of page | same text as 1 worker |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         first = next(r for r in rows if r.dpi == row.dpi)
         lines.append(
             f"| {row.dpi} | {row.workers} | {row.seconds / row.pages:.2f} | {row.cpu / row.pages:.2f} "
-            f"| {row.accuracy:.4f} | {'yes' if row.texts == first.texts else 'no'} |"
+            f"| {row.accuracy:.4f} | {row.worst[0]} {row.worst[1]:.4f} "
+            f"| {'yes' if row.texts == first.texts else 'no'} |"
         )
     return "\n".join(lines)
 
