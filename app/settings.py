@@ -211,7 +211,7 @@ class LimitsSettings(Section):
 
 class OcrSettings(Section):
     """OCR reads text from pictures: PDF pages without a usable text layer, image files and pictures inside
-    .docx/.pptx, with Debian's tesseract-ocr (scripts/setup.sh installs it), one page at a time on one thread."""
+    .docx/.pptx, with Debian's tesseract-ocr (scripts/setup.sh installs it), each page on one thread."""
 
     enabled: bool = Field(
         True, description="Off: pictures hold nothing readable, and a file that holds nothing else fails saying so."
@@ -223,6 +223,10 @@ class OcrSettings(Section):
     dpi: int = Field(200, ge=72, le=400, description="Resolution a scanned PDF page is rendered at for OCR.")
     page_timeout_s: float = Field(
         60.0, gt=0, description="OCR of one page or picture is stopped past this; the page counts as unreadable."
+    )
+    workers: int = Field(
+        0, ge=0, description="Scanned pages of one PDF read by OCR at once, one Tesseract process each; "
+        "0: as many as the machine has cores."
     )
     max_image_pixels: int = Field(
         64_000_000, ge=1, description="A picture with more pixels is refused before it is decoded (decompression bomb)."

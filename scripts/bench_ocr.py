@@ -12,7 +12,12 @@ rapidocr is not a dependency of the product: `.venv/bin/pip install rapidocr-onn
 (without it, only Tesseract is measured). The machine's load average is recorded: on a shared machine the wall
 times stretch with it, the CPU times much less.
 
-    .venv/bin/python scripts/bench_ocr.py [--dpi 150 200] [--pages 2] [--mixed-pages 50] [--no-write]
+The product's loader is also timed on an image-only PDF of all those pages, for each --workers (settings.ocr.workers:
+pages read at once) and DPI: wall seconds per page of the whole document, its own section of docs/benchmarks.md.
+--quick measures only that.
+
+    .venv/bin/python scripts/bench_ocr.py [--dpi 150 200] [--pages 2] [--mixed-pages 50] [--workers 1 2] [--quick]
+        [--no-write]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -157,6 +162,72 @@ def measure(readers: dict[str, Reader], pages: dict[str, list[fo.Rendered]], dpi
                         flush=True,
                     )
     return rows, render
+
+
+@dataclass
+class LoaderRow:
+    dpi: int
+    workers: int
+    pages: int
+    seconds: float  # wall, the whole document
+    cpu: float
+    accuracy: float
+    worst: tuple[str, float]  # the kind of page read least accurately, and its accuracy
+    texts: list[str]
+
+
+def loader_by_workers(pages: dict[str, list[fo.Rendered]], dpis: list[int], workers: list[int]) -> list[LoaderRow]:
+    """The scanned pages as one image-only PDF, read through load_document at each DPI by each number of workers."""
+    scans = [page for kind in pages.values() for page in kind]
+    kinds = [kind for kind, rendered in pages.items() for _ in rendered]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = fo.image_only_pdf([page.image for page in scans], Path(folder) / "scans.pdf", dpi=300)
+        for dpi in dpis:
+            for count in workers:
+                limits = replace(LoadLimits.from_settings(), ocr_dpi=dpi, ocr_workers=count)
+                cpu, started = cpu_seconds(), time.perf_counter()
+                doc = load_document(path, limits=limits)
+                seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+                read = {section.page: section.text for section in doc.sections}
+                texts = [read.get(n, "") for n in range(1, len(scans) + 1)]
+                each = [fo.char_accuracy(page.text, text) for page, text in zip(scans, texts, strict=True)]
+                by_kind = {kind: mean([a for a, k in zip(each, kinds, strict=True) if k == kind]) for kind in pages}
+                worst = min(by_kind.items(), key=lambda item: item[1])
+                rows.append(LoaderRow(dpi, count, len(scans), seconds, cpu, mean(each), worst, texts))
+                print(
+                    f"load_document {dpi} DPI, {count} worker(s): {seconds / len(scans):.2f} s/page wall "
+                    f"(CPU {cpu / len(scans):.2f} s), accuracy {mean(each):.4f}, worst {worst[0]} {worst[1]:.4f}",
+                    flush=True,
+                )
+    return rows
+
+
+def loader_report(args: argparse.Namespace, rows: list[LoaderRow], loads: tuple) -> str:
+    lines = [
+        "### OCR workers (`scripts/bench_ocr.py`, the product's loader)",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {machine()}; {tesseract_version()} (Debian), one thread per Tesseract process",
+        f"- Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f} on {os.cpu_count()} cores "
+        "(other work shared the machine: wall times stretch with it, and a second worker gains only what a core "
+        "left idle allows)",
+        f"- Command: `.venv/bin/python scripts/bench_ocr.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- Document: an image-only PDF of {rows[0].pages if rows else 0} A4 pages ({args.pages} per language and "
+        "variant, as above), read by `load_document` with settings.ocr.dpi and settings.ocr.workers as shown; "
+        "wall and CPU seconds (Tesseract's included) of the whole document divided by its pages",
+        "",
+        "| DPI | workers | s/page (wall) | CPU s/page | char accuracy | worst kind of page | same text as 1 worker |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        first = next(r for r in rows if r.dpi == row.dpi)
+        lines.append(
+            f"| {row.dpi} | {row.workers} | {row.seconds / row.pages:.2f} | {row.cpu / row.pages:.2f} "
+            f"| {row.accuracy:.4f} | {row.worst[0]} {row.worst[1]:.4f} "
+            f"| {'yes' if row.texts == first.texts else 'no'} |"
+        )
+    return "\n".join(lines)
 
 
 def mixed_throughput(total: int, scan_every: int) -> dict[str, float]:
@@ -293,8 +364,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for rapidocr")
     parser.add_argument("--mixed-pages", type=int, default=50)
     parser.add_argument("--scan-every", type=int, default=5)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="settings.ocr.workers to time")
+    parser.add_argument("--quick", action="store_true", help="only the loader's time per page by workers and DPI")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
+    start_load = os.getloadavg()[0]
+    pages = scanned_pages(args.pages)
+    loader = loader_report(args, loader_by_workers(pages, args.dpi, args.workers), (start_load, os.getloadavg()[0]))
+    print(loader)
+    if not args.no_write:
+        write_section("bench_ocr_workers", loader)
+    if args.quick:
+        return
     start_load = os.getloadavg()[0]
     readers: dict[str, Reader] = {"tesseract": tesseract_reader(LoadLimits.from_settings().ocr_languages)}
     rapid = rapidocr_reader(args.threads)
@@ -302,7 +383,7 @@ def main() -> None:
         print("rapidocr-onnxruntime is not installed: measuring Tesseract only", flush=True)
     else:
         readers["rapidocr"] = rapid
-    rows, render = measure(readers, scanned_pages(args.pages), args.dpi)
+    rows, render = measure(readers, pages, args.dpi)
     mixed = mixed_throughput(args.mixed_pages, args.scan_every)
     section = report(args, rows, render, mixed, (start_load, os.getloadavg()[0]))
     print(section)

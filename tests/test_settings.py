@@ -52,7 +52,7 @@ def test_every_setting_lives_in_a_section_and_is_described() -> None:
 
 
 # Settings added after the grouping: they never had a flat name to keep.
-BORN_IN_SECTIONS = {"ocr.progress_interval_s", "preview.cache_mb", "preview.max_pixels"}
+BORN_IN_SECTIONS = {"ocr.progress_interval_s", "ocr.workers", "preview.cache_mb", "preview.max_pixels"}
 
 
 def test_every_old_flat_name_maps_to_a_real_setting() -> None:

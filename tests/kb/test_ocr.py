@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from rapidfuzz import fuzz
 
 from app.kb.documents import CorruptDocument, DocumentTooLarge, LoadedDocument, NothingReadable
 from app.kb.loaders import SUPPORTED_EXTENSIONS, LoadLimits, load_document
+from app.kb.loaders.ocr import PictureReader, Recognised
 from tests import fixtures_ocr as fo
 from tests.conftest import create_kb, upload, upload_ready, wait_documents
 from tests.fixtures_docs import FONT_HINT, cjk_fonts
@@ -103,6 +105,58 @@ def test_an_image_only_pdf_is_read_page_by_page(tmp_path: Path) -> None:
     assert fo.char_accuracy(en.text, doc.sections[1].text) >= PAGE_FLOOR
     assert (doc.report.text_pages, doc.report.ocr_pages, doc.report.empty_pages) == (0, 2, [])
     assert len(doc.report.ocr_confidences) == 2 and done == [(1, 2), (2, 2)]
+
+
+def _paragraph_scans(folder: Path, pages: int, blank: int | None = None) -> Path:
+    """An image-only PDF of `pages` pages, a different paragraph on each, page `blank` (1-based) left blank."""
+    images = [fo.render_text([(fo.ZH_PARAGRAPHS + fo.EN_PARAGRAPHS)[n % 8]]).image for n in range(pages)]
+    if blank is not None:
+        images[blank - 1] = Image.new("L", images[0].size, 255)
+    return fo.image_only_pdf(images, folder / f"{pages}-scans.pdf")
+
+
+def test_pages_read_on_two_workers_are_those_read_on_one_in_page_order(tmp_path: Path) -> None:
+    path = _paragraph_scans(tmp_path, 6, blank=4)
+    (one, one_done), (two, two_done) = _read_with(path, 1), _read_with(path, 2)
+    assert [(s.page, s.text, s.ocr) for s in two.sections] == [(s.page, s.text, s.ocr) for s in one.sections]
+    assert [s.page for s in two.sections] == [1, 2, 3, 5, 6]
+    assert two.report == one.report and two.report.empty_pages == [4]
+    assert two_done == one_done == [(n, 6) for n in range(1, 7)]
+
+
+def _read_with(path: Path, workers: int) -> tuple[LoadedDocument, list[tuple[int, int]]]:
+    """The document read by `workers` OCR workers, and each (pages done, pages) reported while it was read."""
+    done: list[tuple[int, int]] = []
+    doc = load_document(path, limits=replace(DEFAULTS, ocr_workers=workers), on_page=lambda *step: done.append(step))
+    return doc, done
+
+
+def test_stopping_after_the_second_page_leaves_the_queued_pages_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller stops the reading (a document deleted) as the second page is done: the pages not begun are
+    never read, and no OCR thread outlives the load."""
+    pages, recognised = 12, []
+    real = PictureReader.recognise
+
+    def counted(reader: PictureReader, image: Image.Image) -> Recognised:
+        recognised.append(image.size)
+        return real(reader, image)
+
+    def stop_after_two(done: int, _total: int) -> None:
+        if done == 2:
+            raise _Stopped
+
+    path = _paragraph_scans(tmp_path, pages)
+    monkeypatch.setattr(PictureReader, "recognise", counted)
+    with pytest.raises(_Stopped):
+        load_document(path, limits=replace(DEFAULTS, ocr_workers=2), on_page=stop_after_two)
+    assert 2 <= len(recognised) <= 2 + 2 * 2 < pages  # the two pages given, and at most the four read ahead
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("ocr-page")]
+
+
+class _Stopped(Exception):
+    pass
 
 
 def test_a_mixed_pdf_reads_its_text_page_from_the_text_layer_and_its_scan_by_ocr(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ class LoadLimits:
     ocr_languages: str
     ocr_dpi: int
     ocr_page_timeout_s: float
+    ocr_workers: int
     ocr_max_image_pixels: int
     ocr_max_pictures: int
 

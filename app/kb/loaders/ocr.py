@@ -7,12 +7,13 @@ as accurate on printed Chinese and English (0.997 of characters against 0.999 at
 page, and it keeps the spaces between English words, which PP-OCRv4 often drops ("componentranks": a fifth of the
 words wrong), breaking keyword search.
 
-Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: on a 2-core machine
-the other core keeps answering; with two OpenMP threads a page took ten times longer on the busy 2-core machine),
-and is killed past `settings.ocr.page_timeout_s`: a page that takes too long costs at most that and counts as
-unreadable. The command line is called directly rather than through pytesseract, which
-can give the child its thread limit only by changing the environment of the whole server (and with it of the LLM
-workers it starts). The engine (binary and language packs) is looked up once per process, on first use.
+Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: with two OpenMP
+threads a page took ten times longer on the busy 2-core machine), and is killed past `settings.ocr.page_timeout_s`:
+a page that takes too long costs at most that and counts as unreadable. The scanned pages of one PDF are read by
+`settings.ocr.workers` such processes at once (0: one per core; pdf_loader's pool), each counted in page order. The
+command line is called directly rather than through pytesseract, which can give the child its thread limit only by
+changing the environment of the whole server (and with it of the LLM workers it starts). The engine (binary and
+language packs) is looked up once per process, on first use.
 
 A picture is decoded only after its size is checked against `settings.ocr.max_image_pixels` (a decompression bomb is
 refused before it allocates), and reduced to at most an A4 page at 300 DPI before OCR.
@@ -289,6 +290,22 @@ def looks_blank(image: Image.Image) -> bool:
 # ------------------------------------------------------------------------------------------------- a document
 
 
+@dataclass(frozen=True)
+class Recognised:
+    """What OCR of one picture came to: its text (None: nothing read), or why it could not run."""
+
+    text: OcrText | None = None
+    unavailable: str | None = None  # OcrUnavailable's message
+    timed_out: bool = False
+
+
+def worker_count(limits: LoadLimits, pages: int) -> int:
+    """How many pages of one document OCR reads at once: `settings.ocr.workers`, 0 meaning this process's cores,
+    never more than the pages."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(limits.ocr_workers or cores, pages))
+
+
 class PictureReader:
     """Reads the pictures of one document (its scanned pages, its frames or the pictures in it) within its
     limits, and keeps the account of what was read in `report`."""
@@ -303,26 +320,35 @@ class PictureReader:
     def read(self, image: Image.Image) -> OcrText | None:
         """The text OCR reads in a decoded grayscale picture, or None when there is none (a blank page, OCR
         switched off or not installed, past the time limit, nothing recognised)."""
+        return self.count(self.recognise(image))
+
+    def recognise(self, image: Image.Image) -> Recognised:
+        """OCR of a decoded grayscale picture, not yet counted in the report: it changes nothing, so several
+        pages of one document may be recognised at once and then counted (`count`) in page order."""
         if not self.limits.ocr or self.unavailable or looks_blank(image):
-            return None
+            return Recognised()
         try:
             tesseract = engine(self.limits.ocr_languages)
             result = tesseract.read(image, self.limits.ocr_page_timeout_s)
         except OcrUnavailable as exc:
-            self.unavailable = str(exc)
-            logger.warning("OCR cannot run: %s", exc)
-            return None
+            return Recognised(unavailable=str(exc))
         except subprocess.TimeoutExpired:
-            self.timeouts += 1
             logger.warning("OCR of a page ran past ocr.page_timeout_s=%s s", self.limits.ocr_page_timeout_s)
-            return None
+            return Recognised(timed_out=True)
         except (OSError, RuntimeError) as exc:
             logger.warning("OCR failed on a page: %s", exc)
-            return None
-        if not result.text.strip():
-            return None
-        self.report.ocr_confidences.append(result.confidence)
-        return result
+            return Recognised()
+        return Recognised(result if result.text.strip() else None)
+
+    def count(self, recognised: Recognised) -> OcrText | None:
+        """Count one picture's OCR in the report; its text, or None."""
+        if recognised.unavailable and not self.unavailable:
+            self.unavailable = recognised.unavailable
+            logger.warning("OCR cannot run: %s", recognised.unavailable)
+        self.timeouts += recognised.timed_out
+        if recognised.text is not None:
+            self.report.ocr_confidences.append(recognised.text.confidence)
+        return recognised.text
 
     @property
     def pictures_seen(self) -> int:

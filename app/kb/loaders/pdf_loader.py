@@ -3,11 +3,15 @@ A page without a usable text layer (a scan) is rendered with pypdfium2 and read 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
 import unicodedata
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from app.kb.documents import (
 )
 from app.kb.loaders._common import _reason
 from app.kb.loaders._limits import LoadLimits, check_text_chars, too_large
-from app.kb.loaders.ocr import MAX_OCR_PIXELS, OcrText, OnPage, PictureReader
+from app.kb.loaders.ocr import MAX_OCR_PIXELS, OcrText, OnPage, PictureReader, Recognised, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +85,22 @@ def _load_pdf(path: Path, limits: LoadLimits, on_page: OnPage | None = None) -> 
     if len(failed) == len(pages):
         raise CorruptDocument("The PDF is damaged: no page's text could be read.")
     reader_ocr = PictureReader(limits, report)
-    for number, result in _read_scans(path, list(scanned), limits, reader_ocr):
-        text, ocr = (result.text, True) if result is not None else (scanned[number], False)
-        if text.strip():
-            chars += len(text)
-            check_text_chars(chars, limits, ("PDF 扫描页识别出", "the scanned pages of the PDF"))
-            sections.append(Section(text=text, page=number, heading=headings.get(number), ocr=ocr))
-            if ocr:
-                report.ocr_pages += 1
+    with closing(_read_scans(path, list(scanned), limits, reader_ocr)) as scans:
+        for number, result in scans:
+            text, ocr = (result.text, True) if result is not None else (scanned[number], False)
+            if text.strip():
+                chars += len(text)
+                check_text_chars(chars, limits, ("PDF 扫描页识别出", "the scanned pages of the PDF"))
+                sections.append(Section(text=text, page=number, heading=headings.get(number), ocr=ocr))
+                if ocr:
+                    report.ocr_pages += 1
+                else:
+                    report.text_pages += 1
             else:
-                report.text_pages += 1
-        else:
-            report.empty_pages.append(number)
-        done += 1
-        if on_page is not None:
-            on_page(done, len(pages))
+                report.empty_pages.append(number)
+            done += 1
+            if on_page is not None:
+                on_page(done, len(pages))
     sections.sort(key=lambda section: section.page or 0)
     report.empty_pages = sorted(report.empty_pages + failed)
     if not any(s.text.strip() for s in sections):
@@ -127,8 +132,14 @@ def _needs_ocr(page: PageObject, text: str) -> bool:
 def _read_scans(
     path: Path, numbers: list[int], limits: LoadLimits, reader: PictureReader
 ) -> Iterator[tuple[int, OcrText | None]]:
-    """OCR of each page in `numbers` (1-based), rendered with PDFium at ocr.dpi, or fewer dots for a page
-    larger than MAX_OCR_PIXELS at that resolution (a poster, or a hostile 200-inch page)."""
+    """OCR of each page in `numbers` (1-based), in that order, rendered with PDFium at ocr.dpi, or fewer dots for a
+    page larger than MAX_OCR_PIXELS at that resolution (a poster, or a hostile 200-inch page).
+
+    `worker_count` pages are rendered and recognised at once on threads (Tesseract runs as a child process, PDFium
+    under its lock), at most twice that many ahead of the page the caller is given; each page is counted in the
+    report in page order. Closing the generator (the caller stopped: a document deleted) cancels the pages not
+    begun and waits for those being read.
+    """
     if not numbers:
         return
     if not limits.ocr:
@@ -141,11 +152,26 @@ def _read_scans(
         logger.warning("PDFium cannot open the PDF to render its scanned pages: %s", exc)
         yield from ((number, None) for number in numbers)
         return
+
+    def recognise(number: int) -> Recognised:
+        image = _render(document, number, limits.ocr_dpi)
+        return reader.recognise(image) if image is not None else Recognised()
+
+    workers = worker_count(limits, len(numbers))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocr-page")
     try:
-        for number in numbers:
-            image = _render(document, number, limits.ocr_dpi)
-            yield number, reader.read(image) if image is not None else None
+        ahead: deque[tuple[int, Future[Recognised]]] = deque()
+        waiting = iter(numbers)
+        for number in itertools.islice(waiting, 2 * workers):
+            ahead.append((number, pool.submit(recognise, number)))
+        while ahead:
+            number, page = ahead.popleft()
+            recognised = page.result()
+            for following in itertools.islice(waiting, 1):
+                ahead.append((following, pool.submit(recognise, following)))
+            yield number, reader.count(recognised)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         with _PDFIUM_LOCK:
             document.close()
 
