@@ -45,6 +45,8 @@ class WorkerSettings(BaseModel):
     context_length: int = Field(4096, ge=256)
     threads: int = Field(0, ge=0)  # llamacpp: 0 = all cores
     concurrency: int = Field(1, ge=1)  # requests a worker runs at once; the rest queue
+    # llamacpp only: prompt-lookup speculative decoding, tokens drafted per step from the prompt; 0: off.
+    speculative_tokens: int = Field(0, ge=0, le=64)
     device: str = "cpu"  # hf only: cpu, cuda, mps
     extra_args: list[str] = []  # passed as-is to FastChat's model_worker / vllm_worker
 
@@ -147,6 +149,9 @@ class Settings(BaseSettings):
     chat_max_kbs: int = Field(5, ge=1)
     chat_rewrite_followups: bool = True
     chat_no_hit_policy: Literal["refuse", "llm"] = "refuse"
+    chat_kb_template: str = "kb_default"
+    chat_kb_max_tokens: int = Field(1024, ge=1)
+    chat_context_order: Literal["best_first", "best_last"] = "best_first"
 
     fastchat_host: str = "127.0.0.1"
     fastchat_controller_port: int = Field(20001, ge=1, le=65535)

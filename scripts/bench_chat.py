@@ -85,10 +85,14 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
         services.close()
 
 
-def start_api(settings: Settings, llm_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(
+    settings: Settings, llm_url: str, overrides: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`kbqa serve` on a free port over the settings' data folder; `overrides` are more KBQA_* variables."""
     port = free_port()
     env = {**os.environ, "KBQA_DATA_DIR": str(settings.data_dir), "KBQA_EMBEDDING_MODEL": settings.embedding_model,
-           "KBQA_LLM_BASE_URL": llm_url, "KBQA_LLM_TEMPERATURE": "0", "KBQA_LLM_MAX_TOKENS": "64"}
+           "KBQA_LLM_BASE_URL": llm_url, "KBQA_LLM_TEMPERATURE": "0", "KBQA_LLM_MAX_TOKENS": "64",
+           **(overrides or {})}
     log = (settings.data_dir / "api.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
@@ -149,7 +153,8 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
         # The same final prompts straight to FastChat, in the same order (so llama.cpp's one-prompt cache
         # helps neither side).
         direct = [direct_ttft(http, llm_url, settings.llm_model,
-                              prompts.kb_prompt(q, [Source(**s) for s in run["sources"]]))
+                              prompts.kb_prompt(q, [Source(**s) for s in run["sources"]],
+                                                settings.chat_kb_template, settings.chat_context_order))
                   for q, run in zip(questions, kb_runs, strict=True)]
     ours = [run["end"]["timings_ms"]["llm_request_ms"] for run in kb_runs]
     retrieval = [run["end"]["timings_ms"]["retrieval_ms"] for run in kb_runs]
