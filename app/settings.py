@@ -149,6 +149,7 @@ class Settings(BaseSettings):
     chat_max_kbs: int = Field(5, ge=1)
     chat_rewrite_followups: bool = True
     chat_no_hit_policy: Literal["refuse", "llm"] = "refuse"
+    chat_kb_top_k: int = Field(5, ge=1)
     chat_kb_template: str = "kb_default"
     chat_kb_max_tokens: int = Field(1024, ge=1)
     chat_context_order: Literal["best_first", "best_last"] = "best_first"

@@ -257,7 +257,8 @@ def run(args: argparse.Namespace, levers: dict[str, Lever]) -> tuple[dict[str, l
     settings = bench_settings("kbqa-bench-answers-")
     workers = {worker_key(lv): lv.worker for lv in levers.values()}
     settings = settings.model_copy(update={"llm_workers": [
-        WorkerSettings(port=free_port(), model_path=settings.llm_workers[0].model_path, model_name=name, **options)
+        WorkerSettings(port=free_port(), model_path=settings.llm_workers[0].model_path, model_name=name,
+                       threads=args.threads, **options)
         for name, options in workers.items()
     ]})
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
@@ -280,6 +281,8 @@ def run(args: argparse.Namespace, levers: dict[str, Lever]) -> tuple[dict[str, l
                     for name in names:
                         row = ask(client, question, levers[name], args.temperature, phrases)
                         results[name].append(row)
+                        if args.json:  # kept as it grows: a long run stopped early still has its answers
+                            save(args, results, setup)
                         print(f"[{name}] {i}/{len(questions)} {row['ttft_s'] or 0:.1f}s/{row['total_s']:.1f}s "
                               f"{'ok ' if row['contains_expected'] else 'MISS'} {row['answer'][:80]!r}")
     finally:
@@ -301,6 +304,13 @@ def prepare(client: KbqaClient, args: argparse.Namespace, setup: dict[str, Any])
               f"with the gold passage in the top {GOLD_TOP_K}")
         questions += chosen
     return questions
+
+
+def save(args: argparse.Namespace, results: dict[str, list[dict]], setup: dict[str, Any]) -> None:
+    summaries = {lang: {name: summarise([r for r in rows if r["lang"] == lang]) for name, rows in results.items()}
+                 for lang in args.lang}
+    args.json.write_text(json.dumps({"setup": setup, "summaries": summaries, "answers": results},
+                                    ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 # -- the report ------------------------------------------------------------------------------------------------
@@ -337,7 +347,8 @@ def render(args: argparse.Namespace, argv: list[str], levers: dict[str, Lever], 
         f"- Command: `.venv/bin/python scripts/bench_answers.py {' '.join(argv)}`",
         f"- Corpus: {args.corpus} ({', '.join(f'{k}: {v:,} passages' for k, v in setup['passages'].items())}); "
         f"questions with the gold passage in the top {GOLD_TOP_K}: "
-        f"{', '.join(f'{k}: {v}' for k, v in setup['questions'].items())}; temperature {args.temperature}.",
+        f"{', '.join(f'{k}: {v}' for k, v in setup['questions'].items())}; temperature {args.temperature}; "
+        f"llama.cpp threads {args.threads or 'all cores'}.",
         "",
     ]
     for lang in args.lang:
@@ -357,6 +368,7 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=300, help="quick corpus: random passages besides")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads per worker; 0: all cores")
     parser.add_argument("--json", type=Path, help="write every answer and the summaries here")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     argv = sys.argv[1:]
@@ -368,10 +380,7 @@ def main() -> None:
     section = render(args, argv, levers, results, setup)
     print(section)
     if args.json:
-        summaries = {lang: {name: summarise([r for r in rows if r["lang"] == lang]) for name, rows in results.items()}
-                     for lang in args.lang}
-        args.json.write_text(json.dumps({"setup": setup, "summaries": summaries, "answers": results},
-                                        ensure_ascii=False, indent=1), encoding="utf-8")
+        save(args, results, setup)
     if args.write:
         write_section("bench_answers", section)
 

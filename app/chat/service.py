@@ -161,7 +161,8 @@ class ChatService:
         turn = await self._begin(request, with_kbs=True)
         answer, question = turn.answer, turn.answer.question
         # Checked before the rewrite, so a bad option costs no LLM call before it is refused.
-        options = self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
+        top_k = self.settings.chat_kb_top_k if request.top_k is None else request.top_k
+        options = self.search.options(top_k, request.score_threshold, request.retrieval_mode)
         rewrite = self.settings.chat_rewrite_followups if request.rewrite is None else request.rewrite
         retrieval_question = question
         if turn.history and rewrite:
