@@ -286,6 +286,21 @@ class ChatSettings(Section):
         "refuse", description="When no chunk passes the threshold: refuse, or llm (answer from the model, marked)."
     )
     max_question_chars: int = Field(1000, ge=1, description="Longest question (also in a question set).")
+    kb_top_k: int = Field(
+        5, ge=1, description="Chunks a 知识库问答 prompt gets (知识库测试 and search take retrieval.default_top_k)."
+    )
+    kb_template: str = Field(
+        "kb_default", description="The kb template of configs/prompts.yaml a 知识库问答 request that names none gets "
+        "(measured in docs/benchmarks.md, scripts/bench_answers.py)."
+    )
+    kb_max_tokens: int = Field(
+        1024, ge=1, description="Most tokens of a 知识库问答 answer (never more than llm.max_tokens, which bounds the "
+        "other modes; a request's max_tokens wins)."
+    )
+    context_order: Literal["best_first", "best_last"] = Field(
+        "best_first", description="Order of the numbered chunks in the prompt: best_first, or best_last (the best "
+        "chunk nearest the question; the numbers stay the ranks)."
+    )
 
     @field_validator("prompts_file")
     @classmethod
@@ -327,6 +342,8 @@ class WorkerSettings(BaseModel):
     context_length: int = Field(4096, ge=256)
     threads: int = Field(0, ge=0)  # llamacpp: 0 = all cores
     concurrency: int = Field(1, ge=1)  # requests a worker runs at once; the rest queue
+    # llamacpp only: prompt-lookup speculative decoding, tokens drafted per step from the prompt; 0: off.
+    speculative_tokens: int = Field(0, ge=0, le=64)
     device: str = "cpu"  # hf only: cpu, cuda, mps
     extra_args: list[str] = []  # passed as-is to FastChat's model_worker / vllm_worker
 

@@ -85,9 +85,12 @@ def build_knowledge_base(settings: Settings, passages: list[dict], total_chunks:
         services.close()
 
 
-def start_api(settings: Settings, llm_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(
+    settings: Settings, llm_url: str, overrides: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`kbqa serve` on a free port over the settings' data folder; `overrides` are more KBQA_* variables."""
     env = {"KBQA_EMBEDDING__MODEL": settings.embedding.model, "KBQA_LLM__BASE_URL": llm_url,
-           "KBQA_LLM__TEMPERATURE": "0", "KBQA_LLM__MAX_TOKENS": "64"}
+           "KBQA_LLM__TEMPERATURE": "0", "KBQA_LLM__MAX_TOKENS": "64", **(overrides or {})}
     return serve_api(settings.storage.data_dir, env)
 
 
@@ -135,7 +138,8 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
         # The same final prompts straight to FastChat, in the same order (so llama.cpp's one-prompt cache
         # helps neither side).
         direct = [direct_ttft(http, llm_url, settings.llm.model,
-                              prompts.kb_prompt(q, [Source(**s) for s in run["sources"]]))
+                              prompts.kb_prompt(q, [Source(**s) for s in run["sources"]],
+                                                settings.chat.kb_template, settings.chat.context_order))
                   for q, run in zip(questions, kb_runs, strict=True)]
     ours = [run["end"]["timings_ms"]["llm_request_ms"] for run in kb_runs]
     retrieval = [run["end"]["timings_ms"]["retrieval_ms"] for run in kb_runs]

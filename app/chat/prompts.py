@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from app.chat.models import Source
 from app.errors import InvalidInput
 
-DEFAULT_KB_TEMPLATE = "kb_default"
+ContextOrder = Literal["best_first", "best_last"]
 
 
 @dataclass(frozen=True)
@@ -21,21 +22,26 @@ class PromptBook:
     no_hit_refusal: str
     no_hit_notice: str
 
-    def kb_prompt(self, question: str, sources: list[Source], template: str | None = None) -> str:
-        name = template or DEFAULT_KB_TEMPLATE
-        if name not in self.kb_templates:
-            raise InvalidInput(f"unknown prompt template {name!r}; known: {', '.join(sorted(self.kb_templates))}")
-        return self.kb_templates[name].replace("{context}", format_context(sources)).replace("{question}", question)
+    def kb_prompt(
+        self, question: str, sources: list[Source], template: str, order: ContextOrder = "best_first"
+    ) -> str:
+        if template not in self.kb_templates:
+            raise InvalidInput(
+                f"unknown prompt template {template!r}; known: {', '.join(sorted(self.kb_templates))}"
+            )
+        context = format_context(sources, order)
+        return self.kb_templates[template].replace("{context}", context).replace("{question}", question)
 
     def rewrite_prompt(self, history: list[tuple[str, str]], question: str) -> str:
         turns = "\n".join(f"{'用户' if role == 'user' else '助手'}：{text}" for role, text in history)
         return self.rewrite.replace("{history}", turns).replace("{question}", question)
 
 
-def format_context(sources: list[Source]) -> str:
-    """Numbered blocks, each with where it comes from, so the answer can cite [n]."""
+def format_context(sources: list[Source], order: ContextOrder = "best_first") -> str:
+    """Numbered blocks, each with where it comes from, so the answer can cite [n]. `sources` come best first;
+    best_last puts the best block nearest the question that follows the context, keeping each block's number."""
     blocks = []
-    for source in sources:
+    for source in sources if order == "best_first" else reversed(sources):
         where = source.file_name + (f" 第{source.page}页" if source.page else "")
         blocks.append(f"[{source.number}] ({where}) {source.text}")
     return "\n\n".join(blocks)

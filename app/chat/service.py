@@ -174,14 +174,16 @@ class ChatService:
         if answer.sources:
             answer.answered_from_kb = True
             # The standalone (rewritten) question: the follow-up alone may point the model at the wrong source.
-            prompt = self.prompts.kb_prompt(retrieval_question, answer.sources, request.template)
+            template = request.template or self.settings.chat.kb_template
+            prompt = self.prompts.kb_prompt(
+                retrieval_question, answer.sources, template, self.settings.chat.context_order
+            )
             messages.append({"role": "user", "content": prompt})
         elif (request.no_hit_policy or self.settings.chat.no_hit_policy) == "refuse":
             turn.session.fixed_text = self.prompts.no_hit_refusal
             return turn.session
-        else:
-            turn.session.prefix = self.prompts.no_hit_notice
-            messages.append({"role": "user", "content": question})
+        turn.session.prefix = self.prompts.no_hit_notice
+        messages.append({"role": "user", "content": question})
         return await self._open_llm(turn, messages, request)
 
     async def test_kbs(self, request: ChatRequest) -> ChatSession:
@@ -202,10 +204,13 @@ class ChatService:
         session = ChatSession(answer, started, self.conversations)
         return _Turn(session, kb_names, history[-2 * turns :] if turns else [])
 
-    async def _open_llm(self, turn: _Turn, messages: list[Message], request: ChatRequest) -> ChatSession:
+    async def _open_llm(
+        self, turn: _Turn, messages: list[Message], request: ChatRequest, max_tokens: int | None = None
+    ) -> ChatSession:
+        """`max_tokens` is the mode's own default (None: llm_max_tokens); the request's value wins."""
         turn.answer.timings_ms.llm_request_ms = _ms_since(turn.session.started)
         turn.session.deltas = await self.llm.aopen_stream(
-            messages, temperature=request.temperature, max_tokens=request.max_tokens
+            messages, temperature=request.temperature, max_tokens=request.max_tokens or max_tokens
         )
         return turn.session
 

@@ -26,7 +26,7 @@ import os
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +35,41 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastchat.constants import ErrorCode
 from fastchat.serve.base_model_worker import BaseModelWorker
+from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
 _DONE = object()
+
+
+class _Llama(llama_cpp.Llama):
+    """`llama_cpp.Llama` whose prompt evaluation asks llama.cpp for the last position's logits only, also when a
+    draft model (speculative decoding) is set.
+
+    With a draft model, llama-cpp-python 0.3.36 wants the logits of every position of every batch and copies them
+    into `scores`, which holds n_batch rows unless `logits_all=True` allocates n_ctx x 152k floats (2.5 GB):
+    a prompt over n_batch tokens then fails, and computing and copying the logits of every prompt token slows
+    the first token. The sampler reads logits inside llama.cpp by batch index, so `scores` is not needed: only
+    the short batches that verify drafted tokens get logits at every position.
+    """
+
+    def __init__(self, *args: Any, verify_batch: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verify_batch = verify_batch  # a sampled token and its drafts: at most this many tokens
+        self.evals = 0  # llama.cpp decode calls: one per token without drafts, fewer when drafts are accepted
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        self.evals += 1
+        if self.draft_model is None:
+            super().eval(tokens)
+            return
+        every_position = len(tokens) <= self.verify_batch
+        self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+        for start in range(0, len(tokens), self.n_batch):
+            batch = tokens[start : start + self.n_batch]
+            self._batch.set_batch(batch=batch, n_past=self.n_tokens, logits_all=every_position)
+            self._ctx.decode(self._batch)
+            self.input_ids[self.n_tokens : self.n_tokens + len(batch)] = batch
+            self.n_tokens += len(batch)
+        self._requires_eval = False
 
 
 @dataclass
@@ -81,6 +114,7 @@ class LlamaCppWorker(BaseModelWorker):
         context_length: int,
         threads: int,
         concurrency: int,
+        speculative_tokens: int = 0,
     ) -> None:
         super().__init__(
             controller_addr,
@@ -91,8 +125,14 @@ class LlamaCppWorker(BaseModelWorker):
             concurrency,
             conv_template=conv_template or None,
         )
-        self.llm = llama_cpp.Llama(
+        # Prompt-lookup decoding drafts the next tokens by finding the last two tokens earlier in the prompt or
+        # answer (answers from retrieved text repeat it) and verifies them in one batch: at temperature 0 the
+        # output is the greedy one, only sooner when drafts are accepted.
+        draft = LlamaPromptLookupDecoding(num_pred_tokens=speculative_tokens) if speculative_tokens else None
+        self.llm = _Llama(
             model_path=model_path,
+            draft_model=draft,
+            verify_batch=speculative_tokens + 1,
             n_ctx=context_length,
             # llama-cpp-python's own default is half the cores, which decodes ~30% slower here.
             n_threads=threads or os.cpu_count(),
@@ -118,7 +158,12 @@ class LlamaCppWorker(BaseModelWorker):
         return {"count": len(self.tokenize(params["prompt"])), "error_code": 0}
 
     def get_status(self) -> dict[str, Any]:
-        return {**super().get_status(), "call_ct": self.call_ct, "tokens_generated": self.tokens_generated}
+        return {
+            **super().get_status(),
+            "call_ct": self.call_ct,
+            "tokens_generated": self.tokens_generated,
+            "evals": self.llm.evals,
+        }
 
     def get_embeddings(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -310,6 +355,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context-length", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--limit-worker-concurrency", type=int, default=1)
+    parser.add_argument("--speculative-tokens", type=int, default=0, help="prompt-lookup drafts per step; 0: off")
     return parser.parse_args(argv)
 
 
@@ -326,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         context_length=args.context_length,
         threads=args.threads,
         concurrency=args.limit_worker_concurrency,
+        speculative_tokens=args.speculative_tokens,
     )
     worker.init_heart_beat()
     uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level="warning")

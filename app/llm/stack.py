@@ -164,6 +164,8 @@ class LLMStack:
                 str(worker.context_length),
                 "--threads",
                 str(worker.threads),
+                "--speculative-tokens",
+                str(worker.speculative_tokens),
             ]
         if worker.kind == "hf":
             return ["model_worker", *common, "--device", worker.device, *worker.extra_args]

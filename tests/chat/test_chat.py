@@ -13,7 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
+from app.chat.models import Source
+from app.chat.prompts import load_prompts
 from app.llm.stack import LLMStack
+from app.settings import Settings
 from kbqa_client import sse_events
 from tests.conftest import create_kb, free_port, make_settings, upload_ready
 
@@ -224,3 +227,26 @@ def test_openai_client_chats_with_a_knowledge_base(client: TestClient) -> None:
         oa.chat.completions.create(model="kb:没有这个库", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="must not be empty"):
         oa.chat.completions.create(model=f"kb:{KB}", messages=[{"role": "user", "content": " "}])
+
+
+def _source(number: int, text: str) -> Source:
+    return Source(doc_id=f"d{number}", chunk_index=0, text=text, file_name=f"{number}.md", page=None, number=number,
+                  kb_name=KB, score=1 - number / 10)
+
+
+def test_best_last_context_keeps_every_chunk_and_its_number_with_the_best_nearest_the_question() -> None:
+    sources = [_source(n, text) for n, (_name, text) in enumerate(PROJECT_FILES, start=1)]
+    prompts = load_prompts(Settings().chat.prompts_file)
+    prompt = prompts.kb_prompt("星河计划由谁负责？", sources, "kb_default", "best_last")
+    blocks = [prompt.index(f"[{s.number}] ({s.file_name}) {s.text}") for s in sources]
+    assert blocks == sorted(blocks, reverse=True), "the best chunk [1] comes last"
+    assert prompt.index("问题是") > blocks[0]
+    assert prompt == prompts.kb_prompt("星河计划由谁负责？", sources[::-1], "kb_default", "best_first")
+
+
+@pytest.mark.parametrize("template", ["kb_short", "kb_quote"])
+def test_short_templates_over_fewer_chunks_still_answer_from_the_chunk(client: TestClient, template: str) -> None:
+    result = ask(client, question="星河计划的总预算是多少？", mode="kb", kb_names=[KB], top_k=2, template=template)
+    assert len(result["sources"]) == 2 and "三千八百七十万元" in result["sources"][0]["text"]
+    assert "三千八百七十万" in result["answer"] or "3870" in result["answer"]
+    assert result["finish_reason"] == "stop"

@@ -1,0 +1,389 @@
+"""知识库问答 answers per lever, through the product's chat API: right (the expected text in the answer, refusals
+although the gold passage was among the sources, the gold source's number [n] cited) and fast (first token, whole
+answer, tokens/s, prompt tokens).
+
+    .venv/bin/python scripts/bench_answers.py --sample 25 --lang zh --lever baseline --lever spec10 --lever quote
+    .venv/bin/python scripts/bench_answers.py --corpus full --sample 100 --lang zh ...   # the headline (quiet machine)
+
+Setup: a knowledge base per language holding ../shared/eval's corpus, one .txt file per passage uploaded through
+the API: `--corpus quick` takes every passage of the candidate questions' articles plus `--distractors` random
+others, `--corpus full` the whole corpus. Only questions whose gold passage is among the top 5 sources
+(知识库测试, default retrieval) are asked. The FastChat stack runs one llama.cpp worker per distinct worker setting
+among the levers, each under its own model name; `kbqa serve` is restarted for each distinct API setting.
+
+A lever is the behaviour before this benchmark's levers (template kb_default, top 5, best chunk first, 1,024
+tokens, no speculation) with its own changes; join levers with "+" (`quote+best_last`). `defaults` is what the
+configuration ships. Levers served by the same API process are asked question by question in turn, so the
+machine's load falls on them alike; compare levers only within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.chat.prompts import load_prompts  # noqa: E402
+from app.eval.answers import contains_answer, is_refusal, refusal_phrases  # noqa: E402
+from app.llm.stack import LLMStack  # noqa: E402
+from app.settings import Settings, WorkerSettings  # noqa: E402
+from kbqa_client import KbqaClient  # noqa: E402
+from kbqa_client.client import api_path  # noqa: E402
+from scripts.bench_chat import start_api  # noqa: E402
+from scripts.benchdoc import EVAL, bench_settings, free_port, machine, read_jsonl, require_eval, write_section  # noqa: E402
+
+UPLOAD_BATCH = 40
+GOLD_TOP_K = 5  # a question is asked when its gold passage is among this many sources (default retrieval)
+CITATION = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Lever:
+    """What a lever changes: the chat request's fields, the API's KBQA_* settings, the llama.cpp worker's."""
+
+    request: dict[str, Any] = field(default_factory=dict)
+    api: dict[str, str] = field(default_factory=dict)
+    worker: dict[str, Any] = field(default_factory=dict)
+    what: str = ""
+
+    def __add__(self, other: Lever) -> Lever:
+        what = " + ".join(w for w in (self.what, other.what) if w)
+        return Lever({**self.request, **other.request}, {**self.api, **other.api}, {**self.worker, **other.worker},
+                     what)
+
+
+BEFORE = Lever(
+    request={"template": "kb_default", "top_k": 5, "max_tokens": 1024},
+    api={"KBQA_CHAT__CONTEXT_ORDER": "best_first"},
+    worker={"speculative_tokens": 0},
+)
+LEVERS = {
+    "baseline": Lever(what="before: kb_default, top 5, best first, 1024 tokens, no speculation"),
+    "spec4": Lever(worker={"speculative_tokens": 4}, what="prompt-lookup decoding, 4 drafted tokens"),
+    "spec10": Lever(worker={"speculative_tokens": 10}, what="prompt-lookup decoding, 10 drafted tokens"),
+    "max512": Lever(request={"max_tokens": 512}, what="at most 512 tokens"),
+    "max256": Lever(request={"max_tokens": 256}, what="at most 256 tokens"),
+    "short": Lever(request={"template": "kb_short"}, what="template kb_short (short answers)"),
+    "quote": Lever(request={"template": "kb_quote"}, what="template kb_quote (quote the known information)"),
+    "best_last": Lever(api={"KBQA_CHAT__CONTEXT_ORDER": "best_last"}, what="best chunk last, nearest the question"),
+    "top3": Lever(request={"top_k": 3}, what="top 3 chunks"),
+}
+
+
+def lever(name: str) -> Lever:
+    """A named lever, `defaults`, or levers joined with "+", each over the pre-change behaviour."""
+    if name == "defaults":
+        return Lever(worker={"speculative_tokens": Settings().fastchat.workers[0].speculative_tokens},
+                     what="the configured defaults")
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in LEVERS]
+    if unknown:
+        raise SystemExit(f"unknown lever {', '.join(unknown)}; known: defaults, {', '.join(LEVERS)} (join with +)")
+    combined = BEFORE
+    for part in parts:
+        combined = combined + LEVERS[part]
+    return combined
+
+
+@dataclass
+class Question:
+    id: str
+    lang: str
+    kb: str
+    question: str
+    answers: list[str]
+    doc_id: str
+    source: str
+
+
+# -- the knowledge bases -----------------------------------------------------------------------------------------
+
+
+def candidates(lang: str, count: int, seed: int) -> list[dict]:
+    questions = read_jsonl(EVAL / f"{lang}_questions.jsonl")
+    random.Random(seed).shuffle(questions)
+    return questions[:count]
+
+
+def passages_for(lang: str, chosen: list[dict], corpus: str, distractors: int, seed: int) -> list[dict]:
+    """The whole corpus, or the chosen questions' articles plus random distractor passages."""
+    passages = read_jsonl(EVAL / f"{lang}_corpus.jsonl")
+    if corpus == "full":
+        return passages
+    by_id = {p["doc_id"]: p for p in passages}
+    articles = {by_id[q["doc_id"]]["article_id"] for q in chosen}
+    kept = [p for p in passages if p["article_id"] in articles]
+    others = [p for p in passages if p["article_id"] not in articles]
+    return kept + random.Random(seed).sample(others, min(distractors, len(others)))
+
+
+def ingest(client: KbqaClient, kb: str, passages: list[dict]) -> float:
+    """Upload one .txt file per passage and wait until every one is indexed; the seconds it took."""
+    started = time.perf_counter()
+    client.create_knowledge_base(kb)
+    for start in range(0, len(passages), UPLOAD_BATCH):
+        files = [("files", (f"{p['doc_id']}.txt", p["text"].encode())) for p in passages[start : start + UPLOAD_BATCH]]
+        client.request("POST", api_path("kbs", kb, "documents"), files=files, timeout=client.long_timeout)
+    while True:
+        states = [d["status"] for d in client.documents(kb)]
+        if all(s in ("ready", "failed") for s in states):
+            break
+        time.sleep(2)  # another process (the API) indexes: only its state can be watched
+    if failed := states.count("failed"):
+        print(f"{kb}: {failed} of {len(states)} passages failed to index", file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def gold_numbers(question: Question, sources: list[dict]) -> list[int]:
+    return [s["number"] for s in sources if PurePosixPath(s["file_name"]).stem == question.doc_id]
+
+
+def retrieved(client: KbqaClient, rows: list[dict], lang: str, kb: str, wanted: int) -> list[Question]:
+    """The first `wanted` questions whose gold passage is among the top sources."""
+    chosen: list[Question] = []
+    for row in rows:
+        question = Question(row["id"], lang, kb, row["question"], row["answers"], row["doc_id"], row["source"])
+        result = client.ask({"question": question.question, "mode": "kb_test", "kb_names": [kb], "top_k": GOLD_TOP_K})
+        if gold_numbers(question, result["sources"]):
+            chosen.append(question)
+        if len(chosen) == wanted:
+            break
+    return chosen
+
+
+# -- asking ----------------------------------------------------------------------------------------------------
+
+
+def ask(client: KbqaClient, question: Question, lever_: Lever, temperature: float, phrases: list[str]) -> dict:
+    """One streamed answer and what it is judged by."""
+    body = {"question": question.question, "mode": "kb", "kb_names": [question.kb], "temperature": temperature,
+            **lever_.request}
+    started = time.perf_counter()
+    first = None
+    sources: list[dict] = []
+    answer, end = "", {}
+    for event in client.chat_events(body):
+        if event["type"] == "sources":
+            sources = event["sources"]
+        elif event["type"] == "delta":
+            first = first or time.perf_counter()
+            answer += event["text"]
+        else:
+            end = event
+    total = time.perf_counter() - started
+    gold = gold_numbers(question, sources)
+    cited = {int(n) for n in CITATION.findall(answer)}
+    usage = end.get("usage", {})
+    return {
+        "id": question.id, "lang": question.lang, "source": question.source, "answer": answer,
+        "expected": question.answers, "end": end.get("type"), "finish_reason": end.get("finish_reason"),
+        "gold_in_sources": bool(gold), "contains_expected": contains_answer(answer, question.answers),
+        "refused": is_refusal(answer, phrases), "cites_gold": bool(cited & set(gold)), "cites_any": bool(cited),
+        "ttft_s": (first - started) if first else None, "total_s": total,
+        "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens", 0),
+    }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarise(rows: list[dict]) -> dict[str, Any]:
+    with_gold = [r for r in rows if r["gold_in_sources"]]
+    ttft = [r["ttft_s"] for r in rows if r["ttft_s"] is not None]
+    decode_s = sum(r["total_s"] - r["ttft_s"] for r in rows if r["ttft_s"] is not None and r["completion_tokens"] > 1)
+    decoded = sum(r["completion_tokens"] - 1 for r in rows if r["ttft_s"] is not None and r["completion_tokens"] > 1)
+
+    def share(part: list[dict], key: str) -> float | None:
+        return round(sum(r[key] for r in part) / len(part), 3) if part else None
+
+    return {
+        "answers": len(rows),
+        "gold_in_sources": share(rows, "gold_in_sources"),
+        "contains_expected": share(rows, "contains_expected"),
+        "refused_with_gold": share(with_gold, "refused"),
+        "cites_gold": share(with_gold, "cites_gold"),
+        "ttft_p50_s": percentile(ttft, 50), "ttft_p95_s": percentile(ttft, 95),
+        "total_p50_s": percentile([r["total_s"] for r in rows], 50),
+        "total_p95_s": percentile([r["total_s"] for r in rows], 95),
+        "tokens_per_s": decoded / decode_s if decode_s else None,
+        "prompt_tokens_p50": percentile([r["prompt_tokens"] for r in rows if r["prompt_tokens"]], 50),
+        "completion_tokens_p50": percentile([r["completion_tokens"] for r in rows], 50),
+        "hit_limit": sum(r["finish_reason"] == "length" for r in rows),
+        "failed": sum(r["end"] != "done" for r in rows),
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+
+def worker_key(lever_: Lever) -> str:
+    return "bench-" + "-".join(f"{k}{v}" for k, v in sorted(lever_.worker.items()))
+
+
+@contextmanager
+def serving(settings: Settings, llm_url: str, api: dict[str, str]) -> Iterator[KbqaClient]:
+    process, url = start_api(settings, llm_url, api)
+    client = KbqaClient(url, timeout_s=600)
+    try:
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(30)
+
+
+def api_env(lever_: Lever, temperature: float) -> dict[str, str]:
+    shipped = Settings()  # the configured limits, not bench_chat's short answers
+    return {"KBQA_LLM__MODEL": worker_key(lever_), "KBQA_LLM__TEMPERATURE": str(temperature),
+            "KBQA_LLM__MAX_TOKENS": str(shipped.llm.max_tokens), **lever_.api}
+
+
+def run(args: argparse.Namespace, levers: dict[str, Lever]) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    settings = bench_settings("kbqa-bench-answers-")
+    workers = {worker_key(lv): lv.worker for lv in levers.values()}
+    settings = settings.with_changes(fastchat__workers=[
+        WorkerSettings(port=free_port(), model_path=settings.fastchat.workers[0].model_path, model_name=name,
+                       threads=args.threads, **options)
+        for name, options in workers.items()
+    ])
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for name, lv in levers.items():
+        groups.setdefault(tuple(sorted(api_env(lv, args.temperature).items())), []).append(name)
+    phrases = refusal_phrases(load_prompts(settings.chat.prompts_file))
+    results: dict[str, list[dict]] = {name: [] for name in levers}
+    setup: dict[str, Any] = {"passages": {}, "index_s": {}, "questions": {}}
+    questions: list[Question] = []
+    stack = LLMStack(settings, report=print)
+    stack.start()
+    try:
+        for n, (env, names) in enumerate(groups.items()):
+            with serving(settings, settings.fastchat.api_url, dict(env)) as client:
+                if n == 0:
+                    questions = prepare(client, args, setup)
+                client.ask({"question": questions[0].question, "mode": "kb", "kb_names": [questions[0].kb],
+                            "max_tokens": 8})  # warm-up: loads the worker's pages and the API's embedder
+                for i, question in enumerate(questions, start=1):
+                    for name in names:
+                        row = ask(client, question, levers[name], args.temperature, phrases)
+                        results[name].append(row)
+                        if args.json:  # kept as it grows: a long run stopped early still has its answers
+                            save(args, results, setup)
+                        print(f"[{name}] {i}/{len(questions)} {row['ttft_s'] or 0:.1f}s/{row['total_s']:.1f}s "
+                              f"{'ok ' if row['contains_expected'] else 'MISS'} {row['answer'][:80]!r}")
+    finally:
+        stack.stop()
+    return results, setup
+
+
+def prepare(client: KbqaClient, args: argparse.Namespace, setup: dict[str, Any]) -> list[Question]:
+    questions: list[Question] = []
+    for lang in args.lang:
+        kb = f"bench_{lang}"
+        rows = candidates(lang, int(args.sample * 1.3) + 5, args.seed)
+        passages = passages_for(lang, rows, args.corpus, args.distractors, args.seed)
+        setup["passages"][lang] = len(passages)
+        setup["index_s"][lang] = round(ingest(client, kb, passages), 1)
+        chosen = retrieved(client, rows, lang, kb, args.sample)
+        setup["questions"][lang] = len(chosen)
+        print(f"{lang}: {len(passages)} passages indexed in {setup['index_s'][lang]} s; {len(chosen)} questions "
+              f"with the gold passage in the top {GOLD_TOP_K}")
+        questions += chosen
+    return questions
+
+
+def save(args: argparse.Namespace, results: dict[str, list[dict]], setup: dict[str, Any]) -> None:
+    summaries = {lang: {name: summarise([r for r in rows if r["lang"] == lang]) for name, rows in results.items()}
+                 for lang in args.lang}
+    args.json.write_text(json.dumps({"setup": setup, "summaries": summaries, "answers": results},
+                                    ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(summaries: dict[str, dict[str, Any]], levers: dict[str, Lever]) -> list[str]:
+    lines = [
+        "| lever | answers | contains expected | refused with gold | cites gold [n] | first token p50 / p95 s "
+        "| total p50 / p95 s | tokens/s | prompt tokens p50 | answer tokens p50 | hit the limit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summaries.items():
+        lines.append(
+            f"| {name} ({levers[name].what}) | {s['answers']} | {fmt(s['contains_expected'])} "
+            f"| {fmt(s['refused_with_gold'])} | {fmt(s['cites_gold'])} | {fmt(s['ttft_p50_s'], 1)} / "
+            f"{fmt(s['ttft_p95_s'], 1)} | {fmt(s['total_p50_s'], 1)} / {fmt(s['total_p95_s'], 1)} "
+            f"| {fmt(s['tokens_per_s'], 1)} | {fmt(s['prompt_tokens_p50'], 0)} | {fmt(s['completion_tokens_p50'], 0)} "
+            f"| {s['hit_limit']} |"
+        )
+    return lines
+
+
+def render(args: argparse.Namespace, argv: list[str], levers: dict[str, Lever], results: dict[str, list[dict]],
+           setup: dict[str, Any]) -> str:
+    lines = [
+        "## Answers per lever (`scripts/bench_answers.py`)",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {machine()}",
+        f"- Command: `.venv/bin/python scripts/bench_answers.py {' '.join(argv)}`",
+        f"- Corpus: {args.corpus} ({', '.join(f'{k}: {v:,} passages' for k, v in setup['passages'].items())}); "
+        f"questions with the gold passage in the top {GOLD_TOP_K}: "
+        f"{', '.join(f'{k}: {v}' for k, v in setup['questions'].items())}; temperature {args.temperature}; "
+        f"llama.cpp threads {args.threads or 'all cores'}.",
+        "",
+    ]
+    for lang in args.lang:
+        lines += [f"**{lang}**", ""]
+        lines += table({name: summarise([r for r in rows if r["lang"] == lang]) for name, rows in results.items()},
+                       levers)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", type=int, default=25, help="questions per language (gold passage retrieved)")
+    parser.add_argument("--lang", action="append", choices=["zh", "en"], help="repeatable; default zh")
+    parser.add_argument("--lever", action="append", help="repeatable; default: baseline and defaults")
+    parser.add_argument("--corpus", choices=["quick", "full"], default="quick")
+    parser.add_argument("--distractors", type=int, default=300, help="quick corpus: random passages besides")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads per worker; 0: all cores")
+    parser.add_argument("--json", type=Path, help="write every answer and the summaries here")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    argv = sys.argv[1:]
+    args = parser.parse_args(argv)
+    args.lang = list(dict.fromkeys(args.lang or ["zh"]))
+    require_eval()
+    levers = {name: lever(name) for name in dict.fromkeys(args.lever or ["baseline", "defaults"])}
+    results, setup = run(args, levers)
+    section = render(args, argv, levers, results, setup)
+    print(section)
+    if args.json:
+        save(args, results, setup)
+    if args.write:
+        write_section("bench_answers", section)
+
+
+if __name__ == "__main__":
+    main()
