@@ -161,7 +161,8 @@ class ChatService:
         turn = await self._begin(request, with_kbs=True)
         answer, question = turn.answer, turn.answer.question
         # Checked before the rewrite, so a bad option costs no LLM call before it is refused.
-        options = self.search.options(request.top_k, request.score_threshold, request.retrieval_mode)
+        top_k = self.settings.chat.kb_top_k if request.top_k is None else request.top_k
+        options = self.search.options(top_k, request.score_threshold, request.retrieval_mode)
         rewrite = self.settings.chat.rewrite_followups if request.rewrite is None else request.rewrite
         retrieval_question = question
         if turn.history and rewrite:
@@ -179,7 +180,9 @@ class ChatService:
                 retrieval_question, answer.sources, template, self.settings.chat.context_order
             )
             messages.append({"role": "user", "content": prompt})
-        elif (request.no_hit_policy or self.settings.chat.no_hit_policy) == "refuse":
+            most = min(self.settings.chat.kb_max_tokens, self.settings.llm.max_tokens)
+            return await self._open_llm(turn, messages, request, most)
+        if (request.no_hit_policy or self.settings.chat.no_hit_policy) == "refuse":
             turn.session.fixed_text = self.prompts.no_hit_refusal
             return turn.session
         turn.session.prefix = self.prompts.no_hit_notice
@@ -207,7 +210,7 @@ class ChatService:
     async def _open_llm(
         self, turn: _Turn, messages: list[Message], request: ChatRequest, max_tokens: int | None = None
     ) -> ChatSession:
-        """`max_tokens` is the mode's own default (None: llm_max_tokens); the request's value wins."""
+        """`max_tokens` is the mode's own default (None: llm.max_tokens); the request's value wins."""
         turn.answer.timings_ms.llm_request_ms = _ms_since(turn.session.started)
         turn.session.deltas = await self.llm.aopen_stream(
             messages, temperature=request.temperature, max_tokens=request.max_tokens or max_tokens
