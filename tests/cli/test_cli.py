@@ -213,7 +213,7 @@ def test_doc_list_says_how_each_document_was_read(server: dict[str, str], tmp_pa
     note = tmp_path / "说明.txt"
     note.write_text("纯文字的说明：图书馆周一闭馆。", encoding="utf-8")
     uploaded = kbqa(server, "doc", "upload", "扫描件", str(notice), str(note))
-    assert uploaded.returncode == 0 and "告示.png: ready" in uploaded.stdout, uploaded.stdout
+    assert uploaded.returncode == 0 and "2 ready, 0 failed" in uploaded.stdout, uploaded.stdout
     listed = kbqa({**server, "COLUMNS": "300"}, "doc", "list", "扫描件")
     assert listed.returncode == 0, listed.stdout
     rows = {name: line for line in listed.stdout.splitlines() for name in ("告示.png", "说明.txt") if name in line}
