@@ -322,7 +322,7 @@ def test_previews_need_the_api_key_when_keys_are_set(tmp_path: Path, embedding_m
             path = "/api/kbs/库/documents/0123456789abcdef0123456789abcdef" + suffix
             assert keyed.get(path).status_code == 401, suffix
             allowed = keyed.get(path, headers={"Authorization": "Bearer preview-key"})
-            assert allowed.status_code == 404 and allowed.json()["code"] == "not_found", suffix
+            assert allowed.status_code == 404 and allowed.json()["code"] == "kb_not_found", suffix
 
 
 # --------------------------------------------------------------------------------------------- the web UI
