@@ -117,6 +117,21 @@ def make_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Setti
     return Settings(storage__data_dir=data_dir, embedding__model=str(model_dir), **overrides)  # type: ignore[arg-type]
 
 
+def answering_settings(
+    data_dir: Path, model_dir: Path, stack: LLMStack, max_tokens: int, **overrides: object
+) -> Settings:
+    """Settings whose answers come from `stack`'s FastChat door, greedy (temperature 0) so a test sees the same
+    answer each run, and at most `max_tokens` long."""
+    return make_settings(
+        data_dir,
+        model_dir,
+        llm__base_url=stack.settings.fastchat.api_url,
+        llm__temperature=0.0,
+        llm__max_tokens=max_tokens,
+        **overrides,
+    )
+
+
 class MilvusOverTcp:
     """Milvus Lite's own server binary on a TCP port: the same gRPC protocol as Milvus standalone, so the code path
     is the one a Milvus server or cluster gets."""

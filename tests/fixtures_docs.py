@@ -402,6 +402,16 @@ def make_large_chinese_text(paragraphs: int = 80, seed: int = 7) -> str:
     return "\n\n".join(out)
 
 
+def make_numbered_chinese_text(paragraphs: int, topic: str = "后台索引") -> bytes:
+    """A long UTF-8 text file whose every paragraph is numbered, so no two chunks are alike: what a large upload
+    that takes a while to index looks like. `topic` names what the test uses it for (it is in every paragraph)."""
+    return "\n\n".join(
+        f"第{i}段：{topic}测试的段落，编号为{i}。港口城市的第{i}号码头停靠着渔船，清晨的集市上摆满了海鲜，"
+        f"街道两旁种着梧桐树，每到秋天落叶满地。居民们在这里散步、聊天、喝茶，生活节奏缓慢而惬意。"
+        for i in range(paragraphs)
+    ).encode()
+
+
 def make_unbroken_chinese_text(sentences: int = 300, seed: int = 11) -> str:
     """One huge paragraph with no line breaks: the case where default separators cut mid-sentence."""
     rng = random.Random(seed)

@@ -31,7 +31,7 @@ from tests.conftest import (
     wait_documents,
     wait_until,
 )
-from tests.kb.test_ingestion import _big_chinese_text
+from tests.fixtures_docs import make_numbered_chinese_text
 
 DISK_MB = 64
 DISK_FULL_WORDS = ("磁盘已满", "is full")
@@ -117,7 +117,7 @@ def test_a_disk_that_fills_up_refuses_writes_with_507_and_fails_what_was_being_i
         assert http.post("/api/kbs", json={"name": "满盘"}).status_code == 201
         kept = indexed(http, "满盘", "kept.txt", "保留：信天翁一次飞行可达数千公里。")
         assert kept["status"] == "ready"
-        big = uploaded(http, "满盘", "big.txt", _big_chinese_text(6000))
+        big = uploaded(http, "满盘", "big.txt", make_numbered_chinese_text(6000))
         wait_until(lambda: document(http, "满盘", big["id"])["chunks_embedded"] > 0, "the big document's embedding")
         small = uploaded(http, "满盘", "small.txt", "排队中：北极燕鸥每年往返两极。".encode())
         assert document(http, "满盘", small["id"])["status"] == "queued"
@@ -125,7 +125,7 @@ def test_a_disk_that_fills_up_refuses_writes_with_507_and_fails_what_was_being_i
         filler = fill(small_disk)
         assert_disk_full(post_file(http, "满盘", "new.txt", "新文件：企鹅不会飞。".encode()), data_dir)
         # Over a megabyte: Starlette spools it to the temporary folder (under the data folder) while it arrives.
-        assert_disk_full(post_file(http, "满盘", "large.txt", _big_chinese_text(5000)), data_dir)
+        assert_disk_full(post_file(http, "满盘", "large.txt", make_numbered_chinese_text(5000)), data_dir)
         assert_disk_full(http.post("/api/kbs", json={"name": "新库"}), data_dir)
         assert http.get("/health").status_code == 200
         assert [kb["name"] for kb in http.get("/api/kbs").json()] == ["满盘"]
@@ -213,10 +213,10 @@ def test_deleting_a_document_being_indexed_drops_its_work_and_the_rest_of_its_gr
     def state(doc: dict) -> dict:
         return client.get(f"/api/kbs/取消/documents/{doc['id']}").json()
 
-    blocker = upload(client, "取消", ("blocker.txt", _big_chinese_text(4000)))[0]["document"]
+    blocker = upload(client, "取消", ("blocker.txt", make_numbered_chinese_text(4000)))[0]["document"]
     wait_until(lambda: state(blocker)["chunks_embedded"] > 0, "the blocker's embedding")
     small_file = ("small.txt", "同组的小文件：蜂鸟每秒振翅五十次。".encode())
-    pair = upload(client, "取消", small_file, ("big.txt", _big_chinese_text(5000)))
+    pair = upload(client, "取消", small_file, ("big.txt", make_numbered_chinese_text(5000)))
     small, big = (outcome["document"] for outcome in pair)
     assert [state(small)["status"], state(big)["status"]] == ["queued", "queued"]
     assert client.delete(f"/api/kbs/取消/documents/{blocker['id']}").status_code == 204

@@ -18,7 +18,7 @@ from app.chat.prompts import load_prompts
 from app.llm.stack import LLMStack
 from app.settings import Settings
 from kbqa_client import sse_events
-from tests.conftest import create_kb, free_port, make_settings, upload_ready
+from tests.conftest import answering_settings, create_kb, free_port, make_settings, upload_ready
 
 KB = "项目库"
 PROJECT_FILES = [  # one fact per file, so each is its own chunk
@@ -37,13 +37,8 @@ def client(
     llm_stack: LLMStack,
     backend_settings: dict[str, str],
 ) -> Iterator[TestClient]:
-    settings = make_settings(
-        tmp_path_factory.mktemp("chat"),
-        embedding_model_dir,
-        llm__base_url=llm_stack.settings.fastchat.api_url,
-        llm__temperature=0.0,
-        llm__max_tokens=120,
-        **backend_settings,
+    settings = answering_settings(
+        tmp_path_factory.mktemp("chat"), embedding_model_dir, llm_stack, max_tokens=120, **backend_settings
     )
     with TestClient(create_app(settings)) as test_client:
         create_kb(test_client, KB)

@@ -13,7 +13,7 @@ import pytest
 
 from app.llm.stack import LLMStack
 from kbqa_client import sse_events
-from tests.conftest import llm_settings, make_settings, running_llm_stack, wait_until
+from tests.conftest import answering_settings, llm_settings, running_llm_stack, wait_until
 from tests.live_api import serving
 
 LONG = "请写一篇很长的文章，介绍印刷术从古至今的历史，至少一千字。"
@@ -29,10 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm_model_file: Path) -> Ite
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, stack: LLMStack) -> Iterator[str]:
     """The API served by a real uvicorn, so a client that disconnects really closes its socket."""
-    settings = make_settings(
-        tmp_path_factory.mktemp("faults-api"), embedding_model_dir,
-        llm__base_url=stack.settings.fastchat.api_url, llm__temperature=0.0, llm__max_tokens=1000,
-    )
+    settings = answering_settings(tmp_path_factory.mktemp("faults-api"), embedding_model_dir, stack, max_tokens=1000)
     with serving(settings) as url:
         yield url
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.api.main import create_app
 from app.llm.stack import LLMStack
 from tests.api.test_api_eval import finished
-from tests.conftest import create_kb, free_port, make_settings, upload_ready
+from tests.conftest import answering_settings, create_kb, free_port, make_settings, upload_ready
 
 KB = "答案库"
 FILES = [
@@ -38,12 +38,11 @@ def client(
 ) -> Iterator[TestClient]:
     # A threshold of 0.5 (where a hit is as likely an answer as not): the Mars question finds nothing above it, so
     # the product answers with its no-hit refusal.
-    settings = make_settings(
+    settings = answering_settings(
         tmp_path_factory.mktemp("eval-answers"),
         embedding_model_dir,
-        llm__base_url=llm_stack.settings.fastchat.api_url,
-        llm__temperature=0.0,
-        llm__max_tokens=80,
+        llm_stack,
+        max_tokens=80,
         retrieval__default_score_threshold=0.5,
     )
     with TestClient(create_app(settings)) as test_client:

@@ -34,7 +34,7 @@ from app.kb.ingestion import DocumentIndexer
 from app.kb.loaders import LoadLimits, load_document
 from app.storage.catalog import Catalog, Document, KnowledgeBase
 from tests.conftest import Backend, Served, api_env, backend_overrides, doc_state, kbqa_serve, wait_doc_state
-from tests.fixtures_docs import make_docx, make_simple_pdf
+from tests.fixtures_docs import make_docx, make_numbered_chinese_text, make_simple_pdf
 
 MIB = 1 << 20
 BLANKS = b" " * MIB
@@ -392,14 +392,6 @@ def test_bombs_uploaded_to_a_server_fail_with_the_limit_and_leave_the_rest_alone
         assert api.top_hit("炸弹库", "信天翁在哪里滑翔")["doc_id"] == neighbour["id"]
 
 
-def _big_text(paragraphs: int) -> bytes:
-    return "\n\n".join(
-        f"第{i}段：崩溃测试的段落，编号{i}。山谷里的第{i}座风车在午后缓缓转动，磨坊主人把面粉装进麻袋，"
-        f"孩子们在溪边追逐蜻蜓，远处的钟楼敲响了三下。"
-        for i in range(paragraphs)
-    ).encode()
-
-
 def _kill_while_processing(api: Api, catalog: Catalog, doc_id: str, attempt: int) -> None:
     """SIGKILL the server once it is indexing the document for the `attempt`-th time, as the out-of-memory killer
     would; then let the dead owner's lease run out (moved into the past, rather than waited for)."""
@@ -433,7 +425,7 @@ def test_a_document_that_keeps_killing_the_server_ends_failed_after_its_attempts
             assert api.http.post("/api/kbs", json={"name": "崩溃库"}).status_code == 201
             neighbour = api.wait_done("崩溃库", api.upload("崩溃库", "邻居.txt", NEIGHBOUR)["id"])
             assert neighbour["status"] == "ready"
-            doc_id = api.upload("崩溃库", "长文.txt", _big_text(600))["id"]
+            doc_id = api.upload("崩溃库", "长文.txt", make_numbered_chinese_text(600, "崩溃"))["id"]
             _kill_while_processing(api, catalog, doc_id, attempt=1)
         with serving(env, tmp_path / "serve-2.log") as api:  # resumes it: the second attempt
             _kill_while_processing(api, catalog, doc_id, attempt=2)

@@ -7,21 +7,13 @@ from fastapi.testclient import TestClient
 
 from app.kb import ingestion
 from tests.conftest import create_kb, upload, upload_ready, wait_documents
-
-
-def _big_chinese_text(paragraphs: int) -> bytes:
-    lines = [
-        f"第{i}段：这是一个用于测试后台索引的段落，编号为{i}。它描述了某个虚构城市的第{i}条街道，"
-        f"街道两旁种着梧桐树，每到秋天落叶满地。居民们在这里散步、聊天、喝茶，生活节奏缓慢而惬意。"
-        for i in range(paragraphs)
-    ]
-    return "\n\n".join(lines).encode()
+from tests.fixtures_docs import make_numbered_chinese_text
 
 
 def test_api_answers_while_a_large_upload_is_indexed(client: TestClient) -> None:
     create_kb(client, "后台")
     upload_ready(client, "后台", ("small.txt", "小文件：长颈鹿的脖子有七节颈椎。".encode()))
-    doc = upload(client, "后台", ("big.txt", _big_chinese_text(600)))[0]["document"]
+    doc = upload(client, "后台", ("big.txt", make_numbered_chinese_text(600)))[0]["document"]
     seen_processing = []
     progress = []
     for _ in range(200):
@@ -62,7 +54,7 @@ def test_failure_midway_leaves_no_partial_chunks(client: TestClient, monkeypatch
 
     monkeypatch.setattr(ingestion, "INSERT_BATCH", 8)
     monkeypatch.setattr(store, "insert", failing_insert)
-    doc = upload(client, "半途失败", ("fails.txt", _big_chinese_text(200)))[0]["document"]
+    doc = upload(client, "半途失败", ("fails.txt", make_numbered_chinese_text(200)))[0]["document"]
     doc = wait_documents(client, "半途失败", [doc["id"]])[0]
     monkeypatch.undo()
 

@@ -33,6 +33,7 @@ from tests.conftest import (
     postgres_bin_dir,
     wait_doc_state,
 )
+from tests.fixtures_docs import make_numbered_chinese_text
 
 pytestmark = pytest.mark.skipif(postgres_bin_dir() is None, reason=POSTGRES_ABSENT)
 
@@ -179,14 +180,6 @@ def test_rebuild_through_one_then_upload_and_search_through_the_other(cluster: C
     assert search(a, "重建库", "雪松的树龄")[0]["doc_id"] == first["id"]
 
 
-def _big_text(paragraphs: int) -> bytes:
-    return "\n\n".join(
-        f"第{i}段：多进程索引测试的段落，编号{i}。港口城市的第{i}号码头停靠着渔船，清晨的集市上摆满了海鲜，"
-        f"商贩们吆喝着价格，游客们拍照留念，海鸥在桅杆之间盘旋。"
-        for i in range(paragraphs)
-    ).encode()
-
-
 def test_in_flight_documents_are_not_stolen_and_a_dead_process_is_taken_over(cluster: Cluster) -> None:
     """A third process uploads a large file and starts indexing it; it is then frozen (SIGSTOP) mid-indexing, its
     claim still valid (its lease is long). A fourth process starting meanwhile leaves the document alone (before
@@ -198,7 +191,7 @@ def test_in_flight_documents_are_not_stolen_and_a_dead_process_is_taken_over(clu
         victim_env = {**cluster.new_env(), "KBQA_INGEST__LEASE_S": "600"}
         served = stack.enter_context(kbqa_serve(victim_env, cluster.logs / "victim.log"))
         victim = stack.enter_context(httpx.Client(base_url=served.url, timeout=60))
-        doc = upload(victim, "接管库", "长文.txt", _big_text(600))
+        doc = upload(victim, "接管库", "长文.txt", make_numbered_chinese_text(600, "多进程索引"))
         wait_doc_state(cluster.catalog, doc["id"], lambda s: s.chunks_embedded > 0, passing={"queued", "processing"})
         os.kill(served.process.pid, signal.SIGSTOP)
         frozen = doc_state(cluster.catalog, doc["id"])

@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from app.llm.stack import LLMStack
 from app.settings import PROJECT_ROOT
 from tests import fixtures_ocr as fo
-from tests.conftest import free_port, make_settings, wait_until
+from tests.conftest import answering_settings, free_port, make_settings, wait_until
 from tests.live_api import serving
 from webui.export import conversation_markdown
 from webui.i18n import TEXTS
@@ -40,13 +40,7 @@ def zh(key: str, **values: object) -> str:
 
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack) -> Iterator[str]:
-    settings = make_settings(
-        tmp_path_factory.mktemp("webui-api"),
-        embedding_model_dir,
-        llm__base_url=llm_stack.settings.fastchat.api_url,
-        llm__temperature=0.0,
-        llm__max_tokens=80,
-    )
+    settings = answering_settings(tmp_path_factory.mktemp("webui-api"), embedding_model_dir, llm_stack, max_tokens=80)
     with serving(settings) as url:
         yield url
 

@@ -18,7 +18,7 @@ import pytest
 from app.llm.stack import LLMStack, terminate
 from app.settings import PROJECT_ROOT, Settings
 from app.webui_launcher import start_ui
-from tests.conftest import free_port, make_settings
+from tests.conftest import answering_settings, free_port
 from tests.fixtures_docs import cjk_fonts, make_pages_pdf
 from tests.live_api import serving
 
@@ -55,14 +55,13 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def ui_settings(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, llm_stack: LLMStack) -> Settings:
-    return make_settings(
+    return answering_settings(
         tmp_path_factory.mktemp("webui-browser"),
         embedding_model_dir,
+        llm_stack,
+        max_tokens=400,  # the long answer must still be streaming when the test clicks
         api__port=free_port(),
         ui__port=free_port(),
-        llm__base_url=llm_stack.settings.fastchat.api_url,
-        llm__temperature=0.0,
-        llm__max_tokens=400,  # the long answer must still be streaming when the test clicks
     )
 
 

@@ -41,8 +41,8 @@ _CLOSERS = "”’」』）)》〉】]\"'"
 _KIND = ("PDF", "the PDF")
 # A text layer with fewer visible characters than this is not the page's text when the page draws a picture (a
 # scan with its page number as text); a page with no text layer at all is always rendered for OCR.
-_MIN_TEXT_LAYER_CHARS = 20
-_PDFIUM_LOCK = threading.Lock()  # PDFium is not thread-safe: one call into it at a time in the process
+MIN_TEXT_LAYER_CHARS = 20
+PDFIUM_LOCK = threading.Lock()  # PDFium is not thread-safe: one call into it at a time in the process
 
 
 def _load_pdf(path: Path, limits: LoadLimits, on_page: OnPage | None = None) -> LoadedDocument:
@@ -120,7 +120,7 @@ def _needs_ocr(page: PageObject, text: str) -> bool:
     usable = sum(1 for ch in text if not ch.isspace() and ch != "\ufffd" and unicodedata.category(ch)[0] != "C")
     if usable == 0:
         return True
-    if usable >= _MIN_TEXT_LAYER_CHARS:
+    if usable >= MIN_TEXT_LAYER_CHARS:
         return False
     try:
         return len(page.images) > 0
@@ -146,7 +146,7 @@ def _read_scans(
         yield from ((number, None) for number in numbers)
         return
     try:
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             document = pypdfium2.PdfDocument(path)
     except pypdfium2.PdfiumError as exc:
         logger.warning("PDFium cannot open the PDF to render its scanned pages: %s", exc)
@@ -154,7 +154,7 @@ def _read_scans(
         return
 
     def recognise(number: int) -> Recognised:
-        image = _render(document, number, limits.ocr_dpi)
+        image = render_for_ocr(document, number, limits.ocr_dpi)
         return reader.recognise(image) if image is not None else Recognised()
 
     workers = worker_count(limits, len(numbers))
@@ -172,13 +172,15 @@ def _read_scans(
             yield number, reader.count(recognised)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             document.close()
 
 
-def _render(document: pypdfium2.PdfDocument, number: int, dpi: int) -> Image.Image | None:
+def render_for_ocr(document: pypdfium2.PdfDocument, number: int, dpi: int) -> Image.Image | None:
+    """Page `number` (1-based) in grey at `dpi`, or fewer dots where that would pass MAX_OCR_PIXELS; None when
+    PDFium cannot render it. The source preview renders with this too, so its OCR sees what the loader saw."""
     try:
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             page = document[number - 1]
             try:
                 width, height = page.get_size()

@@ -1,6 +1,6 @@
-"""Rendered page images kept on disk under <data_dir>/cache/pages, within `preview_cache_mb`: each time one is
-added, the least recently shown are removed until the rest fit (a hit refreshes its file's time). Names are made
-here from server-made ids and digests, never from a file's name."""
+"""Rendered page images kept on disk under <data_dir>/cache/pages, within `preview.cache_mb`: when one added takes
+the cache past its bound, the least recently shown are removed until the rest fit (a hit refreshes its file's time).
+Names are made here from server-made ids and digests, never from a file's name."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ class PageCache:
         self.folder = folder
         self.max_bytes = max_bytes
         self._trim_lock = threading.Lock()
+        # What the folder holds as far as this instance knows: None until the first scan; writes add to it, so a
+        # write scans the folder only when the cache may have passed its bound. Another instance's removals make
+        # it an overestimate, which costs at most one early scan.
+        self._known_bytes: int | None = None
 
     def get(self, key: str) -> bytes | None:
         path = self.folder / key
@@ -41,7 +45,12 @@ class PageCache:
         partial = self.folder / f".{uuid.uuid4().hex}.part"
         partial.write_bytes(data)
         os.replace(partial, self.folder / key)  # readers see the whole file or none
-        self.trim()
+        with self._trim_lock:
+            if self._known_bytes is not None:
+                self._known_bytes += len(data)
+            over = self._known_bytes is None or self._known_bytes > self.max_bytes
+        if over:
+            self.trim()
 
     def trim(self) -> None:
         """Remove the least recently used images until the rest fit within max_bytes."""
@@ -60,14 +69,18 @@ class PageCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                 total -= size
+            self._known_bytes = total
 
     def forget(self, doc_ids: list[str]) -> None:
         """Remove the images of deleted documents (keys start with the document's id)."""
-        if not self.folder.is_dir():
+        prefixes = tuple(f"{doc_id}-" for doc_id in doc_ids)
+        if not prefixes or not self.folder.is_dir():
             return
-        for doc_id in doc_ids:
-            for path in self.folder.glob(f"{doc_id}-*"):
-                path.unlink(missing_ok=True)
+        with os.scandir(self.folder) as found:
+            doomed = [entry.path for entry in found if entry.name.startswith(prefixes)]
+        for path in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     @property
     def size_bytes(self) -> int:

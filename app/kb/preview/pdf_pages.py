@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, PngImagePlugin
 from app.errors import InvalidInput, NotFound
 from app.kb.loaders._limits import LoadLimits
 from app.kb.loaders.ocr import OcrUnavailable, engine, ocr_words
-from app.kb.loaders.pdf_loader import _MIN_TEXT_LAYER_CHARS, _PDFIUM_LOCK, _render
+from app.kb.loaders.pdf_loader import MIN_TEXT_LAYER_CHARS, PDFIUM_LOCK, render_for_ocr
 from app.kb.preview.locate import Box, Glyph, highlight
 
 PREVIEW_DPI = 120  # sharp enough to read body text on a screen; the pixel cap (preview_max_pixels) may lower it
@@ -67,7 +67,7 @@ class PdfPages:
             image, frame, glyphs, scale = self._draw(document, number, want_glyphs=text is not None)
             boxes, found = self._locate(document, number, frame, glyphs, text) if text else ([], "none")
         finally:
-            with _PDFIUM_LOCK:
+            with PDFIUM_LOCK:
                 document.close()
         if boxes:
             _mark(image, boxes, scale)
@@ -81,7 +81,7 @@ class PdfPages:
     def _draw(
         self, document: pypdfium2.PdfDocument, number: int, want_glyphs: bool
     ) -> tuple[Image.Image, Frame, list[Glyph], float]:
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             count = len(document)
             if not 1 <= number <= count:
                 raise NotFound(
@@ -105,7 +105,7 @@ class PdfPages:
         boxes = highlight(glyphs, text)
         if boxes:
             return boxes, "text_layer"
-        if len(glyphs) >= _MIN_TEXT_LAYER_CHARS or not self.limits.ocr:
+        if len(glyphs) >= MIN_TEXT_LAYER_CHARS or not self.limits.ocr:
             return [], "none"
         boxes = highlight(self._ocr_glyphs(document, number, frame), text)
         return boxes, "ocr" if boxes else "none"
@@ -113,7 +113,7 @@ class PdfPages:
     def _ocr_glyphs(self, document: pypdfium2.PdfDocument, number: int, frame: Frame) -> list[Glyph]:
         """The page's characters as OCR reads them at the loader's resolution, each word's box shared evenly
         among its characters (Tesseract reports each Chinese character as a word of its own)."""
-        image = _render(document, number, self.limits.ocr_dpi)
+        image = render_for_ocr(document, number, self.limits.ocr_dpi)
         if image is None:
             return []
         try:
@@ -132,7 +132,7 @@ class PdfPages:
 
 def _open(path: Path) -> pypdfium2.PdfDocument:
     try:
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             return pypdfium2.PdfDocument(path)
     except pypdfium2.PdfiumError as exc:
         raise InvalidInput(f"无法打开该 PDF 以显示页面 (the PDF cannot be opened to show its pages: {exc})") from exc
