@@ -8,7 +8,7 @@ answers are parsed by httpx-sse in one place, `sse_events`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, NamedTuple
 from urllib.parse import quote, unquote
 
@@ -119,8 +119,16 @@ class KbqaClient:
 
     # -- documents -----------------------------------------------------------------------------------------------
 
-    def documents(self, kb: str) -> list[dict[str, Any]]:
-        return self.request("GET", api_path("kbs", kb, "documents"))
+    def documents(
+        self, kb: str, ids: Iterable[str] | None = None, status: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The knowledge base's documents, oldest first; only those among `ids` (at most 1000) and in `status`
+        (queued, processing, ready, failed) when given. An unknown id is simply absent. An empty `ids` or `status`
+        matches nothing (sent, it would be no filter at all)."""
+        params = {name: list(values) for name, values in (("ids", ids), ("status", status)) if values is not None}
+        if not all(params.values()):
+            return []
+        return self.request("GET", api_path("kbs", kb, "documents"), params=params)
 
     def document(self, kb: str, doc_id: str) -> dict[str, Any]:
         return self.request("GET", api_path("kbs", kb, "documents", doc_id))

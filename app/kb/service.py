@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import shutil
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -35,7 +36,15 @@ from app.kb.names import (
 from app.kb.preview.cache import page_cache
 from app.kb.views import ChunkInfo, DocumentInfo, KnowledgeBaseInfo, UploadOutcome
 from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
-from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, kb_by_name, utcnow
+from app.storage.catalog import (
+    Catalog,
+    Document,
+    DocumentStatus,
+    KnowledgeBase,
+    documents_of,
+    kb_by_name,
+    utcnow,
+)
 from app.storage.diskspace import DiskSpace
 from app.storage.vector_store import MilvusStore
 
@@ -357,11 +366,16 @@ class KnowledgeBaseService:
                 copies.setdefault(outcome.document.id, source_id)
         return copies
 
-    def list_documents(self, kb_name: str) -> list[DocumentInfo]:
+    def list_documents(
+        self,
+        kb_name: str,
+        ids: Collection[str] | None = None,
+        statuses: Collection[DocumentStatus] | None = None,
+    ) -> list[DocumentInfo]:
+        """Oldest first; only the documents among `ids` and in `statuses` when either is given."""
         with self.catalog.session() as session:
             kb = self._kb(session, kb_name)
-            docs = sorted(kb.documents, key=lambda d: d.created_at)
-            return [DocumentInfo.of(d, kb.name) for d in docs]
+            return [DocumentInfo.of(d, kb.name) for d in documents_of(session, kb.id, ids, statuses)]
 
     def get_document(self, kb_name: str, doc_id: str) -> DocumentInfo:
         with self.catalog.session() as session:

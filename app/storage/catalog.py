@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,8 +105,13 @@ class KnowledgeBase(Base):
 class Document(Base):
     __tablename__ = "documents"
     # Searches read the documents of a knowledge base that may have vectors while not ready (see
-    # app/kb/visibility.py) through this index, so a query reads no ready document.
-    __table_args__ = (Index("ix_documents_kb_status_attempts", "kb_id", "status", "index_attempts"),)
+    # app/kb/visibility.py) through the first index, so a query reads no ready document. A list of given documents
+    # (`documents_of` with ids) finds them through the second: with only the primary key and kb_id's index, SQLite
+    # (no statistics) reads every document of the knowledge base by kb_id once a few ids are asked for.
+    __table_args__ = (
+        Index("ix_documents_kb_status_attempts", "kb_id", "status", "index_attempts"),
+        Index("ix_documents_kb_id_id", "kb_id", "id", unique=True),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
     filename: Mapped[str] = mapped_column(String(255))
@@ -320,3 +325,20 @@ def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def kb_by_name(session: Session, name: str) -> KnowledgeBase | None:
     return session.scalar(select(KnowledgeBase).where(KnowledgeBase.name == name))
+
+
+def documents_of(
+    session: Session,
+    kb_id: str,
+    ids: Collection[str] | None = None,
+    statuses: Collection[DocumentStatus] | None = None,
+) -> list[Document]:
+    """The knowledge base's documents, oldest first, in one query; given `ids` or `statuses`, only those. With ids
+    the database looks them up by primary key, with statuses through ix_documents_kb_status_attempts, so a filtered
+    list costs what it returns, not the size of the knowledge base. Unknown ids are simply absent."""
+    query = select(Document).where(Document.kb_id == kb_id)
+    if ids is not None:
+        query = query.where(Document.id.in_(ids))
+    if statuses is not None:
+        query = query.where(Document.status.in_(statuses))
+    return list(session.scalars(query.order_by(Document.created_at, Document.id)))

@@ -136,6 +136,46 @@ def test_whitespace_only_file_fails_with_reason(client: TestClient, kb: str) -> 
     assert _chunk_count_in_milvus(client, kb, doc["id"]) == 0
 
 
+def _listed(client: TestClient, kb: str, **filters: object) -> list[str]:
+    response = client.get(f"/api/kbs/{kb}/documents", params=filters)
+    assert response.status_code == 200, response.text
+    return [d["id"] for d in response.json()]
+
+
+def test_the_list_narrows_to_given_ids_and_statuses(client: TestClient, kb: str) -> None:
+    """What `kbqa doc upload` polls while it follows its uploads: only those documents, only those states."""
+    narrow = "筛选季度报告"
+    create_kb(client, narrow)
+    files = ("一.txt", "筛选测试：第一份。".encode()), ("二.md", "# 二\n\n第二份。".encode())
+    first, second = upload_ready(client, narrow, *files)
+    blank = upload_ready(client, narrow, ("空白.txt", b" \n\t\n"))[0]
+    elsewhere = upload_ready(client, kb, ("别处.txt", "另一个知识库里的文件。".encode()))[0]
+    assert (first["status"], second["status"], blank["status"]) == ("ready", "ready", "failed")
+
+    assert _listed(client, narrow, ids=[blank["id"], first["id"]]) == [first["id"], blank["id"]]  # oldest first
+    assert _listed(client, narrow, ids=[first["id"], "0" * 32, elsewhere["id"]]) == [first["id"]]
+    assert _listed(client, narrow, status="ready") == [first["id"], second["id"]]
+    assert _listed(client, narrow, status=["failed", "queued"]) == [blank["id"]]
+    assert _listed(client, narrow, ids=[first["id"], blank["id"]], status="failed") == [blank["id"]]
+    assert _listed(client, narrow, ids=[first["id"]], status="processing") == []
+    assert _listed(client, narrow) == [first["id"], second["id"], blank["id"]]
+    assert len(_listed(client, narrow, ids=[first["id"]] * 1000)) == 1
+
+
+def test_a_bad_status_or_too_many_ids_is_a_422_that_says_what_is_allowed(client: TestClient, kb: str) -> None:
+    bad = client.get(f"/api/kbs/{kb}/documents", params={"status": ["ready", "indexing"]})
+    assert (bad.status_code, bad.json()["code"]) == (422, "validation_error")
+    [error] = bad.json()["detail"]
+    assert error["loc"] == ["query", "status", 1] and error["input"] == "indexing"
+    assert all(f"'{state}'" in error["msg"] for state in ("queued", "processing", "ready", "failed")), error
+
+    many = client.get(f"/api/kbs/{kb}/documents", params={"ids": [f"{i:032x}" for i in range(1001)]})
+    assert (many.status_code, many.json()["code"]) == (422, "validation_error")
+    [error] = many.json()["detail"]
+    assert error["loc"] == ["query", "ids"] and "at most 1000 items" in error["msg"], error
+    assert client.get("/api/kbs/没有这个库/documents", params={"ids": ["x"]}).json()["code"] == "kb_not_found"
+
+
 def test_file_over_size_limit_is_413(client: TestClient, kb: str) -> None:
     settings = client.app.state.services.settings  # type: ignore[attr-defined]
     limit = settings.ingest.max_upload_mb

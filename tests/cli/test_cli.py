@@ -7,11 +7,15 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import closing
+from itertools import pairwise
 from pathlib import Path
+from urllib.parse import parse_qs, quote
 
 import pytest
 
 from app.settings import PROJECT_ROOT
+from kbqa_client import KbqaClient
 from tests import fixtures_ocr as fo
 from tests.conftest import KBQA, api_env, free_port, kbqa_serve
 
@@ -138,6 +142,43 @@ def test_a_file_the_server_refuses_does_not_drop_its_neighbours(
     assert re.search(r"\.\.txt: refused, 415: .*txt", result.stdout), result.stdout
     docs = json.loads(kbqa(server, "doc", "list", "邻居", "--json").stdout)
     assert sorted(d["filename"] for d in docs) == sorted(good)
+
+
+def list_polls(log: Path, kb: str, after_line: int) -> list[dict[str, list[str]]]:
+    """The query of each GET of the knowledge base's document list the server answered after `after_line` (uvicorn's
+    access log), parsed."""
+    path = f"/api/kbs/{quote(kb, safe='')}/documents"
+    lines = log.read_text(errors="replace").splitlines()[after_line:]
+    found = [re.search(rf'"GET {re.escape(path)}(\?[^ ]*)? HTTP', line) for line in lines]
+    return [parse_qs((match.group(1) or "?")[1:]) for match in found if match]
+
+
+def test_upload_follows_only_its_own_documents_still_indexing(
+    server: dict[str, str], server_log: Path, tmp_path: Path
+) -> None:
+    """A knowledge base that already holds documents: the upload's polls ask for its new documents by id, each poll
+    for no more than the one before (those finished drop out), never for the whole list."""
+    kb = "跟踪 上传"
+    assert kbqa(server, "kb", "create", kb).returncode == 0
+    for i in range(3):
+        (tmp_path / "旧" / f"旧{i}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "旧" / f"旧{i}.txt").write_text(f"早已存在的第{i}份文件。", encoding="utf-8")
+    assert kbqa(server, "doc", "upload", kb, str(tmp_path / "旧")).returncode == 0
+    old = {d["id"] for d in json.loads(kbqa(server, "doc", "list", kb, "--json").stdout)}
+    notes(tmp_path / "新", 6)
+    before = len(server_log.read_text(errors="replace").splitlines())
+    result = kbqa(server, "doc", "upload", kb, str(tmp_path / "新"))
+    polls = list_polls(server_log, kb, before)
+    assert result.returncode == 0, result.stdout
+    assert "6 of 6 files uploaded (1 request); 6 ready, 0 failed" in result.stdout
+    new = {d["id"] for d in json.loads(kbqa(server, "doc", "list", kb, "--json").stdout)} - old
+    assert len(new) == 6 and polls, polls
+    assert all(set(poll) == {"ids"} for poll in polls), polls  # never the whole list, never by status
+    asked = [set(poll["ids"]) for poll in polls]
+    assert asked[0] == new and all(later <= earlier for earlier, later in pairwise(asked))
+    # 1000 ids, the most a list may ask for, fit in the request line `kbqa serve` accepts
+    with closing(KbqaClient(f"http://127.0.0.1:{server['KBQA_API__PORT']}")) as api:
+        assert {d["id"] for d in api.documents(kb, ids=[*new, *(f"{i:032x}" for i in range(994))])} == new
 
 
 def test_the_same_folder_uploaded_twice_at_once_is_stored_once(server: dict[str, str], tmp_path: Path) -> None:

@@ -84,6 +84,36 @@ def test_a_source_opens_in_the_original(client: KbqaClient, tmp_path: Path) -> N
     client.delete_knowledge_base(kb)
 
 
+def test_documents_narrowed_by_ids_and_status(client: KbqaClient) -> None:
+    """Each id and status goes as its own repeated query parameter; an empty filter matches nothing without a call."""
+    kb = "筛选 & 跟踪?"
+    client.create_knowledge_base(kb)
+    ready = wait_ready(client, kb, client.upload(kb, "报告.md", FACT.encode())["document"]["id"])
+    failed = wait_ready(client, kb, client.upload(kb, "空白.txt", b" \n\n")["document"]["id"])
+    assert (ready["status"], failed["status"]) == ("ready", "failed")
+    queries: list[str] = []
+    client.http.event_hooks["request"].append(lambda request: queries.append(request.url.query.decode()))
+    unknown = "f" * 32
+
+    def listed(**filters: object) -> list[str]:
+        return [d["id"] for d in client.documents(kb, **filters)]  # type: ignore[arg-type]
+
+    assert listed(ids=[failed["id"], unknown, ready["id"]]) == [ready["id"], failed["id"]]
+    assert queries[-1] == f"ids={failed['id']}&ids={unknown}&ids={ready['id']}"
+    assert listed(status=["failed", "queued"]) == [failed["id"]]
+    assert queries[-1] == "status=failed&status=queued"
+    assert listed(ids=iter([ready["id"], failed["id"]]), status=("ready",)) == [ready["id"]]
+    assert client.documents(kb, ids=[]) == [] and client.documents(kb, status=[]) == [] and len(queries) == 3
+    assert len(client.documents(kb)) == 2 and queries[-1] == ""
+    with pytest.raises(ApiError) as bad:
+        client.documents(kb, status=["done"])
+    assert (bad.value.status, bad.value.code) == (422, "validation_error") and "'processing'" in bad.value.message
+    with pytest.raises(ApiError) as many:
+        client.documents(kb, ids=[f"{i:032x}" for i in range(1001)])
+    assert many.value.status == 422 and "at most 1000" in many.value.message
+    client.delete_knowledge_base(kb)
+
+
 def test_streamed_answers_are_parsed_into_events(client: KbqaClient) -> None:
     client.create_knowledge_base("流式库")
     wait_ready(client, "流式库", client.upload("流式库", "报告.md", FACT.encode())["document"]["id"])

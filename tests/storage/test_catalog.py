@@ -6,19 +6,21 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.main import create_app
 from app.errors import InvalidInput
 from app.kb.ingestion import DocumentIndexer
 from app.kb.views import DocumentInfo
-from app.storage.catalog import Catalog, Document, KnowledgeBase, kb_by_name
+from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, documents_of, kb_by_name
 from tests.conftest import PostgresServer, create_kb, make_settings, running_postgres, upload_ready
 
 
@@ -128,6 +130,74 @@ def test_one_of_two_processes_claims_a_document(catalog: Catalog, tmp_path: Path
     assert sorted(second.claimable_ids()) == sorted(ids[:3])
     assert second.claim(ids) == ids
     assert first.claim(ids) == []
+
+
+@contextmanager
+def _statements(catalog: Catalog) -> Iterator[list[tuple[str, Any]]]:
+    """The statements the catalog's engine sends inside the block, with their parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_connection: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        sent.append((sql, params))
+
+    event.listen(catalog.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", record)
+
+
+def _plan(catalog: Catalog, sql: str, params: Any) -> str:
+    """The database's plan for a statement: SQLite's query plan, PostgreSQL's EXPLAIN after ANALYZE."""
+    with catalog.engine.connect() as connection:
+        if catalog.engine.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+            return "\n".join(row[-1] for row in rows)
+        connection.exec_driver_sql("ANALYZE documents")
+        return "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {sql}", params).all())
+
+
+BY_ID = ("ix_documents_kb_id_id", "sqlite_autoindex_documents_1", "documents_pkey")
+
+
+def _assert_reads_through(catalog: Catalog, statement: tuple[str, Any], indexes: tuple[str, ...]) -> None:
+    plan = _plan(catalog, *statement)
+    assert any(index in plan for index in indexes), plan
+    assert "SCAN documents" not in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_filtered_document_list_is_one_indexed_query(catalog: Catalog) -> None:
+    """Following a few uploads in a large knowledge base reads those documents, not the knowledge base: one query,
+    through the primary key (ids) or the status index, never a scan of the table."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    in_flight = {0: DocumentStatus.queued, 1: DocumentStatus.processing, 50: DocumentStatus.failed}
+    with catalog.session() as session:
+        kb, other = _kb("过滤"), _kb("别的库")
+        session.add_all([kb, other])
+        docs = [_doc(kb, f"{i}.txt") for i in range(3000)]
+        for i, doc in enumerate(docs):
+            doc.created_at = start + timedelta(seconds=i)
+            doc.status = in_flight.get(i % 100, DocumentStatus.ready)
+        session.add_all(reversed(docs))
+        session.add(stranger := _doc(other))
+    following = [docs[2500].id, docs[7].id, docs[1234].id]
+    with _statements(catalog) as sent, catalog.session() as session:
+        found = documents_of(session, kb.id, [*following, uuid.uuid4().hex, stranger.id])
+    assert [d.id for d in found] == [docs[7].id, docs[1234].id, docs[2500].id]  # oldest first; the others absent
+    assert len(sent) == 1
+    _assert_reads_through(catalog, sent[0], BY_ID)
+
+    with _statements(catalog) as sent, catalog.session() as session:
+        waiting = documents_of(session, kb.id, statuses=[DocumentStatus.queued, DocumentStatus.failed])
+        both = documents_of(session, kb.id, following, [DocumentStatus.ready])
+    assert [d.id for d in waiting] == [d.id for i, d in enumerate(docs) if i % 100 in (0, 50)]
+    assert [d.id for d in both] == [docs[7].id, docs[1234].id]  # 2500 is queued
+    assert len(sent) == 2
+    _assert_reads_through(catalog, sent[0], ("ix_documents_kb_status_attempts",))
+    _assert_reads_through(catalog, sent[1], BY_ID)
+    with catalog.session() as session:
+        assert documents_of(session, kb.id, []) == []
+        assert [d.id for d in documents_of(session, kb.id)] == [d.id for d in docs]
 
 
 def test_an_older_catalog_gets_the_new_columns(tmp_path: Path) -> None:

@@ -12,9 +12,17 @@ from app.api.deps import knowledge_bases
 from app.kb.service import KnowledgeBaseService
 from app.kb.views import ChunkInfo, DocumentInfo, UploadOutcome
 from app.settings import Settings
+from app.storage.catalog import DocumentStatus
 
 router = APIRouter(prefix="/api/kbs/{kb_name}/documents", tags=["documents"])
 KBs = Annotated[KnowledgeBaseService, Depends(knowledge_bases)]
+# Ids one list may ask for: 1000 ids are 37 KB of query string, within limits.max_header_kb's default of 64 KB.
+MAX_LISTED_IDS = 1000
+IdsFilter = Annotated[
+    list[str] | None,
+    Query(max_length=MAX_LISTED_IDS, description=f"Only these documents (repeatable, at most {MAX_LISTED_IDS})"),
+]
+StatusFilter = Annotated[list[DocumentStatus] | None, Query(description="Only documents in these states (repeatable)")]
 
 
 def part_header_too_long(exc: BaseException) -> bool:
@@ -50,9 +58,16 @@ def upload_documents(kb_name: str, kbs: KBs, files: Annotated[list[UploadFile], 
 
 
 @router.get("")
-def list_documents(kb_name: str, kbs: KBs) -> list[DocumentInfo]:
-    """Documents with status (queued, processing, ready, failed + reason), progress, pages, chunks, size, sha256."""
-    return kbs.list_documents(kb_name)
+def list_documents(
+    kb_name: str,
+    kbs: KBs,
+    ids: IdsFilter = None,
+    status: StatusFilter = None,
+) -> list[DocumentInfo]:
+    """Documents with status (queued, processing, ready, failed + reason), progress, pages, chunks, size, sha256;
+    oldest first. `ids` and `status` narrow the list (both: documents matching both), so a client following its
+    uploads asks only for those still indexing; an unknown id is simply absent."""
+    return kbs.list_documents(kb_name, ids, status)
 
 
 @router.get("/{doc_id}")
