@@ -28,7 +28,6 @@ BATCH_MB = 16.0
 PARALLEL_REQUESTS = 3
 REFUSED_STATUSES = {413, 415, 422}  # about a file of the request; anything else stops the upload
 POLL_S = 1.0
-POLL_IDS_PER_REQUEST = 200  # 7.4 KB of query string; the server takes up to 1000
 _MULTIPART_ROOM = 64 * 1024  # per-file headers and boundaries, kept free under the server's request limit
 
 
@@ -209,7 +208,7 @@ class FolderUpload:
         finished: dict[str, dict[str, Any]] = {}
         while True:
             pending = sorted(tally.doc_ids - finished.keys())
-            docs = self._documents(pending)
+            docs = self.api.documents_by_id(self.kb, pending)
             for doc_id in set(pending) - docs.keys():  # deleted meanwhile
                 finished[doc_id] = {"id": doc_id, "status": "deleted", "chunk_count": 0}
             finished.update({i: d for i, d in docs.items() if d["status"] in {"ready", "failed"}})
@@ -218,13 +217,6 @@ class FolderUpload:
                 return list(finished.values())
             time.sleep(POLL_S)
 
-    def _documents(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The documents of `ids` that still exist, by id, asked for in slices the server accepts."""
-        docs: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), POLL_IDS_PER_REQUEST):
-            batch = ids[start : start + POLL_IDS_PER_REQUEST]
-            docs.update((d["id"], d) for d in self.api.documents(self.kb, ids=batch))
-        return docs
 
 
 def _fields(tally: Tally, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kbqa_client import ApiError, ApiUnreachable, KbqaClient, LLMUnavailable, NotFound, Unauthorized, api_path
+from kbqa_client.client import IDS_PER_REQUEST
 from tests.conftest import free_port, make_settings, wait_until
 from tests.fixtures_docs import make_pages_pdf
 from tests.live_api import serving
@@ -111,6 +112,11 @@ def test_documents_narrowed_by_ids_and_status(client: KbqaClient) -> None:
     with pytest.raises(ApiError) as many:
         client.documents(kb, ids=[f"{i:032x}" for i in range(1001)])
     assert many.value.status == 422 and "at most 1000" in many.value.message
+    asked = len(queries)
+    unknown_ids = [f"{i:032x}" for i in range(1001)]
+    found = client.documents_by_id(kb, [*unknown_ids, ready["id"], failed["id"], ready["id"]])
+    assert found.keys() == {ready["id"], failed["id"]} and found[failed["id"]]["status"] == "failed"
+    assert len(queries) - asked == -(-1003 // IDS_PER_REQUEST)  # in slices the server accepts, each id once
     client.delete_knowledge_base(kb)
 
 

@@ -115,7 +115,7 @@ def progress(api: KbqaClient, kb: str) -> None:
     if not watched:
         return
     try:
-        documents = [d for d in api.documents(kb) if d["id"] in watched]
+        documents = sorted(api.documents_by_id(kb, watched).values(), key=lambda d: d["created_at"])
     except ApiError as exc:
         show_error(exc, api)
         return
