@@ -18,6 +18,7 @@ import pypdfium2
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pypdf import PdfReader, PdfWriter
 from streamlit.testing.v1 import AppTest
 
 from app.api.main import create_app
@@ -27,7 +28,7 @@ from app.kb.preview.locate import Box
 from app.settings import PROJECT_ROOT
 from kbqa_client import KbqaClient
 from tests.conftest import create_kb, make_settings, upload_ready, wait_until
-from tests.fixtures_docs import make_pages_pdf
+from tests.fixtures_docs import make_landscape_pdf, make_pages_pdf
 from tests.fixtures_ocr import ZH_PARAGRAPHS, full_page, mixed_pdf
 from tests.live_api import serving
 from webui.i18n import TEXTS
@@ -222,6 +223,54 @@ def test_highlight_boxes_lie_on_the_text_of_the_chunk(client: TestClient, pdf: d
         near[max(top - 3, 0) : bottom + 4, max(left - 3, 0) : right + 4] = True
     assert diff[inside].mean() > 0.9  # the box is tinted
     assert not diff[~near].any()  # and nothing else on the page changed
+
+
+def _rotated(path: Path, page: int, degrees: int) -> Path:
+    """A copy of the PDF whose page `page` carries /Rotate `degrees` (its content left as drawn)."""
+    writer = PdfWriter(clone_from=PdfReader(path))
+    writer.pages[page - 1].rotate(degrees)
+    turned = path.with_name(f"{path.stem}-rotate{degrees}.pdf")
+    with turned.open("wb") as handle:
+        writer.write(handle)
+    return turned
+
+
+@pytest.fixture(scope="module")
+def turned_kb(client: TestClient) -> str:
+    """The rotated PDFs' own knowledge base: their copies of SENTENCE stay out of 原文库's searches."""
+    return create_kb(client, "转页库")["name"]
+
+
+@pytest.mark.parametrize(("degrees", "landscape"), [(0, False), (90, False), (180, False), (270, False), (90, True)])
+def test_highlight_boxes_turn_with_a_rotated_page(
+    client: TestClient, turned_kb: str, tmp_path: Path, degrees: int, landscape: bool
+) -> None:
+    """/Rotate turns the rendered page, not the text layer's boxes; a landscape page (text drawn turned, /Rotate
+    setting it upright) reads across as shown, a plain page turned by /Rotate reads down or up."""
+    if landscape:
+        path = make_landscape_pdf(tmp_path, "landscape.pdf", [PAGE1, SENTENCE])
+    else:
+        path = _rotated(make_pages_pdf(tmp_path, "turned.pdf", [PAGE1, SENTENCE]), 2, degrees)
+    doc = upload_ready(client, turned_kb, (f"转{degrees}{'横' if landscape else ''}.pdf", path.read_bytes()))[0]
+    assert doc["status"] == "ready", doc
+    chunk = next(c for c in client.get(f"{_base(doc, turned_kb)}/chunks").json() if c["page"] == 2)
+    assert SENTENCE in chunk["text"]
+    marked = client.get(f"{_base(doc, turned_kb)}/pages/2.png", params={"chunk": chunk["chunk_index"]})
+    assert marked.headers["x-highlight"] == "text_layer"
+    stored = _services(client).knowledge_bases.stored_document(turned_kb, doc["id"])
+    rendered = _services(client).previews.pages.render(stored.path, 2, chunk["text"])
+    assert rendered.png == marked.content and rendered.boxes
+
+    plain = client.get(f"{_base(doc, turned_kb)}/pages/2.png").content
+    ink = _image(plain).sum(axis=2) < 3 * 128  # page 2 holds SENTENCE only
+    assert (ink.shape[1] > ink.shape[0]) == (degrees in (90, 270))  # rendered as a viewer shows it
+    covered = np.zeros_like(ink)
+    for box in rendered.boxes:
+        left, top, right, bottom = (round(v * rendered.scale) for v in (box.left, box.top, box.right, box.bottom))
+        assert ink[max(top, 0) : bottom, max(left, 0) : right].any(), box  # every box lies on the text
+        covered[max(top, 0) : bottom, max(left, 0) : right] = True
+    assert ink.sum() > 500 and ink[covered].sum() / ink.sum() > 0.98  # and the text lies in the boxes
+    assert len(rendered.boxes) == 2  # the sentence's two lines, each one box
 
 
 def test_a_scanned_page_is_highlighted_from_the_ocr_word_boxes(

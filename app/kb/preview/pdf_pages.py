@@ -34,22 +34,38 @@ _FOUND_KEY = "kbqa-highlight"  # the PNG text chunk that keeps `found`, so a cac
 
 @dataclass(frozen=True)
 class Frame:
-    """The visible part of a page (its crop box) in PDF points: where page coordinates start, and its size."""
+    """The visible part of a page (its crop box) in PDF points: where page coordinates start, and its size; and the
+    page's /Rotate (clockwise degrees), which PDFium applies when it renders but not to the text layer's boxes."""
 
     left: float
     top: float
     width: float
     height: float
+    rotation: int = 0
+
+    @property
+    def shown_width(self) -> float:
+        return self.height if self.rotation in (90, 270) else self.width
 
     def box(self, left: float, bottom: float, right: float, top: float) -> Box:
-        """A PDF rectangle (y upwards) as a Box from the frame's top-left corner."""
+        """A PDF rectangle (y upwards) as a Box from the frame's top-left corner, before the page's rotation."""
         return Box(left - self.left, self.top - top, right - self.left, self.top - bottom)
+
+    def shown(self, box: Box) -> Box:
+        """A Box from `box`, turned with the page as rendered (still from the top-left corner)."""
+        if self.rotation == 90:
+            return Box(self.height - box.bottom, box.left, self.height - box.top, box.right)
+        if self.rotation == 180:
+            return Box(self.width - box.right, self.height - box.bottom, self.width - box.left, self.height - box.top)
+        if self.rotation == 270:
+            return Box(box.top, self.width - box.right, box.bottom, self.width - box.left)
+        return box
 
 
 @dataclass(frozen=True)
 class RenderedPage:
     png: bytes
-    boxes: list[Box]  # the chunk's lines, in PDF points from the page's top-left corner
+    boxes: list[Box]  # the chunk's lines, in PDF points from the top-left corner of the page as shown
     found: Found  # where the chunk was found: on the text layer, in the OCR of the page, or not at all
     scale: float  # pixels per PDF point
 
@@ -91,7 +107,7 @@ class PdfPages:
             page = document[number - 1]
             try:
                 left, bottom, right, top = page.get_bbox()  # the crop box, inherited ones included
-                frame = Frame(left, top, right - left, top - bottom)
+                frame = Frame(left, top, right - left, top - bottom, page.get_rotation())
                 glyphs = _text_layer(page, frame) if want_glyphs else []
                 scale = min(PREVIEW_DPI / 72, (self.max_pixels / max(frame.width * frame.height, 1.0)) ** 0.5)
                 image = page.render(scale=scale).to_pil().convert("RGB")
@@ -102,7 +118,7 @@ class PdfPages:
     def _locate(
         self, document: pypdfium2.PdfDocument, number: int, frame: Frame, glyphs: list[Glyph], text: str
     ) -> tuple[list[Box], Found]:
-        boxes = highlight(glyphs, text)
+        boxes = _shown_lines(glyphs, text, frame)
         if boxes:
             return boxes, "text_layer"
         if len(glyphs) >= _MIN_TEXT_LAYER_CHARS or not self.limits.ocr:
@@ -120,7 +136,7 @@ class PdfPages:
             tsv = engine(self.limits.ocr_languages).tsv(image, self.limits.ocr_page_timeout_s)
         except (OcrUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
             raise InvalidInput(f"无法对该页做 OCR 以标出引用位置 (the page could not be read by OCR: {exc})") from exc
-        pixels_per_point = image.width / max(frame.width, 1.0)
+        pixels_per_point = image.width / max(frame.shown_width, 1.0)  # OCR reads the page as shown
         glyphs = []
         for word in ocr_words(tsv):
             step = word.width / len(word.text)
@@ -139,7 +155,8 @@ def _open(path: Path) -> pypdfium2.PdfDocument:
 
 
 def _text_layer(page: pypdfium2.PdfPage, frame: Frame) -> list[Glyph]:
-    """The page's visible characters with their boxes (the font's full height, so lines join up)."""
+    """The page's visible characters with their boxes (the font's full height, so lines join up), before the
+    page's rotation."""
     textpage = page.get_textpage()
     try:
         glyphs = []
@@ -151,6 +168,17 @@ def _text_layer(page: pypdfium2.PdfPage, frame: Frame) -> list[Glyph]:
         return glyphs
     finally:
         textpage.close()
+
+
+def _shown_lines(glyphs: list[Glyph], text: str, frame: Frame) -> list[Box]:
+    """The chunk's line boxes on the page as shown. Glyphs join into a line where their text runs across: in the
+    page's own coordinates (text that /Rotate turns on its side), or on the page as shown (a landscape page whose
+    content is drawn turned so that /Rotate sets it upright); whichever gives fewer lines."""
+    lines = [frame.shown(box) for box in highlight(glyphs, text)]
+    if not frame.rotation:
+        return lines
+    turned = highlight([Glyph(g.char, frame.shown(g.box)) for g in glyphs], text)
+    return min(lines, turned, key=len)
 
 
 def _scaled(box: Box, factor: float) -> Box:
