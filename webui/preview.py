@@ -74,7 +74,7 @@ def _show_page(api: KbqaClient, context: dict[str, Any]) -> None:
     caption = t("preview.page", page=chunk["page"], pages=context["pages"] or "?")
     if chunk.get("heading"):
         caption += f" · {chunk['heading']}"
-    st.image(png, caption=caption)
+    st.image(png, caption=caption, output_format="PNG")  # as rendered: a JPEG copy would blur the text
     if highlight == "none":
         st.caption(t("preview.not_found"))
 
