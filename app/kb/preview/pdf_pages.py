@@ -65,9 +65,10 @@ class Frame:
 @dataclass(frozen=True)
 class RenderedPage:
     png: bytes
-    boxes: list[Box]  # the chunk's lines, in PDF points from the top-left corner of the page as shown
+    boxes: list[Box]  # the chunk's lines from the top-left corner of the page as shown, in PDF points (a
+    # picture: in its pixels as OCR read it)
     found: Found  # where the chunk was found: on the text layer, in the OCR of the page, or not at all
-    scale: float  # pixels per PDF point
+    scale: float  # pixels of the PNG per unit of `boxes`
 
 
 class PdfPages:
@@ -85,14 +86,7 @@ class PdfPages:
         finally:
             with _PDFIUM_LOCK:
                 document.close()
-        if boxes:
-            _mark(image, boxes, scale)
-        info = PngImagePlugin.PngInfo()
-        if text is not None:
-            info.add_text(_FOUND_KEY, found)
-        png = io.BytesIO()
-        image.save(png, format="PNG", compress_level=_PNG_COMPRESSION, pnginfo=info)
-        return RenderedPage(png.getvalue(), boxes, found, scale)
+        return marked_page(image, boxes, found if text is not None else None, scale)
 
     def _draw(
         self, document: pypdfium2.PdfDocument, number: int, want_glyphs: bool
@@ -127,23 +121,41 @@ class PdfPages:
         return boxes, "ocr" if boxes else "none"
 
     def _ocr_glyphs(self, document: pypdfium2.PdfDocument, number: int, frame: Frame) -> list[Glyph]:
-        """The page's characters as OCR reads them at the loader's resolution, each word's box shared evenly
-        among its characters (Tesseract reports each Chinese character as a word of its own)."""
+        """The page's characters as OCR reads them at the loader's resolution, in points."""
         image = _render(document, number, self.limits.ocr_dpi)
         if image is None:
             return []
-        try:
-            tsv = engine(self.limits.ocr_languages).tsv(image, self.limits.ocr_page_timeout_s)
-        except (OcrUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            raise InvalidInput(f"无法对该页做 OCR 以标出引用位置 (the page could not be read by OCR: {exc})") from exc
         pixels_per_point = image.width / max(frame.shown_width, 1.0)  # OCR reads the page as shown
-        glyphs = []
-        for word in ocr_words(tsv):
-            step = word.width / len(word.text)
-            for k, ch in enumerate(word.text):
-                left = word.left + k * step
-                glyphs.append(Glyph(ch, Box(left, word.top, left + step, word.top + word.height)))
-        return [Glyph(g.char, _scaled(g.box, 1 / pixels_per_point)) for g in glyphs]
+        return [Glyph(g.char, _scaled(g.box, 1 / pixels_per_point)) for g in ocr_glyphs(image, self.limits)]
+
+
+def ocr_glyphs(image: Image.Image, limits: LoadLimits) -> list[Glyph]:
+    """The characters OCR reads in `image`, in its pixels, each word's box shared evenly among its characters
+    (Tesseract reports each Chinese character as a word of its own)."""
+    try:
+        tsv = engine(limits.ocr_languages).tsv(image, limits.ocr_page_timeout_s)
+    except (OcrUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        raise InvalidInput(f"无法对该页做 OCR 以标出引用位置 (the page could not be read by OCR: {exc})") from exc
+    glyphs = []
+    for word in ocr_words(tsv):
+        step = word.width / len(word.text)
+        for k, ch in enumerate(word.text):
+            left = word.left + k * step
+            glyphs.append(Glyph(ch, Box(left, word.top, left + step, word.top + word.height)))
+    return glyphs
+
+
+def marked_page(image: Image.Image, boxes: list[Box], found: Found | None, scale: float) -> RenderedPage:
+    """`image` as a PNG with `boxes` (in units of which `scale` pixels make one) marked, keeping `found` in it
+    (None: no chunk was asked for)."""
+    if boxes:
+        _mark(image, boxes, scale)
+    info = PngImagePlugin.PngInfo()
+    if found is not None:
+        info.add_text(_FOUND_KEY, found)
+    png = io.BytesIO()
+    image.save(png, format="PNG", compress_level=_PNG_COMPRESSION, pnginfo=info)
+    return RenderedPage(png.getvalue(), boxes, found or "none", scale)
 
 
 def _open(path: Path) -> pypdfium2.PdfDocument:
