@@ -239,7 +239,7 @@ class OcrSettings(Section):
 
 
 class PreviewSettings(Section):
-    """Source previews (app/kb/preview/): PDF pages rendered on demand with a cited chunk highlighted."""
+    """Source previews (app/kb/preview/): PDF pages and pictures rendered on demand with a cited chunk highlighted."""
 
     cache_mb: float = Field(
         200, ge=0, description="Page images are kept under <data_dir>/cache/pages up to this size; the least "

@@ -180,7 +180,8 @@ class KbqaClient:
         return self.request("GET", preview_url, params={"before": before, "after": after})
 
     def page_image(self, kb: str, doc_id: str, page: int, chunk: int | None = None) -> PageImage:
-        """A PDF page as PNG bytes, the chunk's lines highlighted when `chunk` is given."""
+        """A PDF page or a picture (page `page` of a multi-page TIFF) as PNG bytes, the chunk's lines highlighted
+        when `chunk` is given."""
         path = api_path("kbs", kb, "documents", doc_id, "pages", f"{page}.png")
         params = {} if chunk is None else {"chunk": chunk}
         response = self.response("GET", path, params=params, timeout=self.long_timeout)

@@ -9,6 +9,7 @@ The paths can be overridden with KBQA_TEST_LATIN_FONT / KBQA_TEST_CJK_FONT.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from datetime import UTC, datetime
@@ -261,6 +262,24 @@ def make_pages_pdf(folder: Path, name: str, pages: list[str]) -> Path:
     return _save(pdf, folder / name)
 
 
+def make_landscape_pdf(folder: Path, name: str, pages: list[str]) -> Path:
+    """Landscape pages as a scanner or LaTeX's pdflscape writes them: portrait pages whose text is drawn turned a
+    quarter counter-clockwise, with /Rotate 90 so that a viewer shows them upright."""
+    pdf = _unicode_pdf()
+    for text in pages:
+        pdf.add_page()
+        with pdf.rotation(90, x=105, y=148):
+            pdf.set_xy(40, 140)
+            pdf.multi_cell(190, 8, text, new_x="LMARGIN", new_y="NEXT")
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(bytes(pdf.output()))))
+    for page in writer.pages:
+        page.rotate(90)
+    path = folder / name
+    with path.open("wb") as handle:
+        writer.write(handle)
+    return path
+
+
 def make_simple_pdf(folder: Path, name: str = "simple.pdf", pages: int = 2) -> Path:
     """An English-only PDF in a core font (no font files needed)."""
     pdf = FPDF(format="A4")
@@ -334,6 +353,17 @@ def make_docx(folder: Path) -> Path:
     _set_outline_level(outlined._p, 1)
     document.add_paragraph("这一段位于大纲级别标题下面。")
     path = folder / "headings_table.docx"
+    document.save(str(path))
+    return path
+
+
+def make_paragraphs_docx(folder: Path, name: str, heading: str, paragraphs: list[str]) -> Path:
+    """A DOCX with one heading and the paragraphs under it."""
+    document = Document()
+    document.add_heading(heading, level=1)
+    for text in paragraphs:
+        document.add_paragraph(text)
+    path = folder / name
     document.save(str(path))
     return path
 

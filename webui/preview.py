@@ -1,5 +1,6 @@
 """在原文中查看: a source shown where it stands in its document. A PDF source shows its page with the chunk's
-lines marked; other formats show the chunks around it as text (never as HTML), the cited one highlighted."""
+lines marked, a picture read by OCR the picture with the chunk's words marked; other formats show the chunks around
+it as text (never as HTML), the cited one highlighted."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def load_context(source: dict[str, Any]) -> dict[str, Any] | None:
 def show_context(context: dict[str, Any], key: str) -> None:
     api = get_api()
     chunk = context["chunk"]
-    if context["kind"] == "pdf_page":
+    if context.get("page_image_url"):  # a PDF page or a picture
         _show_page(api, context)
     elif context["kind"] != "rows" or not _show_rows(context):
         _show_text(context)
@@ -66,15 +67,16 @@ def show_context(context: dict[str, Any], key: str) -> None:
 
 def _show_page(api: KbqaClient, context: dict[str, Any]) -> None:
     chunk = context["chunk"]
+    page = chunk["page"] or 1  # a picture's only page has no number
     try:
-        png, highlight = _page(api.base_url, context["kb_name"], context["doc_id"], chunk["page"], chunk["chunk_index"])
+        png, highlight = _page(api.base_url, context["kb_name"], context["doc_id"], page, chunk["chunk_index"])
     except ApiError as exc:
         show_error(exc, api)
         return
-    caption = t("preview.page", page=chunk["page"], pages=context["pages"] or "?")
+    caption = t("preview.page", page=page, pages=context["pages"] or "?")
     if chunk.get("heading"):
         caption += f" · {chunk['heading']}"
-    st.image(png, caption=caption)
+    st.image(png, caption=caption, output_format="PNG")  # as rendered: a JPEG copy would blur the text
     if highlight == "none":
         st.caption(t("preview.not_found"))
 

@@ -18,17 +18,28 @@ import pypdfium2
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pypdf import PdfReader, PdfWriter
 from streamlit.testing.v1 import AppTest
 
 from app.api.main import create_app
 from app.chat.models import Source
 from app.kb.preview.cache import PageCache
 from app.kb.preview.locate import Box
+from app.kb.preview.pdf_pages import RenderedPage
 from app.settings import PROJECT_ROOT
 from kbqa_client import KbqaClient
 from tests.conftest import create_kb, make_settings, upload_ready, wait_until
-from tests.fixtures_docs import make_pages_pdf
-from tests.fixtures_ocr import ZH_PARAGRAPHS, full_page, mixed_pdf
+from tests.fixtures_docs import make_landscape_pdf, make_pages_pdf
+from tests.fixtures_ocr import (
+    EN_PICTURE_SENTENCE,
+    ZH_PARAGRAPHS,
+    ZH_PICTURE_SENTENCE,
+    ZH_PNG_SENTENCE,
+    full_page,
+    mixed_pdf,
+    normalized,
+    picture,
+)
 from tests.live_api import serving
 from webui.i18n import TEXTS
 from webui.preview import highlighted
@@ -47,6 +58,7 @@ UI_MARKDOWN = (
     "第四号泵的轴承需要更换。"
 )
 SHEET_KB = "表格库"
+PICTURE_KB = "图片界面库"
 STAFF = [
     ("张三", "销售部", "1001"),
     ("李四", "财务部", "1002"),
@@ -224,6 +236,62 @@ def test_highlight_boxes_lie_on_the_text_of_the_chunk(client: TestClient, pdf: d
     assert not diff[~near].any()  # and nothing else on the page changed
 
 
+def _rotated(path: Path, page: int, degrees: int) -> Path:
+    """A copy of the PDF whose page `page` carries /Rotate `degrees` (its content left as drawn)."""
+    writer = PdfWriter(clone_from=PdfReader(path))
+    writer.pages[page - 1].rotate(degrees)
+    turned = path.with_name(f"{path.stem}-rotate{degrees}.pdf")
+    with turned.open("wb") as handle:
+        writer.write(handle)
+    return turned
+
+
+@pytest.fixture(scope="module")
+def turned_kb(client: TestClient) -> str:
+    """The rotated PDFs' own knowledge base: their copies of SENTENCE stay out of 原文库's searches."""
+    return create_kb(client, "转页库")["name"]
+
+
+@pytest.mark.parametrize(("degrees", "landscape"), [(0, False), (90, False), (180, False), (270, False), (90, True)])
+def test_highlight_boxes_turn_with_a_rotated_page(
+    client: TestClient, turned_kb: str, tmp_path: Path, degrees: int, landscape: bool
+) -> None:
+    """/Rotate turns the rendered page, not the text layer's boxes; a landscape page (text drawn turned, /Rotate
+    setting it upright) reads across as shown, a plain page turned by /Rotate reads down or up."""
+    if landscape:
+        path = make_landscape_pdf(tmp_path, "landscape.pdf", [PAGE1, SENTENCE])
+    else:
+        path = _rotated(make_pages_pdf(tmp_path, "turned.pdf", [PAGE1, SENTENCE]), 2, degrees)
+    doc = upload_ready(client, turned_kb, (f"转{degrees}{'横' if landscape else ''}.pdf", path.read_bytes()))[0]
+    assert doc["status"] == "ready", doc
+    chunk = next(c for c in client.get(f"{_base(doc, turned_kb)}/chunks").json() if c["page"] == 2)
+    assert SENTENCE in chunk["text"]
+    marked = client.get(f"{_base(doc, turned_kb)}/pages/2.png", params={"chunk": chunk["chunk_index"]})
+    assert marked.headers["x-highlight"] == "text_layer"
+    stored = _services(client).knowledge_bases.stored_document(turned_kb, doc["id"])
+    rendered = _services(client).previews.pages.render(stored.path, 2, chunk["text"])
+    assert rendered.png == marked.content and rendered.boxes
+
+    plain = client.get(f"{_base(doc, turned_kb)}/pages/2.png").content  # page 2 holds SENTENCE only
+    width, height = Image.open(io.BytesIO(plain)).size
+    assert (width > height) == (degrees in (90, 270))  # rendered as a viewer shows it
+    assert _ink_in_boxes(plain, rendered) > 0.98
+    assert len(rendered.boxes) == 2  # the sentence's two lines, each one box
+
+
+def _ink_in_boxes(plain: bytes, rendered: RenderedPage) -> float:
+    """The share of the page's ink (its dark pixels, unmarked) that lies in the highlight boxes, after checking
+    that every box lies on some."""
+    ink = _image(plain).sum(axis=2) < 3 * 128
+    covered = np.zeros_like(ink)
+    for box in rendered.boxes:
+        left, top, right, bottom = (round(v * rendered.scale) for v in (box.left, box.top, box.right, box.bottom))
+        assert ink[max(top, 0) : bottom, max(left, 0) : right].any(), box
+        covered[max(top, 0) : bottom, max(left, 0) : right] = True
+    assert ink.sum() > 500
+    return float(ink[covered].sum() / ink.sum())
+
+
 def test_a_scanned_page_is_highlighted_from_the_ocr_word_boxes(
     client: TestClient, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -242,6 +310,57 @@ def test_a_scanned_page_is_highlighted_from_the_ocr_word_boxes(
     assert ZH_PARAGRAPHS[0][:6] in chunk["text"]
 
 
+@pytest.fixture(scope="module")
+def picture_kb(client: TestClient) -> str:
+    return create_kb(client, "图片库")["name"]
+
+
+def test_a_picture_is_served_with_its_ocr_words_highlighted(client: TestClient, picture_kb: str) -> None:
+    notice = picture(ZH_PNG_SENTENCE)
+    png = io.BytesIO()
+    notice.image.save(png, format="PNG")
+    doc = upload_ready(client, picture_kb, ("告示.png", png.getvalue()))[0]
+    assert doc["status"] == "ready" and doc["pages"] == 1, doc
+    context = client.get(f"{_base(doc, picture_kb)}/chunks/0").json()
+    assert context["kind"] == "picture" and context["chunk"]["page"] is None
+    assert context["page_image_url"] == f"/api/kbs/{quote(picture_kb)}/documents/{doc['id']}/pages/1.png?chunk=0"
+
+    marked = client.get(context["page_image_url"])
+    assert marked.status_code == 200 and marked.headers["x-highlight"] == "ocr"
+    plain = client.get(f"{_base(doc, picture_kb)}/pages/1.png")
+    assert Image.open(io.BytesIO(plain.content)).size == notice.image.size and "x-highlight" not in plain.headers
+    stored = _services(client).knowledge_bases.stored_document(picture_kb, doc["id"])
+    rendered = _services(client).previews.pictures.render(stored.path, 1, context["chunk"]["text"])
+    assert rendered.png == marked.content and rendered.found == "ocr"
+    assert _ink_in_boxes(plain.content, rendered) > 0.9  # OCR's word boxes, shared among the characters
+
+    beyond = client.get(f"{_base(doc, picture_kb)}/pages/2.png")
+    assert beyond.status_code == 404 and "the picture has 1 pages" in beyond.json()["detail"]
+
+
+def test_a_multi_page_tiff_is_served_page_by_page(client: TestClient, picture_kb: str) -> None:
+    first, third = picture(EN_PICTURE_SENTENCE), picture(ZH_PICTURE_SENTENCE)
+    tiff = io.BytesIO()
+    first.image.save(tiff, format="TIFF", save_all=True, append_images=[Image.new("L", (600, 300), 255), third.image])
+    doc = upload_ready(client, picture_kb, ("传真.tiff", tiff.getvalue()))[0]
+    assert doc["status"] == "ready" and doc["pages"] == 3, doc
+    chunk = next(c for c in client.get(f"{_base(doc, picture_kb)}/chunks").json() if c["page"] == 3)
+    assert "仓库的温度" in normalized(chunk["text"])  # OCR may misread a character elsewhere
+    context = client.get(f"{_base(doc, picture_kb)}/chunks/{chunk['chunk_index']}").json()
+    assert context["page_image_url"].endswith(f"/pages/3.png?chunk={chunk['chunk_index']}")
+
+    marked = client.get(context["page_image_url"])
+    assert marked.status_code == 200 and marked.headers["x-highlight"] == "ocr"
+    plain = client.get(f"{_base(doc, picture_kb)}/pages/3.png").content
+    stored = _services(client).knowledge_bases.stored_document(picture_kb, doc["id"])
+    rendered = _services(client).previews.pictures.render(stored.path, 3, chunk["text"])
+    assert rendered.png == marked.content
+    assert _ink_in_boxes(plain, rendered) > 0.9
+    assert _image(client.get(f"{_base(doc, picture_kb)}/pages/2.png").content).min() == 255  # the blank page
+    wrong = client.get(f"{_base(doc, picture_kb)}/pages/1.png", params={"chunk": chunk["chunk_index"]})
+    assert wrong.status_code == 422 and "not on page 1" in wrong.json()["detail"]
+
+
 def test_pages_out_of_range_and_mismatched_chunks_are_refused_clearly(client: TestClient, pdf: dict) -> None:
     beyond = client.get(f"{_base(pdf)}/pages/3.png")
     assert beyond.status_code == 404
@@ -252,7 +371,7 @@ def test_pages_out_of_range_and_mismatched_chunks_are_refused_clearly(client: Te
     assert wrong.status_code == 422 and "not on page 2" in wrong.json()["detail"]
     markdown = upload_ready(client, "原文库", ("说明.md", "# 说明\n\n不是 PDF 的文档没有页面图片。".encode()))[0]
     not_pdf = client.get(f"{_base(markdown)}/pages/1.png")
-    assert not_pdf.status_code == 404 and "PDF documents only" in not_pdf.json()["detail"]
+    assert not_pdf.status_code == 404 and "PDF documents and pictures only" in not_pdf.json()["detail"]
 
 
 def test_the_page_cache_stays_within_its_bound(client: TestClient, pdf: dict) -> None:
@@ -338,10 +457,14 @@ def served_api(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Pa
         api.create_knowledge_base("界面库")
         pdf = make_pages_pdf(tmp_path_factory.mktemp("ui-pdf"), "ui.pdf", [PAGE1, SENTENCE]).read_bytes()
         api.create_knowledge_base(SHEET_KB, chunk_size=60, chunk_overlap=0)  # two rows a chunk
+        api.create_knowledge_base(PICTURE_KB)
+        notice = io.BytesIO()
+        picture(ZH_PNG_SENTENCE).image.save(notice, format="PNG")
         uploads = [
             ("界面库", PDF_NAME, pdf),
             ("界面库", "注意.md", UI_MARKDOWN.encode()),
             (SHEET_KB, "员工.csv", STAFF_CSV),
+            (PICTURE_KB, "告示.png", notice.getvalue()),
         ]
         for kb, name, data in uploads:
             doc_id = api.upload(kb, name, data)["document"]["id"]
@@ -461,6 +584,19 @@ def test_the_chunk_viewer_shows_a_pdf_chunk_on_its_page(served_api: str, monkeyp
     images = at.get("image")
     assert len(images) == 1
     assert images[0].proto.imgs[0].caption.startswith(TEXTS["preview.page"][0].format(page=2, pages=2))
+
+
+def test_the_chunk_viewer_shows_a_picture_with_its_words_marked(
+    served_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at, doc = _kb_page_chunks(served_api, monkeypatch, PICTURE_KB, "告示.png")
+    at.toggle(key=f"chunk-preview-{doc['id']}-0").set_value(True).run()
+    assert not at.exception, at.exception
+    images = at.get("image")
+    assert len(images) == 1
+    assert images[0].proto.imgs[0].caption.startswith(TEXTS["preview.page"][0].format(page=1, pages=1))
+    assert TEXTS["preview.not_found"][0] not in [c.value for c in at.caption]  # the words were found
+    assert TEXTS["preview.ocr"][0] in [c.value for c in at.caption]
 
 
 def test_a_spreadsheet_chunk_shows_as_a_table_with_its_rows_highlighted(

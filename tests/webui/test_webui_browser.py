@@ -6,6 +6,7 @@ A screenshot of every step is kept under test-artifacts/webui/ (KBQA_TEST_ARTIFA
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -13,14 +14,18 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.llm.stack import LLMStack, terminate
 from app.settings import PROJECT_ROOT, Settings
 from app.webui_launcher import start_ui
-from tests.conftest import answering_settings, free_port
-from tests.fixtures_docs import cjk_fonts, make_pages_pdf
+from kbqa_client import KbqaClient
+from tests.conftest import answering_settings, free_port, wait_until
+from tests.fixtures_docs import cjk_fonts, make_pages_pdf, make_paragraphs_docx
 from tests.live_api import serving
+from webui.i18n import TEXTS
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags a root, offline, GPU-less machine needs (background networking fails loudly on a closed network).
@@ -46,6 +51,21 @@ EVAL_QUESTIONS = [
     {"question": "哪一行必须原样显示？", "file_name": "安全提示.txt"},
 ]
 ANSWER_TIMEOUT_MS = 240_000
+WINDOW = {"viewport": {"width": 1440, "height": 1000}, "locale": "zh-CN"}
+SOURCE_KB = "原文查看库"
+SOURCE_PDF = "青岚水库手册.pdf"
+SOURCE_PAGES = [
+    "青岚水库管理手册。本手册介绍水库的日常巡查制度与值班人员的分工安排。",
+    "防汛要求：青岚水库的汛限水位为一百二十六米，超过汛限水位时必须在两小时内开闸泄洪。",
+]
+SOURCE_DOCX = "食堂规定.docx"
+DOCX_SENTENCE = "员工食堂的早餐供应时间改为七点到九点，逾时不再供应，请大家合理安排上班前的时间。"
+DOCX_PARAGRAPHS = [  # each a chunk of its own in SOURCE_KB (chunks of 60 characters at most)
+    "食堂由后勤部统一管理，每天供应早餐、午餐和晚餐三餐，就餐时需要刷员工卡。",
+    DOCX_SENTENCE,
+    "节假日期间食堂只供应午餐，供应时间为十一点半到一点，其余时段暂停营业。",
+]
+HIGHLIGHT_ON_WHITE = (255, 234, 165)  # the page highlight's fill (255, 196, 0, alpha 90) blended over white paper
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is absent: scripts/setup.sh installs it"),
@@ -90,7 +110,7 @@ def browser_page(ui_url: str) -> Iterator[object]:
     ARTIFACTS.mkdir(parents=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="zh-CN")
+        page = browser.new_page(**WINDOW)
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.dialogs = dialogs  # type: ignore[attr-defined]
@@ -100,8 +120,9 @@ def browser_page(ui_url: str) -> Iterator[object]:
 
 
 class Steps:
-    def __init__(self, page: object) -> None:
+    def __init__(self, page: object, prefix: str = "") -> None:
         self.page = page
+        self.prefix = prefix  # keeps a second test's screenshots apart from the journey's
         self.count = 0
 
     def shot(self, name: str, show: object | None = None) -> None:
@@ -111,13 +132,21 @@ class Steps:
             show.scroll_into_view_if_needed()
         self.idle()
         self.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
-        self.page.screenshot(path=str(ARTIFACTS / f"{self.count:02d}-{name}.png"))
+        self.page.screenshot(path=str(self.path(name)))
+
+    def path(self, name: str) -> Path:
+        return ARTIFACTS / f"{self.prefix}{self.count:02d}-{name}.png"
 
     def nav(self, label: str) -> None:
         self.page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
 
     def mode(self, label: str) -> None:
         self.page.locator('[data-testid="stMainBlockContainer"]').get_by_role("radio", name=label, exact=True).click()
+
+    def choose_kb(self, name: str) -> None:
+        self.page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').click()
+        self.page.get_by_role("option", name=name).click()
+        self.page.keyboard.press("Escape")
 
     def ask(self, placeholder: str, question: str) -> None:
         box = self.page.get_by_placeholder(placeholder)
@@ -165,9 +194,7 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     # 知识库问答: an answer with its numbered source (file and page).
     steps.nav("对话")
     steps.mode("知识库问答")
-    page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').click()
-    page.get_by_role("option", name=KB).click()
-    page.keyboard.press("Escape")
+    steps.choose_kb(KB)
     steps.ask("基于知识库提问……", "北辰九号探测器的主镜口径是多少？")
     sources = page.get_by_text("来源（", exact=False).first
     sources.wait_for(timeout=ANSWER_TIMEOUT_MS)
@@ -237,3 +264,99 @@ def test_the_whole_journey_in_a_browser(browser_page: object, tmp_path: Path) ->
     kept = interrupted.inner_text()
     assert words.search(kept) and "回答被中断" in kept, kept
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_a_cited_source_opens_on_its_highlighted_page(
+    browser_page: object, ui_settings: Settings, tmp_path: Path
+) -> None:
+    """知识库问答's citation of a PDF source opens the source page in a new tab: page 2 with the cited lines marked;
+    知识库测试's "在原文中查看" shows a DOCX source's paragraph highlighted. The documents go in through the API (the
+    journey above uploads through the UI), the questions through a fresh browser tab (a session of its own)."""
+    api = KbqaClient(ui_settings.api.url)
+    try:
+        pdf_id, _ = _index_sources(api, tmp_path)
+        cited = next(c for c in api.chunks(SOURCE_KB, pdf_id) if c["page"] == 2)["chunk_index"]
+        expected = api.page_image(SOURCE_KB, pdf_id, 2, cited)
+    finally:
+        api.close()
+    assert expected.highlight == "text_layer"
+    context = browser_page.context.browser.new_context(**WINDOW)  # type: ignore[attr-defined]
+    try:
+        _open_cited_sources(context, ui_settings.ui.url, pdf_id, cited, expected.png)
+    finally:
+        context.close()
+
+
+def _open_cited_sources(context: object, ui_url: str, pdf_id: str, cited: int, expected_png: bytes) -> None:
+    tab = context.new_page()  # type: ignore[attr-defined]
+    dialogs: list[str] = []
+    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    tab.goto(ui_url)
+    steps = Steps(tab, prefix="source-")
+    tab.get_by_text("对话", exact=True).first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+
+    # 知识库问答: the answer cites page 2's chunk; its [n] opens the source page in a new tab.
+    steps.mode("知识库问答")
+    steps.choose_kb(SOURCE_KB)
+    steps.ask("基于知识库提问……", "青岚水库的汛限水位是多少？")
+    answer = tab.locator('[data-testid="stChatMessage"]').nth(1)
+    answer.get_by_text("来源（", exact=False).wait_for(timeout=ANSWER_TIMEOUT_MS)
+    steps.idle()
+    citation = answer.locator(f'a[href*="doc={pdf_id}&chunk={cited}"]')
+    assert citation.count() >= 1, answer.inner_text()
+    steps.shot("answer-with-citation", citation.first)
+    with tab.context.expect_page() as opened:
+        citation.first.click()
+    source = steps.page = opened.value
+    shown = source.locator('[data-testid="stImage"] img')
+    shown.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    source.get_by_text(TEXTS["preview.page"][0].format(page=2, pages=2), exact=False).wait_for()
+    steps.idle()
+    assert source.get_by_text(TEXTS["preview.not_found"][0], exact=False).count() == 0
+    png = source.request.get(shown.evaluate("img => img.src")).body()
+    assert png == expected_png  # page 2 with chunk `cited` marked, the API's PNG as it rendered it
+    assert _highlighted_pixels(png) > 2000
+    steps.shot("pdf-page-highlighted")  # the file's name above, the page's first lines
+
+    # 知识库测试: "在原文中查看" under the source holding the DOCX sentence shows it highlighted among its neighbours.
+    steps.page = tab
+    tab.bring_to_front()
+    steps.mode("知识库测试")
+    steps.ask("输入问题，查看检索到的分块与分数……", "早餐供应时间改为几点到几点？")
+    hits = tab.locator('[data-testid="stChatMessage"]').nth(3)
+    hits.locator('[data-testid="stDataFrame"]').wait_for(timeout=ANSWER_TIMEOUT_MS)
+    steps.idle()
+    hits.get_by_text("来源（", exact=False).click()
+    source_text = hits.locator('[data-testid="stText"]').filter(has_text=DOCX_SENTENCE).first
+    source_text.locator('xpath=preceding::*[@data-testid="stCheckbox"][1]').click()  # that source's toggle
+    marked = hits.locator("span.stMarkdownColoredBackground")
+    marked.filter(has_text=DOCX_SENTENCE).first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    steps.idle()
+    neighbours = (DOCX_PARAGRAPHS[0], DOCX_PARAGRAPHS[2])
+    assert not any(n in text for text in marked.all_inner_texts() for n in neighbours)  # the cited chunk only
+    assert marked.first.evaluate("el => getComputedStyle(el).backgroundColor") not in ("", "rgba(0, 0, 0, 0)")
+    hits.locator('[data-testid="stText"]').filter(has_text=DOCX_PARAGRAPHS[0]).first.wait_for()  # the one before
+    hits.get_by_text(TEXTS["preview.download"][0].format(file=SOURCE_DOCX), exact=False).wait_for()
+    steps.shot("docx-highlighted", marked)
+    assert dialogs == []
+
+
+def _index_sources(api: KbqaClient, folder: Path) -> list[str]:
+    """The two-page PDF and the DOCX in SOURCE_KB, indexed; their ids."""
+    api.create_knowledge_base(SOURCE_KB, chunk_size=60, chunk_overlap=0)
+    pdf = make_pages_pdf(folder, SOURCE_PDF, SOURCE_PAGES)
+    docx = make_paragraphs_docx(folder, SOURCE_DOCX, "第三章 后勤管理", DOCX_PARAGRAPHS)
+    files = [(SOURCE_PDF, pdf.read_bytes()), (SOURCE_DOCX, docx.read_bytes())]
+    ids = [outcome["document"]["id"] for outcome in api.upload_many(SOURCE_KB, files)]
+    for doc_id in ids:
+        wait_until(
+            lambda d=doc_id: api.document(SOURCE_KB, d)["status"] in ("ready", "failed"), "the sources to be indexed"
+        )
+        assert api.document(SOURCE_KB, doc_id)["status"] == "ready", api.document(SOURCE_KB, doc_id)
+    return ids
+
+
+def _highlighted_pixels(png: bytes) -> int:
+    """How many pixels show the highlight's fill over the paper."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return int((np.abs(pixels - np.array(HIGHLIGHT_ON_WHITE)).max(axis=2) <= 4).sum())

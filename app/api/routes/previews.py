@@ -1,4 +1,5 @@
-"""A cited source in the original: the uploaded file, a chunk with its neighbours, a PDF page with the chunk marked."""
+"""A cited source in the original: the uploaded file, a chunk with its neighbours, a PDF page or a picture with the
+chunk marked."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def page_image(
     service: Previews,
     chunk: Annotated[int | None, Query(ge=0, description="The chunk to highlight; it must lie on this page")] = None,
 ) -> Response:
-    """A PDF page as a PNG, rendered when first asked for and then cached; with `chunk`, its lines are marked.
+    """A PDF page, or a picture read by OCR (page 1; a multi-page TIFF's page `page`), as a PNG, rendered when first
+    asked for and then cached; with `chunk`, its lines are marked.
     `X-Highlight` says where the chunk was found: `text_layer`, `ocr` (a scanned page) or `none`."""
     image = service.page_image(kb_name, doc_id, page, chunk)
     headers = NOSNIFF | {"Cache-Control": "private, max-age=300"}

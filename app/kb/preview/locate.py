@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 _MIN_SHARED_RUN = 4  # shorter runs in common are chance (a frequent character, a word that repeats)
+_MIN_MOVED_RUN = 8  # a run found out of order is taken only from this length: a shorter one may be anywhere
 _PAD = 1.0  # page units added around each line's box
 
 
@@ -67,12 +68,25 @@ def spelling_glyphs(glyphs: Sequence[Glyph], text: str) -> list[int]:
     if not wanted or not page:
         return []
     start = page.find(wanted)
-    if start >= 0:
-        runs = [(start, len(wanted))]
-    else:
-        blocks = SequenceMatcher(None, page, wanted, autojunk=False).get_matching_blocks()
-        runs = [(block.a, block.size) for block in blocks if block.size >= min(_MIN_SHARED_RUN, len(wanted))]
+    runs = [(start, len(wanted))] if start >= 0 else _shared_runs(page, wanted)
     return sorted({owner[k] for start, size in runs for k in range(start, start + size)})
+
+
+def _shared_runs(page: str, wanted: str) -> list[tuple[int, int]]:
+    """The runs (start on the page, length) of at least _MIN_SHARED_RUN characters the page and the text share in
+    the same order; then each longer part of the text left between them, where it stands elsewhere on the page (a
+    text layer may list lines out of reading order: PDFium lists a page turned by /Rotate 90 last line first)."""
+    blocks = SequenceMatcher(None, page, wanted, autojunk=False).get_matching_blocks()
+    blocks = [block for block in blocks if block.size >= min(_MIN_SHARED_RUN, len(wanted))]
+    runs = [(block.a, block.size) for block in blocks]
+    end = 0
+    for block_start, block_end in [*((b.b, b.b + b.size) for b in blocks), (len(wanted), len(wanted))]:
+        left_over = wanted[end:block_start]
+        found = page.find(left_over) if len(left_over) >= _MIN_MOVED_RUN else -1
+        if found >= 0:
+            runs.append((found, len(left_over)))
+        end = block_end
+    return runs
 
 
 def line_boxes(boxes: Sequence[Box]) -> list[Box]:

@@ -34,24 +34,41 @@ _FOUND_KEY = "kbqa-highlight"  # the PNG text chunk that keeps `found`, so a cac
 
 @dataclass(frozen=True)
 class Frame:
-    """The visible part of a page (its crop box) in PDF points: where page coordinates start, and its size."""
+    """The visible part of a page (its crop box) in PDF points: where page coordinates start, and its size; and the
+    page's /Rotate (clockwise degrees), which PDFium applies when it renders but not to the text layer's boxes."""
 
     left: float
     top: float
     width: float
     height: float
+    rotation: int = 0
+
+    @property
+    def shown_width(self) -> float:
+        return self.height if self.rotation in (90, 270) else self.width
 
     def box(self, left: float, bottom: float, right: float, top: float) -> Box:
-        """A PDF rectangle (y upwards) as a Box from the frame's top-left corner."""
+        """A PDF rectangle (y upwards) as a Box from the frame's top-left corner, before the page's rotation."""
         return Box(left - self.left, self.top - top, right - self.left, self.top - bottom)
+
+    def shown(self, box: Box) -> Box:
+        """A Box from `box`, turned with the page as rendered (still from the top-left corner)."""
+        if self.rotation == 90:
+            return Box(self.height - box.bottom, box.left, self.height - box.top, box.right)
+        if self.rotation == 180:
+            return Box(self.width - box.right, self.height - box.bottom, self.width - box.left, self.height - box.top)
+        if self.rotation == 270:
+            return Box(box.top, self.width - box.right, box.bottom, self.width - box.left)
+        return box
 
 
 @dataclass(frozen=True)
 class RenderedPage:
     png: bytes
-    boxes: list[Box]  # the chunk's lines, in PDF points from the page's top-left corner
+    boxes: list[Box]  # the chunk's lines from the top-left corner of the page as shown, in PDF points (a
+    # picture: in its pixels as OCR read it)
     found: Found  # where the chunk was found: on the text layer, in the OCR of the page, or not at all
-    scale: float  # pixels per PDF point
+    scale: float  # pixels of the PNG per unit of `boxes`
 
 
 class PdfPages:
@@ -69,14 +86,7 @@ class PdfPages:
         finally:
             with PDFIUM_LOCK:
                 document.close()
-        if boxes:
-            _mark(image, boxes, scale)
-        info = PngImagePlugin.PngInfo()
-        if text is not None:
-            info.add_text(_FOUND_KEY, found)
-        png = io.BytesIO()
-        image.save(png, format="PNG", compress_level=_PNG_COMPRESSION, pnginfo=info)
-        return RenderedPage(png.getvalue(), boxes, found, scale)
+        return marked_page(image, boxes, found if text is not None else None, scale)
 
     def _draw(
         self, document: pypdfium2.PdfDocument, number: int, want_glyphs: bool
@@ -91,7 +101,7 @@ class PdfPages:
             page = document[number - 1]
             try:
                 left, bottom, right, top = page.get_bbox()  # the crop box, inherited ones included
-                frame = Frame(left, top, right - left, top - bottom)
+                frame = Frame(left, top, right - left, top - bottom, page.get_rotation())
                 glyphs = _text_layer(page, frame) if want_glyphs else []
                 scale = min(PREVIEW_DPI / 72, (self.max_pixels / max(frame.width * frame.height, 1.0)) ** 0.5)
                 image = page.render(scale=scale).to_pil().convert("RGB")
@@ -102,7 +112,7 @@ class PdfPages:
     def _locate(
         self, document: pypdfium2.PdfDocument, number: int, frame: Frame, glyphs: list[Glyph], text: str
     ) -> tuple[list[Box], Found]:
-        boxes = highlight(glyphs, text)
+        boxes = _shown_lines(glyphs, text, frame)
         if boxes:
             return boxes, "text_layer"
         if len(glyphs) >= MIN_TEXT_LAYER_CHARS or not self.limits.ocr:
@@ -111,23 +121,41 @@ class PdfPages:
         return boxes, "ocr" if boxes else "none"
 
     def _ocr_glyphs(self, document: pypdfium2.PdfDocument, number: int, frame: Frame) -> list[Glyph]:
-        """The page's characters as OCR reads them at the loader's resolution, each word's box shared evenly
-        among its characters (Tesseract reports each Chinese character as a word of its own)."""
+        """The page's characters as OCR reads them at the loader's resolution, in points."""
         image = render_for_ocr(document, number, self.limits.ocr_dpi)
         if image is None:
             return []
-        try:
-            tsv = engine(self.limits.ocr_languages).tsv(image, self.limits.ocr_page_timeout_s)
-        except (OcrUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            raise InvalidInput(f"无法对该页做 OCR 以标出引用位置 (the page could not be read by OCR: {exc})") from exc
-        pixels_per_point = image.width / max(frame.width, 1.0)
-        glyphs = []
-        for word in ocr_words(tsv):
-            step = word.width / len(word.text)
-            for k, ch in enumerate(word.text):
-                left = word.left + k * step
-                glyphs.append(Glyph(ch, Box(left, word.top, left + step, word.top + word.height)))
-        return [Glyph(g.char, _scaled(g.box, 1 / pixels_per_point)) for g in glyphs]
+        pixels_per_point = image.width / max(frame.shown_width, 1.0)  # OCR reads the page as shown
+        return [Glyph(g.char, _scaled(g.box, 1 / pixels_per_point)) for g in ocr_glyphs(image, self.limits)]
+
+
+def ocr_glyphs(image: Image.Image, limits: LoadLimits) -> list[Glyph]:
+    """The characters OCR reads in `image`, in its pixels, each word's box shared evenly among its characters
+    (Tesseract reports each Chinese character as a word of its own)."""
+    try:
+        tsv = engine(limits.ocr_languages).tsv(image, limits.ocr_page_timeout_s)
+    except (OcrUnavailable, OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        raise InvalidInput(f"无法对该页做 OCR 以标出引用位置 (the page could not be read by OCR: {exc})") from exc
+    glyphs = []
+    for word in ocr_words(tsv):
+        step = word.width / len(word.text)
+        for k, ch in enumerate(word.text):
+            left = word.left + k * step
+            glyphs.append(Glyph(ch, Box(left, word.top, left + step, word.top + word.height)))
+    return glyphs
+
+
+def marked_page(image: Image.Image, boxes: list[Box], found: Found | None, scale: float) -> RenderedPage:
+    """`image` as a PNG with `boxes` (in units of which `scale` pixels make one) marked, keeping `found` in it
+    (None: no chunk was asked for)."""
+    if boxes:
+        _mark(image, boxes, scale)
+    info = PngImagePlugin.PngInfo()
+    if found is not None:
+        info.add_text(_FOUND_KEY, found)
+    png = io.BytesIO()
+    image.save(png, format="PNG", compress_level=_PNG_COMPRESSION, pnginfo=info)
+    return RenderedPage(png.getvalue(), boxes, found or "none", scale)
 
 
 def _open(path: Path) -> pypdfium2.PdfDocument:
@@ -139,7 +167,8 @@ def _open(path: Path) -> pypdfium2.PdfDocument:
 
 
 def _text_layer(page: pypdfium2.PdfPage, frame: Frame) -> list[Glyph]:
-    """The page's visible characters with their boxes (the font's full height, so lines join up)."""
+    """The page's visible characters with their boxes (the font's full height, so lines join up), before the
+    page's rotation."""
     textpage = page.get_textpage()
     try:
         glyphs = []
@@ -151,6 +180,17 @@ def _text_layer(page: pypdfium2.PdfPage, frame: Frame) -> list[Glyph]:
         return glyphs
     finally:
         textpage.close()
+
+
+def _shown_lines(glyphs: list[Glyph], text: str, frame: Frame) -> list[Box]:
+    """The chunk's line boxes on the page as shown. Glyphs join into a line where their text runs across: in the
+    page's own coordinates (text that /Rotate turns on its side), or on the page as shown (a landscape page whose
+    content is drawn turned so that /Rotate sets it upright); whichever gives fewer lines."""
+    lines = [frame.shown(box) for box in highlight(glyphs, text)]
+    if not frame.rotation:
+        return lines
+    turned = highlight([Glyph(g.char, frame.shown(g.box)) for g in glyphs], text)
+    return min(lines, turned, key=len)
 
 
 def _scaled(box: Box, factor: float) -> Box:

@@ -1,4 +1,5 @@
-"""Previews of a cited source: the original file, a chunk in its context, and a PDF page with the chunk marked."""
+"""Previews of a cited source: the original file, a chunk in its context, and a PDF page or a picture with the chunk
+marked."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from app.kb.names import file_extension
 from app.kb.preview.cache import page_cache
 from app.kb.preview.links import file_link, page_link
 from app.kb.preview.pdf_pages import Found, PdfPages, found_in
+from app.kb.preview.pictures import PicturePages
 from app.kb.service import KnowledgeBaseService, StoredDocument
 from app.kb.views import ChunkInfo
 from app.settings import Settings
@@ -67,7 +69,8 @@ class ChunkContext(BaseModel):
     file_name: str
     file_type: str
     pages: int | None
-    kind: PreviewKind  # pdf_page: show page_image_url; rows: spreadsheet rows; slide: a slide's text; else text
+    kind: PreviewKind  # pdf_page, picture: show page_image_url; rows: spreadsheet rows; slide: a slide's text;
+    # else text
     chunk: ChunkInfo
     before: list[ChunkInfo]
     after: list[ChunkInfo]
@@ -85,7 +88,9 @@ class PreviewService:
         self.settings = settings
         self.knowledge_bases = knowledge_bases
         self.store = store
-        self.pages = PdfPages(LoadLimits.from_settings(settings), settings.preview.max_pixels)
+        limits = LoadLimits.from_settings(settings)
+        self.pages = PdfPages(limits, settings.preview.max_pixels)
+        self.pictures = PicturePages(limits, settings.preview.max_pixels)
         self.cache = page_cache(settings)
 
     def original_file(self, kb_name: str, doc_id: str) -> OriginalFile:
@@ -118,21 +123,23 @@ class PreviewService:
             before=[c.to(ChunkInfo) for c in chunks if c.chunk_index < index],
             after=[c.to(ChunkInfo) for c in chunks if c.chunk_index > index],
             file_url=file_link(kb, doc_id),
-            page_image_url=page_link(kb, doc_id, cited.page, index) if kind == "pdf_page" and cited.page else None,
+            page_image_url=_page_image_url(kb, doc_id, kind, cited.page, index),
         )
 
     def page_image(self, kb_name: str, doc_id: str, page: int, chunk_index: int | None = None) -> PageImage:
-        """The PDF page as a PNG, the chunk's lines highlighted when `chunk_index` is given: rendered once, then
-        served from the cache."""
+        """The PDF page or the picture (a page of a multi-page TIFF) as a PNG, the chunk's lines highlighted when
+        `chunk_index` is given: rendered once, then served from the cache."""
         doc = self.knowledge_bases.stored_document(kb_name, doc_id)
-        if doc.info.file_type != "pdf":
+        file_type = doc.info.file_type
+        if file_type != "pdf" and file_type not in _PICTURES:
             raise NotFound(
-                f"页面图片只适用于 PDF 文档；{doc.info.filename!r} 是 {doc.info.file_type} 文件 (page images exist "
-                f"for PDF documents only; {doc.info.filename!r} is a {doc.info.file_type} file)"
+                f"页面图片只适用于 PDF 文档和图片；{doc.info.filename!r} 是 {file_type} 文件 (page images exist "
+                f"for PDF documents and pictures only; {doc.info.filename!r} is a {file_type} file)"
             )
         if doc.info.pages is not None and not 1 <= page <= doc.info.pages:
+            zh, en = ("PDF", "PDF") if file_type == "pdf" else ("图片", "picture")
             raise NotFound(
-                f"页码 {page} 不存在：该 PDF 共 {doc.info.pages} 页 (page {page} does not exist: the PDF has "
+                f"页码 {page} 不存在：该{zh}共 {doc.info.pages} 页 (page {page} does not exist: the {en} has "
                 f"{doc.info.pages} pages)"
             )
         text = self._chunk_text_on(doc, chunk_index, page) if chunk_index is not None else None
@@ -140,7 +147,8 @@ class PreviewService:
         cached = self.cache.get(key)
         if cached is not None:
             return PageImage(cached, found_in(cached))
-        rendered = self.pages.render(doc.path, page, text)
+        renderer = self.pages if file_type == "pdf" else self.pictures
+        rendered = renderer.render(doc.path, page, text)
         self.cache.put(key, rendered.png)
         return PageImage(rendered.png, rendered.found if text is not None else None)
 
@@ -148,10 +156,11 @@ class PreviewService:
         found = self.store.document_chunks(doc.collection, doc.info.id, offset=index, limit=1)
         if not found:
             raise self._no_chunk(doc, index)
-        if found[0].page != page:
+        on_page = found[0].page or 1  # a picture's only page has no number
+        if on_page != page:
             raise InvalidInput(
-                f"片段 {index} 位于第 {found[0].page} 页，不在第 {page} 页 (chunk {index} lies on page "
-                f"{found[0].page}, not on page {page})"
+                f"片段 {index} 位于第 {on_page} 页，不在第 {page} 页 (chunk {index} lies on page {on_page}, not on "
+                f"page {page})"
             )
         return found[0].text
 
@@ -171,6 +180,14 @@ def _kind(file_type: str, page: int | None) -> PreviewKind:
     if file_type == "pptx":
         return "slide"
     return "picture" if file_type in _PICTURES else "text"
+
+
+def _page_image_url(kb: str, doc_id: str, kind: PreviewKind, page: int | None, index: int) -> str | None:
+    """The chunk's highlighted page: a PDF chunk's page (none for one without a page), a picture's (page 1 when
+    the picture has no pages)."""
+    if kind == "picture":
+        return page_link(kb, doc_id, page or 1, index)
+    return page_link(kb, doc_id, page, index) if kind == "pdf_page" and page else None
 
 
 def _cache_key(doc_id: str, page: int, text: str | None, max_pixels: int) -> str:
