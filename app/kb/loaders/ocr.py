@@ -394,7 +394,8 @@ class PictureReader:
     def read_frames(self, image: Image.Image, kind: Kind) -> Iterator[tuple[int, OcrText | None]]:
         """Each page of a picture `frame_count` counts (1-based) and its text, or None, counted in page order. The
         pages are read at once as a PDF's scans are (`recognise_in_order`); one file seeks from page to page, so
-        each is found and decoded under a lock, then recognised outside it."""
+        each is found and decoded under a lock, then recognised outside it. Decoded pages held: one per worker, and
+        the file's own copy of the page it last decoded."""
         seeking = threading.Lock()
 
         def recognise(number: int) -> Recognised:
