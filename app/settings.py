@@ -225,8 +225,8 @@ class OcrSettings(Section):
         60.0, gt=0, description="OCR of one page or picture is stopped past this; the page counts as unreadable."
     )
     workers: int = Field(
-        0, ge=0, description="Scanned pages of one PDF read by OCR at once, one Tesseract process each; "
-        "0: as many as the machine has cores."
+        0, ge=0, description="Pages or pictures of one document (a scanned PDF, a multi-page TIFF, the pictures in a "
+        ".docx/.pptx) read by OCR at once, one Tesseract process each; 0: as many as the machine has cores."
     )
     max_image_pixels: int = Field(
         64_000_000, ge=1, description="A picture with more pixels is refused before it is decoded (decompression bomb)."

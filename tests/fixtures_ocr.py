@@ -213,22 +213,38 @@ def _png(image: Image.Image) -> io.BytesIO:
 
 def docx_with_picture(intro: str, image: Image.Image, path: Path) -> Path:
     """A Word file: a paragraph of text, then a picture whose text exists nowhere else."""
+    return docx_with_pictures([intro, image], path)
+
+
+def docx_with_pictures(body: list[str | Image.Image], path: Path) -> Path:
+    """A Word file of a paragraph per text and a picture per image of `body`, in that order (python-docx stores a
+    picture shown twice once)."""
     document = docx.Document()
-    document.add_paragraph(intro)
-    document.add_picture(_png(image), width=Cm(15))
+    for part in body:
+        if isinstance(part, str):
+            document.add_paragraph(part)
+        else:
+            document.add_picture(_png(part), width=Cm(15))
     document.save(str(path))
     return path
 
 
 def pptx_with_picture(titles: list[str], image: Image.Image, picture_slide: int, path: Path) -> Path:
     """One titled slide per entry of `titles`; slide `picture_slide` (1-based) also carries the picture."""
+    slides = [(title, [image] if number == picture_slide else []) for number, title in enumerate(titles, start=1)]
+    return pptx_with_pictures(slides, path)
+
+
+def pptx_with_pictures(slides: list[tuple[str | None, list[Image.Image]]], path: Path) -> Path:
+    """A slide per (title, pictures): titled (title-only layout) or not (blank layout), its banner-sized pictures
+    (at most two) one below the other."""
     presentation = pptx.Presentation()
-    layout = presentation.slide_layouts[5]  # title only
-    for number, title in enumerate(titles, start=1):
-        slide = presentation.slides.add_slide(layout)
-        slide.shapes.title.text = title
-        if number == picture_slide:
-            slide.shapes.add_picture(_png(image), Emu(457200), Emu(2286000), width=Emu(8229600))
+    for title, pictures in slides:
+        slide = presentation.slides.add_slide(presentation.slide_layouts[5 if title is not None else 6])
+        if title is not None:
+            slide.shapes.title.text = title
+        for row, image in enumerate(pictures):
+            slide.shapes.add_picture(_png(image), Emu(457200), Emu(2286000 * (row + 1)), width=Emu(8229600))
     presentation.save(str(path))
     return path
 

@@ -11,6 +11,7 @@ import io
 import shutil
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,6 +158,94 @@ def test_stopping_after_the_second_page_leaves_the_queued_pages_unread(
 
 class _Stopped(Exception):
     pass
+
+
+class _Overlap:
+    """Put in place of PictureReader.recognise, it calls it unchanged and records the most calls running at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        real = PictureReader.recognise
+
+        def recognise(reader: PictureReader, image: Image.Image) -> Recognised:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                return real(reader, image)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        monkeypatch.setattr(PictureReader, "recognise", recognise)
+
+
+_PICTURE_TEXTS = (
+    fo.ZH_PICTURE_SENTENCE,
+    fo.EN_PICTURE_SENTENCE,
+    fo.ZH_DOCX_SENTENCE,
+    fo.ZH_PNG_SENTENCE,
+    fo.ZH_SCAN_SENTENCE,
+    fo.ZH_MIXED_SENTENCE,
+)
+
+
+def _pictures_docx(folder: Path) -> Path:
+    """Text around three pictures, the first shown twice (read once), a bullet-sized one (skipped), a blank one."""
+    first, second, third = (fo.picture(text).image for text in _PICTURE_TEXTS[:3])
+    tiny, blank = Image.new("L", (8, 8), 0), Image.new("L", first.size, 255)
+    body = ["图片前面的段落。", first, "第二段文字。", second, first, tiny, blank, third]
+    return fo.docx_with_pictures(body, folder / "图片.docx")
+
+
+def _pictures_pptx(folder: Path) -> Path:
+    """Two pictures on the first slide, none on the second, one alone on an untitled third, the first again last."""
+    first, second, third = (fo.picture(text).image for text in _PICTURE_TEXTS[3:])
+    slides = [("概况", [first, second]), ("仓库", []), (None, [third]), ("结语", [first])]
+    return fo.pptx_with_pictures(slides, folder / "图片.pptx")
+
+
+def _pictures_tiff(folder: Path) -> Path:
+    first, second, third = (fo.picture(text).image for text in _PICTURE_TEXTS[:3])
+    first.save(folder / "fax.tiff", save_all=True, append_images=[second, third])
+    return folder / "fax.tiff"
+
+
+@pytest.mark.parametrize(
+    ("make", "texts", "counts"),
+    [
+        pytest.param(_pictures_docx, _PICTURE_TEXTS[:3], (0, 0, 3, 1), id="docx"),
+        pytest.param(_pictures_pptx, ("\n".join(_PICTURE_TEXTS[3:5]), _PICTURE_TEXTS[5]), (3, 0, 3, 0), id="pptx"),
+        pytest.param(_pictures_tiff, _PICTURE_TEXTS[:3], (0, 3, 0, 0), id="tiff"),
+    ],
+)
+def test_pictures_read_on_three_workers_are_those_read_on_one_in_order(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make: Callable[[Path], Path],
+    texts: tuple[str, ...],
+    counts: tuple[int, int, int, int],
+) -> None:
+    """The pictures of a Word or PowerPoint file and the pages of a TIFF are recognised three at once, and the
+    document comes out as read one at a time: the same sections in the same order, the same report and progress.
+    `texts`: what each OCR Section holds (a slide's pictures share one); `counts`: text pages, OCR pages, pictures
+    read and pictures skipped."""
+    path = make(tmp_path)
+    overlap = _Overlap(monkeypatch)
+    one, one_done = _read_with(path, 1)
+    assert overlap.most == 1
+    three, three_done = _read_with(path, 3)
+    assert overlap.most >= 2, "no two pictures were recognised at once"
+    assert [(s.page, s.heading, s.text, s.ocr) for s in three.sections] == [
+        (s.page, s.heading, s.text, s.ocr) for s in one.sections
+    ]
+    assert three.report == one.report and three_done == one_done
+    report = one.report
+    assert (report.text_pages, report.ocr_pages, report.ocr_pictures, report.skipped_pictures) == counts
+    read = [s.text for s in one.sections if s.ocr]
+    assert len(read) == len(texts)
+    assert all(fo.char_accuracy(truth, got) >= PICTURE_FLOOR for truth, got in zip(texts, read, strict=True))
 
 
 def test_a_mixed_pdf_reads_its_text_page_from_the_text_layer_and_its_scan_by_ocr(tmp_path: Path) -> None:

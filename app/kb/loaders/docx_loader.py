@@ -3,8 +3,10 @@ pictures read by OCR where the picture stands."""
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import docx
@@ -17,7 +19,7 @@ from docx.text.paragraph import Paragraph
 from app.kb.documents import LoadedDocument, ReadReport
 from app.kb.loaders._common import _SectionBuilder, damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
-from app.kb.loaders.ocr import PictureReader
+from app.kb.loaders.ocr import Picture, PictureReader
 
 _KIND = ("Word 文件", "the Word file")
 _HEADING_STYLE = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
@@ -42,19 +44,13 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     builder = _SectionBuilder()
     report = ReadReport()
     pictures = PictureReader(limits, report)
-    for block in blocks:
-        if isinstance(block, Table):
-            builder.add_text("\n".join(_table_rows(block)))
-        else:
-            text = block.text.strip()
-            level = _heading_level(block, text) if text else None
-            if level is not None:
-                builder.start_heading(level, text)
-            builder.add_text(text)
-        for part_name, blob in _pictures(document, block):
-            result = pictures.read_picture(part_name, blob, _KIND)
-            if result is not None:
-                builder.add_ocr_text(result.text)
+    shown = [list(_pictures(document, block)) for block in blocks]
+    with closing(pictures.read_pictures([picture for each in shown for picture in each], _KIND)) as read:
+        for block, its_pictures in zip(blocks, shown, strict=True):
+            _add_block(builder, block)
+            for result in itertools.islice(read, len(its_pictures)):
+                if result is not None:
+                    builder.add_ocr_text(result.text)
     sections = builder.finish()
     if not sections and pictures.pictures_seen:
         raise pictures.nothing_readable(_KIND)
@@ -65,7 +61,18 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     return LoadedDocument(sections=sections, pages=None, metadata=metadata, report=report)
 
 
-def _pictures(document: DocxDocument, block: Paragraph | Table) -> Iterator[tuple[str, Callable[[], bytes]]]:
+def _add_block(builder: _SectionBuilder, block: Paragraph | Table) -> None:
+    if isinstance(block, Table):
+        builder.add_text("\n".join(_table_rows(block)))
+        return
+    text = block.text.strip()
+    level = _heading_level(block, text) if text else None
+    if level is not None:
+        builder.start_heading(level, text)
+    builder.add_text(text)
+
+
+def _pictures(document: DocxDocument, block: Paragraph | Table) -> Iterator[Picture]:
     """(part name, a reader of its bytes) of each picture embedded in a paragraph or table; linked pictures (a
     path or address outside the file) are never fetched."""
     element = block._p if isinstance(block, Paragraph) else block._tbl

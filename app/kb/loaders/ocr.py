@@ -9,11 +9,12 @@ words wrong), breaking keyword search.
 
 Tesseract runs as one child process per page or picture, on one thread (OMP_THREAD_LIMIT=1: with two OpenMP
 threads a page took ten times longer on the busy 2-core machine), and is killed past `settings.ocr.page_timeout_s`:
-a page that takes too long costs at most that and counts as unreadable. The scanned pages of one PDF are read by
-`settings.ocr.workers` such processes at once (0: one per core; pdf_loader's pool), each counted in page order. The
-command line is called directly rather than through pytesseract, which can give the child its thread limit only by
-changing the environment of the whole server (and with it of the LLM workers it starts). The engine (binary and
-language packs) is looked up once per process, on first use.
+a page that takes too long costs at most that and counts as unreadable. The scanned pages of one PDF, the pages of a
+multi-page TIFF and the pictures inside one Word or PowerPoint file are read by `settings.ocr.workers` such processes
+at once (0: one per core; `recognise_in_order`), each counted in the document's order. The command line is called
+directly rather than through pytesseract, which can give the child its thread limit only by changing the environment
+of the whole server (and with it of the LLM workers it starts). The engine (binary and language packs) is looked up
+once per process, on first use.
 
 A picture is decoded only after its size is checked against `settings.ocr.max_image_pixels` (a decompression bomb is
 refused before it allocates), and reduced to at most an A4 page at 300 DPI before OCR.
@@ -22,6 +23,7 @@ refused before it allocates), and reduced to at most an A4 page at 300 DPI befor
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import shutil
@@ -29,9 +31,13 @@ import subprocess
 import threading
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -43,6 +49,9 @@ from app.settings import setting_ref
 logger = logging.getLogger(__name__)
 
 OnPage = Callable[[int, int], None]  # (pages done, pages in all): called as each page of a document is read
+Picture = tuple[str, Callable[[], bytes]]  # a picture inside a document: its identity and a reader of its bytes
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-chi-sim"
 LANGUAGES_SETTING = setting_ref("ocr.languages")
 MAX_OCR_PIXELS = 9_000_000  # an A4 page at 300 DPI (8.7 MP): larger pictures are reduced before OCR
@@ -200,14 +209,17 @@ def open_picture(source: Path | bytes, limits: LoadLimits, kind: Kind) -> Image.
             f"{kind[0]}已损坏，或不是能识别的图片（{_reason(exc)}）。 "
             f"({kind[1][:1].upper() + kind[1][1:]} is damaged or not a picture that can be read ({_reason(exc)}).)"
         ) from exc
-    check_pixels(image, limits, kind)
+    try:
+        check_pixels(image, limits, kind)
+    except DocumentTooLarge:
+        image.close()
+        raise
     return image
 
 
 def check_pixels(image: Image.Image, limits: LoadLimits, kind: Kind) -> None:
     width, height = image.size
     if width * height > limits.ocr_max_image_pixels:
-        image.close()
         size = f"{width:,} x {height:,}"
         raise _too_many_pixels(kind, (size, size), limits)
 
@@ -261,13 +273,13 @@ def frame_count(image: Image.Image, limits: LoadLimits) -> int:
     return min(count, limits.max_pdf_pages)
 
 
-def frames(image: Image.Image, limits: LoadLimits, kind: Kind) -> Iterator[Image.Image]:
-    """Each page `frame_count` counts, its size checked as `open_picture` checks the first."""
-    for index in range(frame_count(image, limits)):
-        if index:
-            image.seek(index)
-            check_pixels(image, limits, kind)
-        yield image
+def decoded_frame(image: Image.Image, index: int, limits: LoadLimits, kind: Kind) -> Image.Image:
+    """Page `index` (0-based) of a picture `decode`d, its size checked as `open_picture` checks the first. It seeks
+    `image`: one page at a time."""
+    if image.tell() != index:
+        image.seek(index)
+    check_pixels(image, limits, kind)
+    return decode(image, kind)
 
 
 def looks_blank(image: Image.Image) -> bool:
@@ -306,6 +318,36 @@ def worker_count(limits: LoadLimits, pages: int) -> int:
     return max(1, min(limits.ocr_workers or cores, pages))
 
 
+def recognise_in_order(
+    items: Iterable[Item], recognise: Callable[[Item], Result], workers: int
+) -> Iterator[tuple[Item, Result]]:
+    """`recognise` of each of `items` on `workers` threads (Tesseract runs as a child process), each (item, result)
+    yielded in the order of `items`; an exception of `recognise` is raised when its item's turn comes.
+
+    At most 2 x `workers` items are submitted ahead of the one the caller is given, and `items` is drawn from only
+    as that room frees up. A loader renders or decodes its picture inside `recognise`, so a decoded picture exists
+    only while a worker reads it: at most `workers` at once, whatever the document holds; the results waiting in
+    the look-ahead are text. `recognise` must change nothing shared (`PictureReader.recognise`): the caller counts
+    each result as it is given it (`PictureReader.count`), in order. Closing the generator (the caller stopped: a
+    document deleted, or it failed) cancels the items not begun and waits for those being read, so no thread
+    outlives it.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocr-page")
+    try:
+        waiting = iter(items)
+        ahead: deque[tuple[Item, Future[Result]]] = deque()
+        for item in itertools.islice(waiting, 2 * workers):
+            ahead.append((item, pool.submit(recognise, item)))
+        while ahead:
+            item, future = ahead.popleft()
+            result = future.result()
+            for following in itertools.islice(waiting, 1):
+                ahead.append((following, pool.submit(recognise, following)))
+            yield item, result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class PictureReader:
     """Reads the pictures of one document (its scanned pages, its frames or the pictures in it) within its
     limits, and keeps the account of what was read in `report`."""
@@ -316,11 +358,6 @@ class PictureReader:
         self.unavailable: str | None = None  # why OCR cannot run here, once it was found not to
         self.timeouts = 0
         self._pictures: set[str] = set()  # the pictures inside the document seen so far, by content or part name
-
-    def read(self, image: Image.Image) -> OcrText | None:
-        """The text OCR reads in a decoded grayscale picture, or None when there is none (a blank page, OCR
-        switched off or not installed, past the time limit, nothing recognised)."""
-        return self.count(self.recognise(image))
 
     def recognise(self, image: Image.Image) -> Recognised:
         """OCR of a decoded grayscale picture, not yet counted in the report: it changes nothing, so several
@@ -354,26 +391,70 @@ class PictureReader:
     def pictures_seen(self) -> int:
         return len(self._pictures)
 
-    def read_picture(self, key: str, blob: Callable[[], bytes], kind: Kind) -> OcrText | None:
-        """OCR of a picture inside a Word or PowerPoint file, counted in the report: read once however often the
-        document shows it (a logo on every slide), at most settings.ocr.max_pictures of them, and skipped when it is
-        too small to hold text or cannot be decoded within the limits (the rest of the document still loads)."""
+    def read_frames(self, image: Image.Image, kind: Kind) -> Iterator[tuple[int, OcrText | None]]:
+        """Each page of a picture `frame_count` counts (1-based) and its text, or None, counted in page order. The
+        pages are read at once as a PDF's scans are (`recognise_in_order`); one file seeks from page to page, so
+        each is found and decoded under a lock, then recognised outside it. Decoded pages held: one per worker, and
+        the file's own copy of the page it last decoded."""
+        seeking = threading.Lock()
+
+        def recognise(number: int) -> Recognised:
+            with seeking:
+                page = decoded_frame(image, number - 1, self.limits, kind)
+            return self.recognise(page)
+
+        total = frame_count(image, self.limits)
+        with closing(recognise_in_order(range(1, total + 1), recognise, worker_count(self.limits, total))) as pages:
+            for number, recognised in pages:
+                yield number, self.count(recognised)
+
+    def read_pictures(self, pictures: list[Picture], kind: Kind) -> Iterator[OcrText | None]:
+        """OCR of the pictures inside a Word or PowerPoint file, in their order: one result each, the text or None,
+        counted in the report. A picture is read once however often the document shows it (a logo on every slide),
+        at most settings.ocr.max_pictures of them, and skipped when it is too small to hold text or cannot be decoded
+        within the limits (the rest of the document still loads). Which ones are read is settled first, in order;
+        those are then decoded and recognised on `recognise_in_order`'s workers."""
+        chosen = [self._choose(key) for key, _ in pictures]
+        blobs = [blob for (_, blob), read in zip(pictures, chosen, strict=True) if read]
+        recognised = recognise_in_order(
+            blobs, lambda blob: self._recognise_picture(blob, kind), worker_count(self.limits, len(blobs))
+        )
+        return self._counted_pictures(chosen, recognised)
+
+    def _counted_pictures(
+        self, chosen: list[bool], recognised: Iterator[tuple[Callable[[], bytes], Recognised | None]]
+    ) -> Iterator[OcrText | None]:
+        with closing(recognised):
+            for read in chosen:
+                yield self._count_picture(next(recognised)[1]) if read else None
+
+    def _choose(self, key: str) -> bool:
+        """Whether a picture is to be read: not seen before, OCR on and within settings.ocr.max_pictures."""
         if key in self._pictures:
-            return None
+            return False
         self._pictures.add(key)
         if not self.limits.ocr or len(self._pictures) > self.limits.ocr_max_pictures:
             self.report.skipped_pictures += 1
-            return None
+            return False
+        return True
+
+    def _recognise_picture(self, blob: Callable[[], bytes], kind: Kind) -> Recognised | None:
+        """`recognise` of a picture inside a document, on a worker; None when it is skipped (too small to hold text,
+        or not decodable within the limits)."""
         try:
             with open_picture(blob(), self.limits, kind) as image:
                 if not worth_reading(image):
-                    self.report.skipped_pictures += 1
                     return None
-                result = self.read(decode(image, kind))
+                return self.recognise(decode(image, kind))
         except (DocumentLoadError, OSError, ValueError) as exc:
             logger.info("A picture in %s was not read: %s", kind[1], exc)
+            return None
+
+    def _count_picture(self, recognised: Recognised | None) -> OcrText | None:
+        if recognised is None:
             self.report.skipped_pictures += 1
             return None
+        result = self.count(recognised)
         if result is not None:
             self.report.ocr_pictures += 1
         return result

@@ -3,14 +3,11 @@ A page without a usable text layer (a scan) is rendered with pypdfium2 and read 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import threading
 import unicodedata
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,15 @@ from app.kb.documents import (
 )
 from app.kb.loaders._common import _reason
 from app.kb.loaders._limits import LoadLimits, check_text_chars, too_large
-from app.kb.loaders.ocr import MAX_OCR_PIXELS, OcrText, OnPage, PictureReader, Recognised, worker_count
+from app.kb.loaders.ocr import (
+    MAX_OCR_PIXELS,
+    OcrText,
+    OnPage,
+    PictureReader,
+    Recognised,
+    recognise_in_order,
+    worker_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +140,10 @@ def _read_scans(
     """OCR of each page in `numbers` (1-based), in that order, rendered with PDFium at ocr.dpi, or fewer dots for a
     page larger than MAX_OCR_PIXELS at that resolution (a poster, or a hostile 200-inch page).
 
-    `worker_count` pages are rendered and recognised at once on threads (Tesseract runs as a child process, PDFium
-    under its lock), at most twice that many ahead of the page the caller is given; each page is counted in the
-    report in page order. Closing the generator (the caller stopped: a document deleted) cancels the pages not
-    begun and waits for those being read.
+    `worker_count` pages are rendered and recognised at once (`recognise_in_order`: PDFium under its lock), at most
+    twice that many ahead of the page the caller is given; each page is counted in the report in page order.
+    Closing the generator (the caller stopped: a document deleted) cancels the pages not begun and waits for those
+    being read.
     """
     if not numbers:
         return
@@ -157,21 +162,12 @@ def _read_scans(
         image = render_for_ocr(document, number, limits.ocr_dpi)
         return reader.recognise(image) if image is not None else Recognised()
 
-    workers = worker_count(limits, len(numbers))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocr-page")
+    pages = recognise_in_order(numbers, recognise, worker_count(limits, len(numbers)))
     try:
-        ahead: deque[tuple[int, Future[Recognised]]] = deque()
-        waiting = iter(numbers)
-        for number in itertools.islice(waiting, 2 * workers):
-            ahead.append((number, pool.submit(recognise, number)))
-        while ahead:
-            number, page = ahead.popleft()
-            recognised = page.result()
-            for following in itertools.islice(waiting, 1):
-                ahead.append((following, pool.submit(recognise, following)))
+        for number, recognised in pages:
             yield number, reader.count(recognised)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pages.close()
         with PDFIUM_LOCK:
             document.close()
 

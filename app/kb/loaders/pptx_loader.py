@@ -3,7 +3,9 @@ text in the slide's pictures read by OCR into a Section of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import itertools
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pptx
@@ -14,14 +16,11 @@ from pptx.slide import Slide
 from app.kb.documents import DocumentLoadError, LoadedDocument, ReadReport, Section
 from app.kb.loaders._common import damaged_package, reject_ole_file
 from app.kb.loaders._limits import LoadLimits, check_zip
-from app.kb.loaders.ocr import OnPage, PictureReader
+from app.kb.loaders.ocr import OnPage, Picture, PictureReader
 
 _KIND = ("PowerPoint 文件", "the PowerPoint file")
 # Shapes whose tops lie within this distance read as one line, left to right (EMU: 914400 to the inch).
 _LINE_EMU = 914400 // 5
-
-
-Picture = tuple[str, Callable[[], bytes]]  # a picture's identity (its content's SHA-1) and a reader of its bytes
 
 
 def _load_pptx(path: Path, limits: LoadLimits, on_page: OnPage | None = None) -> LoadedDocument:
@@ -41,10 +40,12 @@ def _load_pptx(path: Path, limits: LoadLimits, on_page: OnPage | None = None) ->
         raise damaged_package(_KIND, ".pptx", exc) from exc
     loaded = LoadedDocument(sections=[], pages=len(slides), metadata={"slides": str(len(slides))})
     reader = PictureReader(limits, loaded.report)
-    for number, (section, pictures) in enumerate(read, start=1):
-        loaded.sections += _with_pictures(section, pictures, number, reader, loaded.report)
-        if on_page is not None:
-            on_page(number, len(slides))
+    with closing(reader.read_pictures([picture for _, pictures in read for picture in pictures], _KIND)) as texts:
+        for number, (section, pictures) in enumerate(read, start=1):
+            slide_texts = [result.text for result in itertools.islice(texts, len(pictures)) if result is not None]
+            loaded.sections += _with_pictures(section, slide_texts, number, loaded.report)
+            if on_page is not None:
+                on_page(number, len(slides))
     if not loaded.sections and reader.pictures_seen:
         raise reader.nothing_readable(_KIND)
     if title:
@@ -52,11 +53,8 @@ def _load_pptx(path: Path, limits: LoadLimits, on_page: OnPage | None = None) ->
     return loaded
 
 
-def _with_pictures(
-    section: Section | None, pictures: list[Picture], number: int, reader: PictureReader, report: ReadReport
-) -> list[Section]:
-    """The slide's text Section, then one of the text OCR read in its pictures; the slide counted in `report`."""
-    read = [result.text for key, blob in pictures if (result := reader.read_picture(key, blob, _KIND))]
+def _with_pictures(section: Section | None, read: list[str], number: int, report: ReadReport) -> list[Section]:
+    """The slide's text Section, then one of the text OCR `read` in its pictures; the slide counted in `report`."""
     sections = [section] if section is not None else []
     if read:
         heading = section.heading if section is not None else None
@@ -69,7 +67,8 @@ def _with_pictures(
 
 
 def _pictures(shapes: Iterable[BaseShape]) -> Iterator[Picture]:
-    """The slide's embedded pictures in reading order, inside groups too (a linked picture is never fetched)."""
+    """The slide's embedded pictures in reading order, inside groups too (a linked picture is never fetched); each
+    known by its content's SHA-1."""
     for shape in _reading_order(shapes):
         if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
             yield from _pictures(shape.shapes)  # type: ignore[attr-defined]
