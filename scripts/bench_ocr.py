@@ -271,12 +271,14 @@ def mean(values: list[float]) -> float:
 
 
 def report(args: argparse.Namespace, rows: list[Row], render: dict, mixed: dict, loads: tuple) -> str:
+    rapid = any(row.engine == "rapidocr" for row in rows)
+    rapid_setup = f"; rapidocr-onnxruntime 1.4.4 with {args.threads} ONNX Runtime thread(s), classifier off"
     lines = [
         "## OCR (`scripts/bench_ocr.py`)",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine()}; {tesseract_version()} (Debian), one thread per page "
-        f"(OMP_THREAD_LIMIT=1); rapidocr-onnxruntime 1.4.4 with {args.threads} ONNX Runtime thread(s), classifier off",
+        f"(OMP_THREAD_LIMIT=1){rapid_setup if rapid else '; rapidocr not installed: Tesseract only'}",
         f"- Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f} on {os.cpu_count()} cores "
         "(other work shared the machine: wall times stretch with it, CPU times much less)",
         f"- Command: `.venv/bin/python scripts/bench_ocr.py {' '.join(sys.argv[1:])}`".rstrip(),
