@@ -293,6 +293,10 @@ class ChatSettings(Section):
         "kb_default", description="The kb template of configs/prompts.yaml a 知识库问答 request that names none gets "
         "(measured in docs/benchmarks.md, scripts/bench_answers.py)."
     )
+    kb_template_english: str = Field(
+        "", description="The kb template a 知识库问答 request that names none gets when its question has no Chinese, "
+        "Japanese or Korean character (an English question); empty: kb_template for every question."
+    )
     kb_max_tokens: int = Field(
         1024, ge=1, description="Most tokens of a 知识库问答 answer (never more than llm.max_tokens, which bounds the "
         "other modes; a request's max_tokens wins)."

@@ -3,7 +3,8 @@ although the gold passage was among the sources, the gold source's number [n] ci
 answer, tokens/s, prompt tokens).
 
     .venv/bin/python scripts/bench_answers.py --sample 25 --lang zh --lever baseline --lever spec10 --lever quote
-    .venv/bin/python scripts/bench_answers.py --corpus full --sample 100 --lang zh ...   # the headline (quiet machine)
+    .venv/bin/python scripts/bench_answers.py --corpus full --sample zh=100,en=50 --lang zh --lang en \
+        --lever baseline --lever top3 --lever top3+english --json out.json --write   # the headline (quiet machine)
 
 Setup: a knowledge base per language holding ../shared/eval's corpus, one .txt file per passage uploaded through
 the API: `--corpus quick` takes every passage of the candidate questions' articles plus `--distractors` random
@@ -14,7 +15,8 @@ among the levers, each under its own model name; `kbqa serve` is restarted for e
 A lever is the behaviour before this benchmark's levers (template kb_default, top 5, best chunk first, 1,024
 tokens, no speculation) with its own changes; join levers with "+" (`quote+best_last`). `defaults` is what the
 configuration ships. Levers served by the same API process are asked question by question in turn, so the
-machine's load falls on them alike; compare levers only within one run.
+machine's load falls on them alike; compare levers only within one run. Levers that send a question the same
+request (`english` changes only English questions) share one answer: greedy decoding gives the same text.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ LEVERS = {
     "quote": Lever(request={"template": "kb_quote"}, what="template kb_quote (quote the known information)"),
     "best_last": Lever(api={"KBQA_CHAT__CONTEXT_ORDER": "best_last"}, what="best chunk last, nearest the question"),
     "top3": Lever(request={"top_k": 3}, what="top 3 chunks"),
+    "english": Lever(request={"template_en": "kb_english"},
+                     what="kb_english for English questions (what chat.kb_template_english does)"),
 }
 
 
@@ -168,10 +172,18 @@ def retrieved(client: KbqaClient, rows: list[dict], lang: str, kb: str, wanted: 
 # -- asking ----------------------------------------------------------------------------------------------------
 
 
-def ask(client: KbqaClient, question: Question, lever_: Lever, temperature: float, phrases: list[str]) -> dict:
+def request_body(question: Question, lever_: Lever, temperature: float) -> dict:
+    """The chat request a lever sends for a question; `template_en` is the template of English questions."""
+    fields = dict(lever_.request)
+    english_template = fields.pop("template_en", None)
+    if english_template and question.lang == "en":
+        fields["template"] = english_template
+    return {"question": question.question, "mode": "kb", "kb_names": [question.kb], "temperature": temperature,
+            **fields}
+
+
+def ask(client: KbqaClient, question: Question, body: dict, phrases: list[str]) -> dict:
     """One streamed answer and what it is judged by."""
-    body = {"question": question.question, "mode": "kb", "kb_names": [question.kb], "temperature": temperature,
-            **lever_.request}
     started = time.perf_counter()
     first = None
     sources: list[dict] = []
@@ -278,8 +290,12 @@ def run(args: argparse.Namespace, levers: dict[str, Lever]) -> tuple[dict[str, l
                 client.ask({"question": questions[0].question, "mode": "kb", "kb_names": [questions[0].kb],
                             "max_tokens": 8})  # warm-up: loads the worker's pages and the API's embedder
                 for i, question in enumerate(questions, start=1):
+                    asked: dict[str, dict] = {}  # levers sending the same request share its answer (temperature 0)
                     for name in names:
-                        row = ask(client, question, levers[name], args.temperature, phrases)
+                        body = request_body(question, levers[name], args.temperature)
+                        key = json.dumps(body, sort_keys=True)
+                        row = dict(asked[key], reused=True) if key in asked else ask(client, question, body, phrases)
+                        asked.setdefault(key, row)
                         results[name].append(row)
                         if args.json:  # kept as it grows: a long run stopped early still has its answers
                             save(args, results, setup)
@@ -294,11 +310,12 @@ def prepare(client: KbqaClient, args: argparse.Namespace, setup: dict[str, Any])
     questions: list[Question] = []
     for lang in args.lang:
         kb = f"bench_{lang}"
-        rows = candidates(lang, int(args.sample * 1.3) + 5, args.seed)
+        wanted = args.sample[lang]
+        rows = candidates(lang, int(wanted * 1.3) + 5, args.seed)
         passages = passages_for(lang, rows, args.corpus, args.distractors, args.seed)
         setup["passages"][lang] = len(passages)
         setup["index_s"][lang] = round(ingest(client, kb, passages), 1)
-        chosen = retrieved(client, rows, lang, kb, args.sample)
+        chosen = retrieved(client, rows, lang, kb, wanted)
         setup["questions"][lang] = len(chosen)
         print(f"{lang}: {len(passages)} passages indexed in {setup['index_s'][lang]} s; {len(chosen)} questions "
               f"with the gold passage in the top {GOLD_TOP_K}")
@@ -359,9 +376,20 @@ def render(args: argparse.Namespace, argv: list[str], levers: dict[str, Lever], 
     return "\n".join(lines)
 
 
+def sample_sizes(text: str) -> dict[str, int]:
+    """`100` for every language, or `zh=100,en=50`."""
+    if text.isdigit():
+        return {"zh": int(text), "en": int(text)}
+    try:
+        return {lang.strip(): int(count) for lang, count in (part.split("=") for part in text.split(","))}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give N or zh=N,en=M") from exc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample", type=int, default=25, help="questions per language (gold passage retrieved)")
+    parser.add_argument("--sample", type=sample_sizes, default="25",
+                        help="questions per language (gold passage retrieved): N, or per language as zh=100,en=50")
     parser.add_argument("--lang", action="append", choices=["zh", "en"], help="repeatable; default zh")
     parser.add_argument("--lever", action="append", help="repeatable; default: baseline and defaults")
     parser.add_argument("--corpus", choices=["quick", "full"], default="quick")
@@ -374,6 +402,8 @@ def main() -> None:
     argv = sys.argv[1:]
     args = parser.parse_args(argv)
     args.lang = list(dict.fromkeys(args.lang or ["zh"]))
+    if missing := [lang for lang in args.lang if lang not in args.sample]:
+        parser.error(f"--sample names no count for {', '.join(missing)}")
     require_eval()
     levers = {name: lever(name) for name in dict.fromkeys(args.lever or ["baseline", "defaults"])}
     results, setup = run(args, levers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,20 @@ class PromptBook:
     def rewrite_prompt(self, history: list[tuple[str, str]], question: str) -> str:
         turns = "\n".join(f"{'用户' if role == 'user' else '助手'}：{text}" for role, text in history)
         return self.rewrite.replace("{history}", turns).replace("{question}", question)
+
+
+def default_template(question: str, template: str, english_template: str) -> str:
+    """The template for a question that names none: `english_template`, where set, for a question with Latin letters
+    and no Chinese, Japanese or Korean letter (kb_default asks for Chinese answers)."""
+    if english_template and _has_latin_letters_only(question):
+        return english_template
+    return template
+
+
+def _has_latin_letters_only(text: str) -> bool:
+    letters = [ch for ch in text if ch.isalpha()]
+    wide = any(unicodedata.east_asian_width(ch) in "WF" for ch in letters)
+    return bool(letters) and not wide and any(ch.isascii() for ch in letters)
 
 
 def format_context(sources: list[Source], order: ContextOrder = "best_first") -> str:

@@ -28,7 +28,7 @@ from app.chat.models import (
     Source,
     SourcesEvent,
 )
-from app.chat.prompts import PromptBook, load_prompts
+from app.chat.prompts import PromptBook, default_template, load_prompts
 from app.errors import InvalidInput, KBQAError
 from app.kb.service import KnowledgeBaseService
 from app.llm.client import ChatDelta, LLMClient
@@ -175,7 +175,9 @@ class ChatService:
         if answer.sources:
             answer.answered_from_kb = True
             # The standalone (rewritten) question: the follow-up alone may point the model at the wrong source.
-            template = request.template or self.settings.chat.kb_template
+            template = request.template or default_template(
+                retrieval_question, self.settings.chat.kb_template, self.settings.chat.kb_template_english
+            )
             prompt = self.prompts.kb_prompt(
                 retrieval_question, answer.sources, template, self.settings.chat.context_order
             )

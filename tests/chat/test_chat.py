@@ -5,6 +5,7 @@ The knowledge base holds facts the model cannot know (an invented project, its l
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.chat.models import Source
-from app.chat.prompts import load_prompts
+from app.chat.prompts import default_template, load_prompts
 from app.llm.stack import LLMStack
 from app.settings import Settings
 from kbqa_client import sse_events
@@ -245,3 +246,37 @@ def test_short_templates_over_fewer_chunks_still_answer_from_the_chunk(client: T
     assert len(result["sources"]) == 2 and "三千八百七十万元" in result["sources"][0]["text"]
     assert "三千八百七十万" in result["answer"] or "3870" in result["answer"]
     assert result["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("question", "english"),
+    [
+        ("Who leads the Aurora project?", True),
+        ("What is GPT-4's context length (in tokens)?", True),
+        ("星河计划由谁负责？", False),
+        ("Who is 林晓澜?", False),  # a Chinese name: the answer may well be wanted in Chinese
+        ("プロジェクトの予算は？", False),
+        ("1234？", False),  # no letters: nothing says English
+    ],
+)
+def test_the_english_template_is_picked_only_for_questions_without_cjk_letters(question: str, english: bool) -> None:
+    assert default_template(question, "kb_default", "kb_english") == ("kb_english" if english else "kb_default")
+    assert default_template(question, "kb_default", "") == "kb_default"
+
+
+def test_an_english_question_gets_an_english_answer_where_the_english_template_is_set(
+    tmp_path: Path, embedding_model_dir: Path, llm_stack: LLMStack
+) -> None:
+    """kb_default asks for Chinese answers; with chat.kb_template_english an English question is answered in
+    English from the same sources, and a Chinese question still gets kb_default's Chinese answer."""
+    settings = answering_settings(tmp_path, embedding_model_dir, llm_stack, max_tokens=80,
+                                  chat__kb_template_english="kb_english")
+    with TestClient(create_app(settings)) as client:
+        create_kb(client, "aurora")
+        aurora = ("aurora.md", b"The Aurora project is led by Maya Chen, who took it over in 2021.")
+        upload_ready(client, "aurora", aurora, *PROJECTS[:1])
+        english = ask(client, question="Who leads the Aurora project?", mode="kb", kb_names=["aurora"])
+        chinese = ask(client, question="星河计划由谁负责？", mode="kb", kb_names=["aurora"])
+    assert "Maya Chen" in english["answer"]
+    assert not any(unicodedata.east_asian_width(ch) in "WF" for ch in english["answer"]), english["answer"]
+    assert "林晓澜" in chinese["answer"]

@@ -146,7 +146,7 @@ def test_refusal_detection_uses_the_prompt_templates_and_common_wordings() -> No
     assert answers.is_refusal(prompts.no_hit_refusal, phrases)
     assert answers.is_refusal("根据已知信息无法回答该问题。", phrases)  # quoted in kb_default
     assert answers.is_refusal("抱歉，已知信息中没有提供足够的相关信息。", phrases)
-    assert answers.is_refusal("The known information does not answer this question.", phrases)  # kb_english
+    assert answers.is_refusal("The known information does not answer this question.", phrases)  # a common wording
     assert answers.is_refusal("文中未提及他的出生年份。", phrases)
     assert not answers.is_refusal("星河计划由林晓澜负责[1]。", phrases)
     assert "根据已知信息无法回答该问题" in answers.describe(phrases)
