@@ -287,15 +287,16 @@ class ChatSettings(Section):
     )
     max_question_chars: int = Field(1000, ge=1, description="Longest question (also in a question set).")
     kb_top_k: int = Field(
-        5, ge=1, description="Chunks a 知识库问答 prompt gets (知识库测试 and search take retrieval.default_top_k)."
+        3, ge=1, description="Chunks a 知识库问答 prompt gets (知识库测试 and search take retrieval.default_top_k). "
+        "3, not 5: the first token 40% sooner with as many right answers (docs/benchmarks.md, bench_answers.py)."
     )
     kb_template: str = Field(
         "kb_default", description="The kb template of configs/prompts.yaml a 知识库问答 request that names none gets "
         "(measured in docs/benchmarks.md, scripts/bench_answers.py)."
     )
     kb_template_english: str = Field(
-        "", description="The kb template a 知识库问答 request that names none gets when its question has no Chinese, "
-        "Japanese or Korean character (an English question); empty: kb_template for every question."
+        "kb_english", description="The kb template a 知识库问答 request that names none gets when its question has no "
+        "Chinese, Japanese or Korean letter (an English question); empty: kb_template for every question."
     )
     kb_max_tokens: int = Field(
         1024, ge=1, description="Most tokens of a 知识库问答 answer (never more than llm.max_tokens, which bounds the "

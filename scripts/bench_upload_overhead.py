@@ -16,15 +16,12 @@ did before), and reports milliseconds per document:
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,33 +30,9 @@ sys.path.insert(0, str(ROOT))
 from app.cli import upload  # noqa: E402
 from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings  # noqa: E402
 from kbqa_client import KbqaClient  # noqa: E402
-from scripts.benchdoc import free_port, machine, write_section  # noqa: E402
+from scripts.benchdoc import machine, start_api, write_section  # noqa: E402
 
 TARGET_MS = 5.0
-
-
-def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "KBQA_STORAGE__DATA_DIR": str(data_dir),
-        "KBQA_EMBEDDING__MODEL": str(Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME),
-        "KBQA_API__PORT": str(port),
-    }
-    env.pop("KBQA_API_URL", None)
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.terminate()
-    sys.exit(f"kbqa serve did not come up; see {log}")
 
 
 def blank_files(folder: Path, count: int, offset: int) -> list[Path]:
@@ -101,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.files
     work = Path(tempfile.mkdtemp(prefix="kbqa-overhead-"))
-    process, url = start_server(work / "data", work / "server.log")
+    model = Settings().storage.models_dir / DEFAULT_EMBEDDING_DIRNAME
+    process, url = start_api(work / "data", {"KBQA_EMBEDDING__MODEL": str(model)})
     api = KbqaClient(url, timeout_s=300)
     rows = []
     try:

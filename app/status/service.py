@@ -23,7 +23,8 @@ class Limits(BaseModel):
     max_upload_mb: float
     max_request_mb: float  # one upload request, all its files together
     max_question_chars: int
-    default_top_k: int
+    default_top_k: int  # 知识库测试 and search
+    kb_top_k: int = 5  # the chunks a 知识库问答 prompt gets (chat.kb_top_k)
     max_top_k: int
     default_score_threshold: float
     chat_max_kbs: int
@@ -61,6 +62,7 @@ def system_status(settings: Settings, llm: LLMClient) -> SystemStatus:
             max_request_mb=settings.limits.max_request_mb,
             max_question_chars=settings.chat.max_question_chars,
             default_top_k=settings.retrieval.default_top_k,
+            kb_top_k=settings.chat.kb_top_k,
             max_top_k=settings.retrieval.max_top_k,
             default_score_threshold=settings.retrieval.default_score_threshold,
             chat_max_kbs=settings.chat.max_kbs,

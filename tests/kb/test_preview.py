@@ -403,6 +403,23 @@ def test_the_least_recently_shown_image_goes_first(tmp_path: Path) -> None:
     assert cache.get("huge.png") is None and cache.size_bytes == 200
 
 
+def test_a_full_cache_trims_to_its_low_water_mark_so_writes_rarely_scan(tmp_path: Path) -> None:
+    trims = []
+
+    class Counted(PageCache):
+        def trim(self) -> None:
+            trims.append(1)
+            super().trim()
+
+    cache = Counted(tmp_path / "pages", max_bytes=1000)
+    for n in range(40):
+        cache.put(f"{n:02d}.png", bytes([n]) * 50)
+        assert cache.size_bytes <= 1000
+    # The first write scans (nothing known yet); past the bound, a trim to 900 bytes leaves room for two more.
+    assert len(trims) == 1 + (40 - 20) // 3
+    assert sorted(p.name for p in cache.folder.iterdir())[-1] == "39.png"
+
+
 # --------------------------------------------------------------------------------------------- deletion, links
 
 

@@ -205,6 +205,25 @@ def test_mode_switch_keeps_the_picked_knowledge_bases(use_api: str, knowledge_ba
     assert at.multiselect(key="selected_kbs").value == [knowledge_base]
 
 
+def test_each_retrieval_mode_keeps_its_own_top_k(use_api: str) -> None:
+    """知识库问答 starts at the chunks the API gives its prompt (chat.kb_top_k), 知识库测试 at retrieval.default_top_k;
+    what the user picks stays with its mode."""
+    limits = httpx.get(f"{use_api}/api/status").json()["limits"]
+    assert limits["kb_top_k"] != limits["default_top_k"]
+    at = app()
+    at.segmented_control(key="mode").set_value("kb").run()
+    assert at.slider(key="top_k").value == limits["kb_top_k"]
+    at.segmented_control(key="mode").set_value("kb_test").run()
+    assert at.slider(key="top_k").value == limits["default_top_k"]
+    at.slider(key="top_k").set_value(7).run()
+    at.segmented_control(key="mode").set_value("llm").run()
+    at.segmented_control(key="mode").set_value("kb").run()
+    assert at.slider(key="top_k").value == limits["kb_top_k"]
+    at.segmented_control(key="mode").set_value("kb_test").run()
+    assert at.slider(key="top_k").value == 7
+    assert not at.exception, at.exception
+
+
 def test_chinese_by_default_english_by_setting(use_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-page switch is exercised in the browser test: AppTest keeps a widget's first format_func, so it
     cannot follow labels that change language mid-session."""

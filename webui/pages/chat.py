@@ -65,6 +65,20 @@ def restore_conversation(api: KbqaClient) -> None:
     ]
 
 
+def top_k_for_mode(limits: dict[str, Any]) -> None:
+    """One top_k per retrieval mode: 知识库问答 starts at the chunks the API gives its prompt (chat.kb_top_k),
+    知识库测试 at retrieval.default_top_k; the value a user picks is kept for its mode across switches."""
+    state = st.session_state
+    if state.mode == "llm" or state.get("top_k_mode") == state.mode:
+        return
+    saved = state.setdefault("top_k_by_mode", {})
+    if "top_k_mode" in state:
+        saved[state.top_k_mode] = state.top_k
+    default = limits.get("kb_top_k", limits["default_top_k"]) if state.mode == "kb" else limits["default_top_k"]
+    state.top_k = saved.get(state.mode, default)
+    state.top_k_mode = state.mode
+
+
 def sidebar(kb_names: list[str], limits: dict[str, Any]) -> None:
     """The knowledge-base picker and settings. Widgets a mode does not use are disabled, not hidden: a hidden
     widget would lose its value, and switching modes back and forth must keep the user's choices."""
@@ -306,6 +320,7 @@ def main() -> None:
     init_state(limits)
     restore_conversation(api)
     st.segmented_control(t("mode.label"), MODES, key="mode", required=True, format_func=lambda m: t(f"mode.{m}"))
+    top_k_for_mode(limits)
     sidebar(kb_names, limits)
     mode = st.session_state.mode
     ready = True

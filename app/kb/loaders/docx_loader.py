@@ -3,7 +3,6 @@ pictures read by OCR where the picture stands."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterator
 from contextlib import closing
@@ -45,12 +44,11 @@ def _load_docx(path: Path, limits: LoadLimits) -> LoadedDocument:
     report = ReadReport()
     pictures = PictureReader(limits, report)
     shown = [list(_pictures(document, block)) for block in blocks]
-    with closing(pictures.read_pictures([picture for each in shown for picture in each], _KIND)) as read:
-        for block, its_pictures in zip(blocks, shown, strict=True):
+    with closing(pictures.read_grouped(shown, _KIND)) as read:
+        for block, texts in zip(blocks, read, strict=True):
             _add_block(builder, block)
-            for result in itertools.islice(read, len(its_pictures)):
-                if result is not None:
-                    builder.add_ocr_text(result.text)
+            for text in texts:
+                builder.add_ocr_text(text)
     sections = builder.finish()
     if not sections and pictures.pictures_seen:
         raise pictures.nothing_readable(_KIND)

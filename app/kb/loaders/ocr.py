@@ -233,17 +233,22 @@ def _too_many_pixels(kind: Kind, size: tuple[str, str], limits: LoadLimits) -> D
     )
 
 
+def upright_on_white(image: Image.Image) -> Image.Image:
+    """The picture as a viewer shows it: upright (as its EXIF orientation says), any transparency on white."""
+    upright = ImageOps.exif_transpose(image) or image
+    if upright.mode in ("RGBA", "LA", "PA") or (upright.mode == "P" and "transparency" in upright.info):
+        rgba = upright.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, "white")
+        flat.alpha_composite(rgba)
+        return flat
+    return upright
+
+
 def decode(image: Image.Image, kind: Kind) -> Image.Image:
     """The picture upright (as its EXIF orientation says), on white, grayscale, at most MAX_OCR_PIXELS."""
     try:
         image.load()
-        upright = ImageOps.exif_transpose(image) or image
-        if upright.mode in ("RGBA", "LA", "PA") or (upright.mode == "P" and "transparency" in upright.info):
-            rgba = upright.convert("RGBA")
-            flat = Image.new("RGBA", rgba.size, "white")
-            flat.alpha_composite(rgba)
-            upright = flat
-        gray = upright.convert("L")
+        gray = upright_on_white(image).convert("L")
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's "image file is truncated" is an OSError
         raise CorruptDocument(
             f"{kind[0]}已损坏，图片数据不完整或无法解码（{_reason(exc)}）。 "
@@ -273,13 +278,18 @@ def frame_count(image: Image.Image, limits: LoadLimits) -> int:
     return min(count, limits.max_pdf_pages)
 
 
-def decoded_frame(image: Image.Image, index: int, limits: LoadLimits, kind: Kind) -> Image.Image:
-    """Page `index` (0-based) of a picture `decode`d, its size checked as `open_picture` checks the first. It seeks
-    `image`: one page at a time."""
+def frame(image: Image.Image, index: int, limits: LoadLimits, kind: Kind) -> Image.Image:
+    """`image` sought to page `index` (0-based), its size checked as `open_picture` checks the first: one page
+    at a time."""
     if image.tell() != index:
         image.seek(index)
     check_pixels(image, limits, kind)
-    return decode(image, kind)
+    return image
+
+
+def decoded_frame(image: Image.Image, index: int, limits: LoadLimits, kind: Kind) -> Image.Image:
+    """Page `index` (0-based) of a picture `decode`d (see `frame`)."""
+    return decode(frame(image, index, limits, kind), kind)
 
 
 def looks_blank(image: Image.Image) -> bool:
@@ -420,6 +430,13 @@ class PictureReader:
             blobs, lambda blob: self._recognise_picture(blob, kind), worker_count(self.limits, len(blobs))
         )
         return self._counted_pictures(chosen, recognised)
+
+    def read_grouped(self, groups: list[list[Picture]], kind: Kind) -> Iterator[list[str]]:
+        """`read_pictures` of pictures in groups (a paragraph's, a slide's): for each group, in order, the texts
+        read from its pictures."""
+        with closing(self.read_pictures([picture for group in groups for picture in group], kind)) as read:
+            for group in groups:
+                yield [result.text for result in itertools.islice(read, len(group)) if result is not None]
 
     def _counted_pictures(
         self, chosen: list[bool], recognised: Iterator[tuple[Callable[[], bytes], Recognised | None]]

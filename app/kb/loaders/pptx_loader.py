@@ -3,7 +3,6 @@ text in the slide's pictures read by OCR into a Section of its own."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -40,9 +39,8 @@ def _load_pptx(path: Path, limits: LoadLimits, on_page: OnPage | None = None) ->
         raise damaged_package(_KIND, ".pptx", exc) from exc
     loaded = LoadedDocument(sections=[], pages=len(slides), metadata={"slides": str(len(slides))})
     reader = PictureReader(limits, loaded.report)
-    with closing(reader.read_pictures([picture for _, pictures in read for picture in pictures], _KIND)) as texts:
-        for number, (section, pictures) in enumerate(read, start=1):
-            slide_texts = [result.text for result in itertools.islice(texts, len(pictures)) if result is not None]
+    with closing(reader.read_grouped([pictures for _, pictures in read], _KIND)) as texts:
+        for number, ((section, _), slide_texts) in enumerate(zip(read, texts, strict=True), start=1):
             loaded.sections += _with_pictures(section, slide_texts, number, loaded.report)
             if on_page is not None:
                 on_page(number, len(slides))

@@ -19,6 +19,9 @@ def page_cache(settings: Settings) -> PageCache:
     return PageCache(settings.storage.data_dir / "cache" / "pages", int(settings.preview.cache_mb * MB))
 
 
+LOW_WATER = 0.9
+
+
 class PageCache:
     def __init__(self, folder: Path, max_bytes: int) -> None:
         self.folder = folder
@@ -53,7 +56,8 @@ class PageCache:
             self.trim()
 
     def trim(self) -> None:
-        """Remove the least recently used images until the rest fit within max_bytes."""
+        """Remove the least recently used images until the rest fit within LOW_WATER of max_bytes: the room left
+        lets the next writes pass without another scan of the folder."""
         with self._trim_lock:
             entries = []
             with os.scandir(self.folder) as found:
@@ -64,7 +68,7 @@ class PageCache:
                             entries.append((stat.st_mtime_ns, stat.st_size, entry.path))
             total = sum(size for _, size, _ in entries)
             for _, size, path in sorted(entries):
-                if total <= self.max_bytes:
+                if total <= self.max_bytes * LOW_WATER:
                     break
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from app.errors import NotFound
 from app.kb.loaders._limits import LoadLimits
-from app.kb.loaders.ocr import check_pixels, decode, frame_count, open_picture
+from app.kb.loaders.ocr import decode, frame, frame_count, open_picture, upright_on_white
 from app.kb.preview.locate import highlight
 from app.kb.preview.pdf_pages import RenderedPage, marked_page, ocr_glyphs
 
@@ -35,10 +35,7 @@ class PicturePages:
                     f"页码 {number} 不存在：该图片共 {count} 页 (page {number} does not exist: the picture has "
                     f"{count} pages)"
                 )
-            if number > 1:
-                picture.seek(number - 1)
-                check_pixels(picture, self.limits, _KIND)
-            shown = _shown(picture, self.max_pixels)
+            shown = _shown(frame(picture, number - 1, self.limits, _KIND), self.max_pixels)
             read = decode(picture, _KIND) if text is not None else None
         if read is None or text is None:
             return marked_page(shown, [], None, 1.0)
@@ -48,11 +45,7 @@ class PicturePages:
 
 def _shown(picture: Image.Image, max_pixels: int) -> Image.Image:
     """The picture as a viewer shows it: upright (EXIF), transparency on white, in RGB, within `max_pixels`."""
-    upright = ImageOps.exif_transpose(picture) or picture
-    rgba = upright.convert("RGBA")
-    flat = Image.new("RGBA", rgba.size, "white")
-    flat.alpha_composite(rgba)
-    image = flat.convert("RGB")
+    image = upright_on_white(picture).convert("RGB")
     pixels = image.width * image.height
     if pixels > max_pixels:
         scale = (max_pixels / pixels) ** 0.5
