@@ -302,6 +302,11 @@ class ChatSettings(Section):
         1024, ge=1, description="Most tokens of a 知识库问答 answer (never more than llm.max_tokens, which bounds the "
         "other modes; a request's max_tokens wins)."
     )
+    focus_chars: int = Field(
+        0, ge=0, description="Characters each source keeps in a 知识库问答 prompt: a longer chunk keeps its sentences "
+        "sharing the rarest words with the question, in their order (app/chat/focus.py); 0: whole chunks. The "
+        "sources shown with the answer stay whole."
+    )
     context_order: Literal["best_first", "best_last"] = Field(
         "best_first", description="Order of the numbered chunks in the prompt: best_first, or best_last (the best "
         "chunk nearest the question; the numbers stay the ranks)."

@@ -13,10 +13,14 @@ others, `--corpus full` the whole corpus. Only questions whose gold passage is a
 among the levers, each under its own model name; `kbqa serve` is restarted for each distinct API setting.
 
 A lever is the behaviour before this benchmark's levers (template kb_default, top 5, best chunk first, 1,024
-tokens, no speculation) with its own changes; join levers with "+" (`quote+best_last`). `defaults` is what the
-configuration ships. Levers served by the same API process are asked question by question in turn, so the
+tokens, no speculation, whole chunks) with its own changes; join levers with "+" (`quote+best_last`). `defaults` is
+what the configuration ships. Levers served by the same API process are asked question by question in turn, so the
 machine's load falls on them alike; compare levers only within one run. Levers that send a question the same
 request (`english` changes only English questions) share one answer: greedy decoding gives the same text.
+
+`--focus-kept 100,150,200` asks no model: for every eval question, the chunk holding its expected text beside the
+first chunks of two random passages goes through chat.focus_chars' sentence choice at each budget; it prints the
+share of questions whose expected text survives, and the share of characters kept.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.chat.focus import focus_texts  # noqa: E402
 from app.chat.prompts import load_prompts  # noqa: E402
 from app.eval.answers import contains_answer, is_refusal, refusal_phrases  # noqa: E402
+from app.kb.documents import LoadedDocument, Section  # noqa: E402
+from app.kb.splitter import split_document  # noqa: E402
 from app.llm.stack import LLMStack  # noqa: E402
 from app.settings import Settings, WorkerSettings  # noqa: E402
 from kbqa_client import KbqaClient  # noqa: E402
@@ -69,12 +76,12 @@ class Lever:
 
 
 BEFORE = Lever(
-    request={"template": "kb_default", "top_k": 5, "max_tokens": 1024},
+    request={"template": "kb_default", "top_k": 5, "max_tokens": 1024, "focus_chars": 0},
     api={"KBQA_CHAT__CONTEXT_ORDER": "best_first"},
     worker={"speculative_tokens": 0},
 )
 LEVERS = {
-    "baseline": Lever(what="before: kb_default, top 5, best first, 1024 tokens, no speculation"),
+    "baseline": Lever(what="before: kb_default, top 5, best first, 1024 tokens, no speculation, whole chunks"),
     "spec4": Lever(worker={"speculative_tokens": 4}, what="prompt-lookup decoding, 4 drafted tokens"),
     "spec10": Lever(worker={"speculative_tokens": 10}, what="prompt-lookup decoding, 10 drafted tokens"),
     "max512": Lever(request={"max_tokens": 512}, what="at most 512 tokens"),
@@ -85,6 +92,8 @@ LEVERS = {
     "top3": Lever(request={"top_k": 3}, what="top 3 chunks"),
     "english": Lever(request={"template_en": "kb_english"},
                      what="kb_english for English questions (what chat.kb_template_english does)"),
+    **{f"focus{n}": Lever(request={"focus_chars": n}, what=f"each source cut to its sentences nearest the question, "
+                          f"{n} characters (chat.focus_chars)") for n in (100, 150, 200, 300)},
 }
 
 
@@ -386,6 +395,35 @@ def sample_sizes(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give N or zh=N,en=M") from exc
 
 
+def focus_kept(langs: list[str], budgets: list[int], seed: int) -> str:
+    """The share of questions whose expected text survives chat.focus_chars' sentence choice, per budget."""
+    lines = ["| corpus | questions | " + " | ".join(f"{b} chars: kept (characters)" for b in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for lang in langs:
+        passages = {p["doc_id"]: p["text"] for p in read_jsonl(EVAL / f"{lang}_corpus.jsonl")}
+        ids, rng = sorted(passages), random.Random(seed)
+        cases = []
+        for q in read_jsonl(EVAL / f"{lang}_questions.jsonl"):
+            gold = [c for c in _chunks(passages[q["doc_id"]]) if contains_answer(c, q["answers"])]
+            if gold:
+                cases.append((q, [gold[0], *(_chunks(passages[rng.choice(ids)])[0] for _ in range(2))]))
+        cells = []
+        for budget in budgets:
+            kept = chars = whole = 0
+            for q, texts in cases:
+                focused = focus_texts(q["question"], texts, budget)
+                kept += contains_answer(focused[0], q["answers"])
+                chars += sum(map(len, focused))
+                whole += sum(map(len, texts))
+            cells.append(f"{kept / len(cases):.3f} ({chars / whole:.2f})")
+        lines.append(f"| {lang} | {len(cases)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _chunks(text: str) -> list[str]:
+    return [chunk.text for chunk in split_document(LoadedDocument(sections=[Section(text=text)]))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", type=sample_sizes, default="25",
@@ -399,9 +437,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads per worker; 0: all cores")
     parser.add_argument("--json", type=Path, help="write every answer and the summaries here")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument("--focus-kept", type=lambda v: [int(b) for b in v.split(",")],
+                        help="budgets: print how often the expected text survives focus_chars (no model)")
     argv = sys.argv[1:]
     args = parser.parse_args(argv)
     args.lang = list(dict.fromkeys(args.lang or ["zh"]))
+    if args.focus_kept:
+        require_eval()
+        print(focus_kept(args.lang, args.focus_kept, args.seed))
+        return
     if missing := [lang for lang in args.lang if lang not in args.sample]:
         parser.error(f"--sample names no count for {', '.join(missing)}")
     require_eval()

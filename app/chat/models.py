@@ -38,6 +38,10 @@ class ChatRequest(RequestModel):
     score_threshold: float | None = Field(None, ge=0, le=1, description="0-1; chunks scoring lower are dropped")
     retrieval_mode: RetrievalMode = RetrievalMode.hybrid
     template: str | None = Field(None, description="A kb template name from configs/prompts.yaml")
+    focus_chars: int | None = Field(
+        None, ge=0, le=100_000, description="Characters each source keeps in a kb prompt (0: whole); default "
+        "chat.focus_chars"
+    )
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=8192)
     history_turns: int | None = Field(None, ge=0, le=50, description="Earlier question/answer pairs to use")

@@ -10,6 +10,7 @@ from typing import Literal
 
 import yaml
 
+from app.chat.focus import focus_texts
 from app.chat.models import Source
 from app.errors import InvalidInput
 
@@ -24,13 +25,17 @@ class PromptBook:
     no_hit_notice: str
 
     def kb_prompt(
-        self, question: str, sources: list[Source], template: str, order: ContextOrder = "best_first"
+        self, question: str, sources: list[Source], template: str, order: ContextOrder = "best_first",
+        focus_chars: int = 0,
     ) -> str:
+        """`focus_chars` > 0: each source's text cut to its sentences that bear on the question (app/chat/focus.py)."""
         if template not in self.kb_templates:
             raise InvalidInput(
                 f"unknown prompt template {template!r}; known: {', '.join(sorted(self.kb_templates))}"
             )
-        context = format_context(sources, order)
+        texts = focus_texts(question, [source.text for source in sources], focus_chars)
+        focused = [source.model_copy(update={"text": text}) for source, text in zip(sources, texts, strict=True)]
+        context = format_context(focused, order)
         return self.kb_templates[template].replace("{context}", context).replace("{question}", question)
 
     def rewrite_prompt(self, history: list[tuple[str, str]], question: str) -> str:

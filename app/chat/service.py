@@ -178,8 +178,9 @@ class ChatService:
             template = request.template or default_template(
                 retrieval_question, self.settings.chat.kb_template, self.settings.chat.kb_template_english
             )
+            focus = self.settings.chat.focus_chars if request.focus_chars is None else request.focus_chars
             prompt = self.prompts.kb_prompt(
-                retrieval_question, answer.sources, template, self.settings.chat.context_order
+                retrieval_question, answer.sources, template, self.settings.chat.context_order, focus
             )
             messages.append({"role": "user", "content": prompt})
             most = min(self.settings.chat.kb_max_tokens, self.settings.llm.max_tokens)

@@ -18,11 +18,12 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from app.kb.documents import Chunk, LoadedDocument, Section, rows_heading
 
 _CLOSE = "[\"'”’」』）)\\]》〉】]*"
+# Sentence ends. ASCII marks count only before whitespace, so "3.14", "e.g.x" and URLs stay whole.
+SENTENCE_END = rf"(?:[。！？；]+|…+|\.{{3}}|[.!?;]+(?={_CLOSE}\s)){_CLOSE}"
 SEPARATORS: list[str] = [
     r"\n\n+",
     r"\n",
-    # Sentence ends. ASCII marks count only before whitespace, so "3.14", "e.g.x" and URLs stay whole.
-    rf"(?:[。！？；]+|…+|\.{{3}}|[.!?;]+(?={_CLOSE}\s)){_CLOSE}",
+    SENTENCE_END,
     rf"[，、：]{_CLOSE}|[,:](?=\s)",
     r" +",
     "",

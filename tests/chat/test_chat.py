@@ -280,3 +280,24 @@ def test_an_english_question_gets_an_english_answer_where_the_english_template_i
     assert "Maya Chen" in english["answer"]
     assert not any(unicodedata.east_asian_width(ch) in "WF" for ch in english["answer"]), english["answer"]
     assert "林晓澜" in chinese["answer"]
+
+
+def test_a_focused_prompt_is_shorter_and_still_answers_from_the_sentence_that_holds_the_fact(
+    client: TestClient,
+) -> None:
+    """chat.focus_chars cuts each source to the sentences that bear on the question: the real model reads a shorter
+    prompt and still answers from the kept sentence; the sources sent back stay whole."""
+    haitang = (
+        "海棠计划于二〇一九年在宁波立项，最初只有五名成员。项目组的办公室设在东钱湖畔的一座旧仓库里。"
+        "第一阶段的目标是完成港口调度系统的原型。海棠计划的验收负责人是周慕白，他来自市交通局。"
+        "原型在二〇二一年通过了内部评审。第二阶段扩大到三个港区，并引入了新的合作单位。"
+    )
+    create_kb(client, "海棠")
+    upload_ready(client, "海棠", ("海棠计划.md", haitang.encode()))
+    question = {"question": "海棠计划的验收负责人是谁？", "mode": "kb", "kb_names": ["海棠"], "temperature": 0}
+    whole = ask(client, **question, focus_chars=0)
+    focused = ask(client, **question, focus_chars=40)
+    for answer in (whole, focused):
+        assert "周慕白" in answer["answer"], answer["answer"]
+        assert answer["sources"][0]["text"] == haitang
+    assert whole["usage"]["prompt_tokens"] - focused["usage"]["prompt_tokens"] >= 50, (whole["usage"], focused["usage"])
