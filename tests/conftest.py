@@ -339,11 +339,16 @@ def client(module_settings: Settings) -> Iterator[TestClient]:
 
 
 def wait_documents(client: TestClient, kb: str, doc_ids: list[str] | None = None, timeout: float = 600) -> list[dict]:
-    """Poll until the documents (all of the knowledge base by default) are ready or failed."""
+    """Poll until the documents (all of the knowledge base by default) are ready or failed; given ids, only those
+    are listed (the API's `ids` filter, at most 1000)."""
+    if doc_ids == []:
+        return []
     deadline = time.monotonic() + timeout
+    params = {"ids": doc_ids} if doc_ids is not None else None
     while True:
-        docs = client.get(f"/api/kbs/{kb}/documents").json()
-        watched = [d for d in docs if doc_ids is None or d["id"] in doc_ids]
+        response = client.get(f"/api/kbs/{kb}/documents", params=params)
+        assert response.status_code == 200, response.text
+        watched = response.json()
         if all(d["status"] in {"ready", "failed"} for d in watched):
             return watched
         if time.monotonic() > deadline:
