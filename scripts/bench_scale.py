@@ -213,6 +213,7 @@ class Build:
     peak_milvus_rss: int = 0
     broke: str | None = None  # why the build stopped early
     broke_rss: int | None = None
+    milvus_stop: str = ""  # how the builder's Milvus Lite server ended
 
 
 def add_ready_documents(services: Services, kb_id: str, count: int, chunks: int) -> list[str]:
@@ -370,11 +371,11 @@ def open_api(settings: Settings, question: str, deadline_s: float) -> Opened:
     client = KbqaClient(url, timeout_s=deadline_s)
     try:
         while True:
-            if process.poll() is not None or time.perf_counter() - started > deadline_s:
+            if process.poll() is not None:
+                raise RuntimeError(f"kbqa serve exited ({process.returncode}): {log_tail(data_dir / 'api.log')}")
+            if time.perf_counter() - started > deadline_s:
                 stop_api(process)
-                raise RuntimeError(
-                    f"the API did not answer a search within {deadline_s:g} s; see {data_dir / 'api.log'}"
-                )
+                raise RuntimeError(f"no search answered within {deadline_s:g} s: {log_tail(data_dir / 'api.log')}")
             if health_s is None:
                 try:
                     if httpx.get(f"{url}/health", timeout=2).status_code == 200:
@@ -390,6 +391,36 @@ def open_api(settings: Settings, question: str, deadline_s: float) -> Opened:
                 time.sleep(0.5)
     finally:
         client.close()
+
+
+def log_tail(path: Path) -> str:
+    """The API log's last line that says something (an exception's message)."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"{path} unreadable"
+    wanted = [line for line in lines if "Error" in line or "Exception" in line]
+    return (wanted or lines or ["(empty log)"])[-1][:300]
+
+
+def release_milvus_lite(settings: Settings) -> str:
+    """Stop this process's Milvus Lite server on the data folder: closing pymilvus' client leaves it running, and
+    holding the file's lock, until the process exits, so `kbqa serve` could not open the file. milvus_lite's own stop
+    (what also runs when an API process exits) releases the lock, waits 2 s for the server to exit, then kills it.
+    Returns how it ended."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    milvus = milvus_child(os.getpid())
+    started = time.perf_counter()
+    server_manager_instance.release_server(settings.storage.resolved_milvus_uri)
+    seconds = time.perf_counter() - started
+    if milvus is None:
+        return "was not found"
+    if milvus.is_running() and milvus.status() != psutil.STATUS_ZOMBIE:
+        return f"was still running {seconds:.1f} s after its release"
+    if seconds >= 2:
+        return f"did not exit within 2 s of its release and was killed ({seconds:.1f} s)"
+    return f"exited {seconds:.1f} s after its release"
 
 
 def stop_api(process: subprocess.Popen[bytes]) -> None:
@@ -578,7 +609,7 @@ def render(args: argparse.Namespace, command: str, b: Build, s: Served, disk: di
     lines += [
         f"Build: seed embedding {embed}; catalog {b.documents:,} documents in {b.catalog_seconds:.1f} s; Milvus "
         f"inserts {b.rows:,} rows in {b.insert_seconds:.0f} s (**{rate:.0f} rows/s**, batches of {args.batch}); "
-        f"Milvus Lite RSS during the build peaked at {gib(b.peak_milvus_rss)}.",
+        f"Milvus Lite RSS during the build peaked at {gib(b.peak_milvus_rss)}; its server {b.milvus_stop}.",
         "",
         "| rows inserted | rows/s so far | Milvus Lite RSS | available memory |",
         "|---|---|---|---|",
@@ -709,6 +740,7 @@ def main() -> int:
             build(services, args, texts, vectors, b)
         finally:
             services.close()
+            b.milvus_stop = release_milvus_lite(settings)
         if not b.broke:
             try:
                 serve_and_measure(settings, args, questions, s)
