@@ -214,6 +214,7 @@ class Build:
     broke: str | None = None  # why the build stopped early
     broke_rss: int | None = None
     milvus_stop: str = ""  # how the builder's Milvus Lite server ended
+    load_before: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
 def add_ready_documents(services: Services, kb_id: str, count: int, chunks: int) -> list[str]:
@@ -584,10 +585,11 @@ def verdict(value: list[float], pct: float, target: float) -> str:
 
 def render(args: argparse.Namespace, command: str, b: Build, s: Served, disk: dict[str, int]) -> str:
     lines = [
-        "## Scale: 1M chunks on Milvus Lite (`scripts/bench_scale.py`)",
+        f"## Scale: {args.chunks:,} chunks in {args.documents:,} documents on Milvus Lite (`scripts/bench_scale.py`)",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine()}; load average (1 min) {b.load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        "the end (above the core count: other work shared the CPUs)",
         f"- Command: `{command}`",
         f"- Knowledge base: {b.documents:,} ready documents in the catalog, {b.target_rows:,} chunks asked for "
         f"({b.rows:,} inserted, count(*) {b.counted if b.counted is not None else 'n/a'}); texts and vectors: "
