@@ -340,6 +340,7 @@ class Opened:
     health_s: float
     first_search_s: float
     retries: int  # searches answered with an error before the first success
+    refusal: str | None  # the first of those errors
 
 
 def api_env(settings: Settings) -> dict[str, str]:
@@ -369,6 +370,7 @@ def open_api(settings: Settings, question: str, deadline_s: float) -> Opened:
     url = f"http://127.0.0.1:{port}"
     health_s = None
     retries = 0
+    refusal = None
     client = KbqaClient(url, timeout_s=deadline_s)
     try:
         while True:
@@ -386,8 +388,9 @@ def open_api(settings: Settings, question: str, deadline_s: float) -> Opened:
                     continue
             try:
                 client.search(KB, question, top_k=5, mode="hybrid")
-                return Opened(process, url, health_s, time.perf_counter() - started, retries)
-            except Exception:  # e.g. 503 while Milvus Lite loads the collection
+                return Opened(process, url, health_s, time.perf_counter() - started, retries, refusal)
+            except Exception as exc:  # e.g. 503 while Milvus Lite loads the collection
+                refusal = refusal or f"{type(exc).__name__}: {first_line(exc, 200)}"
                 retries += 1
                 time.sleep(0.5)
     finally:
@@ -665,6 +668,9 @@ def render(args: argparse.Namespace, command: str, b: Build, s: Served, disk: di
         for name, opened in (("after the build", s.first_open), ("after a restart", s.restart)):
             if opened:
                 lines.append(f"| {name} | {opened.health_s:.1f} s | {opened.first_search_s:.1f} s | {opened.retries} |")
+        refusals = {o.refusal for o in (s.first_open, s.restart) if o and o.refusal}
+        if refusals:
+            lines += ["", f"Searches refused while opening: {'; '.join(sorted(refusals))}."]
         lines.append("")
     if s.kb_list_ms is not None:
         listing = f"Listing the knowledge bases (`GET /api/kbs`, which reads every document): {s.kb_list_ms:.0f} ms."
