@@ -616,11 +616,14 @@ def render(args: argparse.Namespace, command: str, b: Build, s: Served, disk: di
         f"inserts {b.rows:,} rows in {b.insert_seconds:.0f} s (**{rate:.0f} rows/s**, batches of {args.batch}); "
         f"Milvus Lite RSS during the build peaked at {gib(b.peak_milvus_rss)}; its server {b.milvus_stop}.",
         "",
-        "| rows inserted | rows/s so far | Milvus Lite RSS | available memory |",
-        "|---|---|---|---|",
-        *[f"| {r:,} | {v:.0f} | {gib(m)} | {a:.1f} GiB |" for r, v, m, a in b.progress],
-        "",
     ]
+    if b.progress:
+        lines += [
+            "| rows inserted | rows/s so far | Milvus Lite RSS | available memory |",
+            "|---|---|---|---|",
+            *[f"| {r:,} | {v:.0f} | {gib(m)} | {a:.1f} GiB |" for r, v, m, a in b.progress],
+            "",
+        ]
     if s.failed:
         lines += [f"**The API phase failed**: {s.failed}", ""]
     if s.single:
