@@ -381,16 +381,22 @@ def open_api(settings: Settings, question: str, deadline_s: float) -> Opened:
                 raise RuntimeError(f"no search answered within {deadline_s:g} s: {log_tail(data_dir / 'api.log')}")
             if health_s is None:
                 try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        health_s = time.perf_counter() - started
+                    healthy = httpx.get(f"{url}/health", timeout=2).status_code == 200
                 except httpx.HTTPError:
+                    healthy = False
+                if not healthy:
                     time.sleep(0.2)
                     continue
+                health_s = time.perf_counter() - started
             try:
                 client.search(KB, question, top_k=5, mode="hybrid")
                 return Opened(process, url, health_s, time.perf_counter() - started, retries, refusal)
             except Exception as exc:  # e.g. 503 while Milvus Lite loads the collection
-                refusal = refusal or f"{type(exc).__name__}: {first_line(exc, 200)}"
+                if refusal is None:  # what the client got, and what the API logged about it
+                    time.sleep(0.5)
+                    refusal = (
+                        f"{type(exc).__name__}: {first_line(exc, 200)} (api.log: {log_tail(data_dir / 'api.log')})"
+                    )
                 retries += 1
                 time.sleep(0.5)
     finally:
@@ -530,6 +536,7 @@ class Served:
     single: dict[str, Timings] = field(default_factory=dict)
     concurrent: dict[str, Timings] = field(default_factory=dict)
     failed: str | None = None
+    log_error: str | None = None  # the API log's last error line, when searches failed
 
 
 def serve_and_measure(settings: Settings, args: argparse.Namespace, questions: list[str], out: Served) -> None:
@@ -556,6 +563,8 @@ def serve_and_measure(settings: Settings, args: argparse.Namespace, questions: l
             finally:
                 client.close()
         out.peak_api_rss, out.peak_milvus_rss = sampler.peak_api, sampler.peak_milvus
+        if any(t.errors for t in (*out.single.values(), *out.concurrent.values())):
+            out.log_error = log_tail(settings.storage.data_dir / "api.log")
     finally:
         stop_api(opened.process)
     log("restarting kbqa serve on the same data folder")
@@ -652,7 +661,7 @@ def render(args: argparse.Namespace, command: str, b: Build, s: Served, disk: di
             if t.first_error
         ]
         if errors:
-            lines.append(f"First errors: {'; '.join(errors)}.")
+            lines.append(f"First errors: {'; '.join(errors)}. The API's log: {s.log_error}.")
         lines.append("")
     if s.first_open:
         lines += [
