@@ -81,3 +81,22 @@ def test_a_calibration_file_sets_the_score_scale(services: Services, tmp_path: P
     assert after.score < before.score
     cosine = bundled.dense_center + math.log(before.score / (1 - before.score)) / bundled.dense_scale
     assert after.score == pytest.approx(ScoreCalibration.load(shifted).dense(cosine), abs=2e-4)  # 4 decimals
+
+
+def test_knowledge_base_counts_come_from_the_catalog_per_status(services: Services) -> None:
+    kbs = services.knowledge_bases
+    for name in ("计数甲", "计数乙", "计数空"):
+        kbs.create(name)
+    good = [kbs.upload("计数甲", f"{i}.txt", io.BytesIO(f"第{i}篇：计数测试。".encode() * (40 * i))) for i in (1, 2)]
+    broken = kbs.upload("计数甲", "坏.pdf", io.BytesIO(b"%PDF-1.7\n" + b"\x00not a pdf" * 50))
+    other = kbs.upload("计数乙", "c.txt", io.BytesIO("另一个知识库。".encode()))
+    assert services.queue.wait_idle(120)
+    assert kbs.get_document("计数甲", broken.document.id).status is DocumentStatus.failed
+    ready_chunks = sum(kbs.get_document("计数甲", o.document.id).chunk_count for o in good)
+    assert ready_chunks >= 3
+    listed = {info.name: info for info in kbs.list()}
+    counts = {name: (listed[name].document_count, listed[name].ready_count, listed[name].chunk_count)
+              for name in ("计数甲", "计数乙", "计数空")}
+    other_chunks = kbs.get_document("计数乙", other.document.id).chunk_count
+    assert counts == {"计数甲": (3, 2, ready_chunks), "计数乙": (1, 1, other_chunks), "计数空": (0, 0, 0)}
+    assert kbs.get("计数甲") == listed["计数甲"]

@@ -39,8 +39,10 @@ from app.settings import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, Settings
 from app.storage.catalog import (
     Catalog,
     Document,
+    DocumentCounts,
     DocumentStatus,
     KnowledgeBase,
+    document_counts,
     documents_of,
     kb_by_name,
     utcnow,
@@ -111,7 +113,7 @@ class KnowledgeBaseService:
             with self.catalog.session() as session:
                 session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb.id))
             raise
-        return KnowledgeBaseInfo.of(kb, [])
+        return KnowledgeBaseInfo.of(kb, DocumentCounts())
 
     def _insert_kb(self, name: str, description: str, chunk_size: int, chunk_overlap: int) -> KnowledgeBase:
         with self.catalog.session() as session:
@@ -134,12 +136,13 @@ class KnowledgeBaseService:
         with self.catalog.session() as session:
             visible = ~KnowledgeBase.name.startswith(TEMPORARY_PREFIX, autoescape=True)
             kbs = session.scalars(select(KnowledgeBase).where(visible).order_by(KnowledgeBase.created_at)).all()
-            return [KnowledgeBaseInfo.of(kb, list(kb.documents)) for kb in kbs]
+            counts = document_counts(session, [kb.id for kb in kbs])
+            return [KnowledgeBaseInfo.of(kb, counts.get(kb.id, DocumentCounts())) for kb in kbs]
 
     def get(self, name: str) -> KnowledgeBaseInfo:
         with self.catalog.session() as session:
             kb = self._kb(session, name)
-            return KnowledgeBaseInfo.of(kb, list(kb.documents))
+            return KnowledgeBaseInfo.of(kb, document_counts(session, [kb.id]).get(kb.id, DocumentCounts()))
 
     def require(self, name: str) -> None:
         """NotFound unless the knowledge base exists (without loading its documents, as `get` does)."""

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, computed_field
 
-from app.storage.catalog import Document, DocumentStatus, KnowledgeBase
+from app.storage.catalog import Document, DocumentCounts, DocumentStatus, KnowledgeBase
 from app.storage.chunks import ChunkRecord
 
 
@@ -24,8 +24,7 @@ class KnowledgeBaseInfo(BaseModel):
     chunk_count: int = 0
 
     @classmethod
-    def of(cls, kb: KnowledgeBase, documents: list[Document]) -> KnowledgeBaseInfo:
-        ready = [d for d in documents if d.status is DocumentStatus.ready]
+    def of(cls, kb: KnowledgeBase, counts: DocumentCounts) -> KnowledgeBaseInfo:
         return cls(
             id=kb.id,
             name=kb.name,
@@ -35,9 +34,9 @@ class KnowledgeBaseInfo(BaseModel):
             chunk_size=kb.chunk_size,
             chunk_overlap=kb.chunk_overlap,
             created_at=kb.created_at,
-            document_count=len(documents),
-            ready_count=len(ready),
-            chunk_count=sum(d.chunk_count for d in ready),
+            document_count=counts.documents,
+            ready_count=counts.ready,
+            chunk_count=counts.ready_chunks,
         )
 
 

@@ -190,9 +190,12 @@ class LlamaCppWorker(BaseModelWorker):
         finish_reason = "length"
         text = ""
         with self._model_lock:
-            # llama-cpp-python 0.3.36 reuses its KV cache when a prompt repeats the previous one, and then answers
-            # wrongly on prompts of a few hundred tokens (the same RAG prompt twice gave "1 [n]" the second time;
-            # tests/llm/test_llm_stack.py keeps the case). Every request is evaluated from scratch instead.
+            # Every request is evaluated from scratch. llama-cpp-python would keep the previous request's tokens and
+            # evaluate only what follows the part shared with them; that is correct, but llama.cpp's logits depend on
+            # how the prompt was split into batches (by up to 0.5 here), and greedy decoding flips on near-ties: a
+            # RAG prompt whose first token led by 0.07 answered "1 [n]" after another question, and the same prompt
+            # asked again stopped after "根据已知信息编号 [1]" (tests/llm/test_llm_stack.py and
+            # tests/chat/test_chat_faults.py keep such cases). Two 知识库问答 prompts share ~15 tokens anyway.
             self.llm.reset()
             tokens = self.llm.generate(
                 prompt_ids,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import os
 import signal
 import socket
@@ -178,6 +179,9 @@ class LLMStack:
             LOGDIR=str(self.settings.storage.logs_dir / "fastchat"),  # FastChat's own loggers (copies of our logs)
             FASTCHAT_WORKER_HEART_BEAT_INTERVAL=str(heart_beat),
             FASTCHAT_CONTROLLER_HEART_BEAT_EXPIRATION=str(3 * heart_beat),
+            # FastChat's API server gives up on a worker that sends nothing for 100 s by default: a question queued
+            # behind other users' answers would end mid-stream while our client still waits (llm.timeout_s).
+            FASTCHAT_WORKER_API_TIMEOUT=str(math.ceil(self.settings.llm.timeout_s)),
             PYTHONUNBUFFERED="1",
         )
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))

@@ -4,6 +4,7 @@ reached through the `openai` package exactly as the backend reaches it."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -97,6 +98,16 @@ def test_prompt_over_the_context_length_is_a_clear_4xx(llm_stack: LLMStack) -> N
     response = httpx.post(f"{llm_stack.settings.fastchat.api_url}/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == 40303
+
+
+def test_fastchat_waits_on_a_queued_worker_as_long_as_our_client_does(llm_stack: LLMStack) -> None:
+    """FastChat's API server drops a worker that sends nothing for FASTCHAT_WORKER_API_TIMEOUT (100 s by default):
+    with several users queued behind one worker, the last question ended mid-stream while our client still waited."""
+    expected = str(math.ceil(llm_stack.settings.llm.timeout_s))
+    pids = running_processes(llm_stack.settings)
+    seen = [psutil.Process(pid).environ().get("FASTCHAT_WORKER_API_TIMEOUT") for pid in pids]
+    assert len(seen) >= 3, seen  # controller, API server, worker
+    assert set(seen) == {expected}
 
 
 def test_unknown_model_is_404(llm_stack: LLMStack) -> None:
