@@ -156,7 +156,8 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
         # helps neither side).
         direct = [direct_ttft(http, llm_url, settings.llm.model,
                               prompts.kb_prompt(q, [Source(**s) for s in run["sources"]],
-                                                settings.chat.kb_template, settings.chat.context_order))
+                                                settings.chat.kb_template, settings.chat.context_order,
+                                                settings.chat.focus_chars))
                   for q, run in zip(questions, kb_runs, strict=True)]
     ours = [run["end"]["timings_ms"]["llm_request_ms"] for run in kb_runs]
     retrieval = [run["end"]["timings_ms"]["retrieval_ms"] for run in kb_runs]
