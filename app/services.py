@@ -12,6 +12,7 @@ from app.eval.service import EvaluationService
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.loaders import LoadLimits
 from app.kb.preview.service import PreviewService
+from app.kb.priority import run_lowered
 from app.kb.service import KnowledgeBaseService
 from app.llm.client import LLMClient
 from app.retrieval.embeddings import Embedder
@@ -44,6 +45,7 @@ class _LazyEmbedder:
 
     def _load(self) -> Embedder:
         s = self.settings
+        niceness = s.ingest.niceness if self.role == "passage" else 0  # its threads start from the loading one
         key = (
             self.role,
             s.resolved_embedding_model,
@@ -52,10 +54,11 @@ class _LazyEmbedder:
             s.embedding.threads,
             s.embedding.query_prompt,
             s.embedding.passage_prompt,
+            niceness,
         )
         with _EMBEDDERS_LOCK:
             if key not in _EMBEDDERS:
-                _EMBEDDERS[key] = Embedder(
+                _EMBEDDERS[key] = run_lowered(niceness, lambda: Embedder(
                     s.resolved_embedding_model,
                     backend=s.embedding.backend,
                     batch_size=s.embedding.batch_size,
@@ -63,7 +66,7 @@ class _LazyEmbedder:
                     query_prompt=s.embedding.query_prompt,
                     passage_prompt=s.embedding.passage_prompt,
                     spin=self.role != "query",
-                )
+                ))
             return _EMBEDDERS[key]
 
 
@@ -92,7 +95,7 @@ class Services:
             max_attempts=settings.ingest.max_index_attempts,
             progress_interval_s=settings.ocr.progress_interval_s,
         )
-        self.queue = IngestionQueue(self.indexer)
+        self.queue = IngestionQueue(self.indexer, niceness=settings.ingest.niceness)
 
     @cached_property
     def knowledge_bases(self) -> KnowledgeBaseService:

@@ -160,6 +160,10 @@ class IngestSettings(Section):
         2, ge=1, description="A document whose indexing started this many times without finishing (its process "
         "crashed or was killed each time) is marked failed instead of being resumed again."
     )
+    niceness: int = Field(
+        10, ge=0, le=19, description="Niceness of indexing (the ingestion thread, what it starts, the passage "
+        "embedder's threads): on a busy CPU searches and answers go first. 0: the API's own priority."
+    )
     max_upload_mb: float = Field(200, gt=0, description="Largest file one upload may carry (413 past it).")
     max_filename_chars: int = Field(200, ge=16, le=255, description="Longest uploaded file name.")
     max_kb_name_chars: int = Field(64, ge=1, le=255, description="Longest knowledge-base name.")

@@ -35,6 +35,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from app.kb import visibility
 from app.kb.documents import Chunk, DocumentLoadError, ReadReport
 from app.kb.loaders import LoadLimits, OnPage, load_document
+from app.kb.priority import lower_current_thread
 from app.kb.splitter import split_document
 from app.storage.catalog import Catalog, Document, DocumentStatus, KnowledgeBase, utcnow
 from app.storage.diskspace import DiskFull, is_disk_full
@@ -554,8 +555,10 @@ class IngestionQueue:
     """A single background worker; `submit` returns at once. A second thread renews the leases of the documents
     this process holds, and now and then takes over the documents of processes that died."""
 
-    def __init__(self, indexer: DocumentIndexer) -> None:
+    def __init__(self, indexer: DocumentIndexer, niceness: int = 0) -> None:
+        """`niceness`: the ingestion thread's (app/kb/priority.py), inherited by the threads and processes it starts."""
         self.indexer = indexer
+        self.niceness = niceness
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="kbqa-ingest", daemon=True)
         self._idle = threading.Event()
@@ -634,6 +637,7 @@ class IngestionQueue:
         return group
 
     def _work(self) -> None:
+        lower_current_thread(self.niceness)
         while True:
             group = self._next_group()
             doc_ids = [d for d in group if d is not None]
