@@ -685,7 +685,10 @@ def render(args: argparse.Namespace, command: str, b: Build, s: Served, disk: di
             lines += ["", f"Searches refused while opening: {'; '.join(sorted(refusals))}."]
         lines.append("")
     if s.kb_list_ms is not None:
-        listing = f"Listing the knowledge bases (`GET /api/kbs`, which reads every document): {s.kb_list_ms:.0f} ms."
+        listing = (
+            "Listing the knowledge bases (`GET /api/kbs`: the catalog counts each knowledge base's documents by "
+            f"status): {s.kb_list_ms:.0f} ms."
+        )
         lines += [listing, ""]
     sizes = ", ".join(f"{name} {size / GIB:.2f} GiB" for name, size in disk.items())
     lines.append(f"Disk use of the data folder: {sizes}.")

@@ -57,15 +57,15 @@ def label_question(services: Services, collection: str, question: dict, depth: i
     gold = f"{question['doc_id']}.txt"
     vector = services.query_embedder().encode_query(question["question"])
     dense = services.store.search_dense(collection, vector, depth)
-    bm25 = services.store.search_bm25(collection, question["question"], depth)
+    bm25, stored = services.store.search_bm25_with_vectors(collection, question["question"], depth)
     for hit in dense:
         out["dense"].append(([hit.raw_score], int(hit.file_name == gold)))
     for hit in bm25:
         out["bm25"].append(([math.log1p(max(hit.raw_score, 0.0))], int(hit.file_name == gold)))
     cosine = {h.chunk_id: h.raw_score for h in dense}
-    missing = [h.chunk_id for h in bm25 if h.chunk_id not in cosine]
-    for chunk_id, stored in services.store.dense_vectors(collection, missing).items():
-        cosine[chunk_id] = float(np.dot(stored, vector))
+    for hit in bm25:
+        if hit.chunk_id not in cosine:
+            cosine[hit.chunk_id] = float(np.dot(stored[hit.chunk_id], vector))
     bm25_raw = {h.chunk_id: h.raw_score for h in bm25}
     for hit in {h.chunk_id: h for h in [*dense, *bm25]}.values():
         features = [cosine.get(hit.chunk_id, -1.0), math.log1p(max(bm25_raw.get(hit.chunk_id, 0.0), 0.0))]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 from fastapi import FastAPI, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -85,9 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(VectorStoreUnavailable)
     @app.exception_handler(MilvusException)
+    @app.exception_handler(grpc.RpcError)  # pymilvus lets some time-outs through unwrapped (a busy or frozen server)
     async def _milvus_error(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("Milvus error: %s", exc)
-        reason = getattr(exc, "message", None) or str(exc)
+        reason = getattr(exc, "message", None) or _rpc_reason(exc) or str(exc)
         detail = f"vector store unavailable at {settings.storage.resolved_milvus_uri}: {reason.splitlines()[0][:300]}"
         return error_body(503, detail, "vector_store_unavailable")
 
@@ -140,6 +142,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _rpc_reason(exc: Exception) -> str | None:
+    """"DEADLINE_EXCEEDED: Deadline Exceeded" for a gRPC error (its str() is a multi-line repr)."""
+    if not isinstance(exc, grpc.Call):
+        return None
+    return f"{exc.code().name}: {exc.details()}"
 
 
 def http_error_code(exc: HTTPException) -> str:

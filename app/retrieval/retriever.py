@@ -121,13 +121,15 @@ class Retriever:
 
     def _hybrid(self, search: _Search) -> list[ScoredChunk]:
         vector, dense_hits = self._dense_hits(search)
-        bm25_hits = self._bm25_hits(search)
+        bm25_hits, stored = self.store.search_bm25_with_vectors(
+            search.collection, search.question, search.limit, search.excluded
+        )
+        search.timer.lap("bm25_search")
         cosine = {h.chunk_id: h.raw_score for h in dense_hits}
         bm25_raw = {h.chunk_id: h.raw_score for h in bm25_hits}
         hits = {h.chunk_id: h for h in [*bm25_hits, *dense_hits]}
-        missing = [cid for cid in bm25_raw if cid not in cosine]
-        for cid, stored in self.store.dense_vectors(search.collection, missing).items():
-            cosine[cid] = float(np.dot(stored, vector))
+        for cid in bm25_raw.keys() - cosine.keys():
+            cosine[cid] = float(np.dot(stored[cid], vector))
         search.timer.lap("fuse")
         scored = [self._fused(hits[cid], cosine.get(cid), bm25_raw.get(cid, 0.0)) for cid in hits]
         if self.fusion.method == "rrf":

@@ -223,28 +223,47 @@ class MilvusStore:
     def search_bm25(self, name: str, text: str, limit: int, excluded_doc_ids: Collection[str] = ()) -> list[Hit]:
         return self._search(name, text, "sparse", "BM25", limit, excluded_doc_ids)
 
+    def search_bm25_with_vectors(
+        self, name: str, text: str, limit: int, excluded_doc_ids: Collection[str] = ()
+    ) -> tuple[list[Hit], dict[str, np.ndarray]]:
+        """BM25 hits and their stored dense vectors, read by the same search, to score them on the dense scale too.
+        Asking for the vectors afterwards by id scans the collection's ids: 34 ms at 300k chunks, ~95 ms at 1M
+        (Milvus Lite 2.5.1); returned with the hits they cost under a millisecond."""
+        found = self._found(name, text, "sparse", "BM25", limit, excluded_doc_ids, extra_fields=["dense"])
+        hits = [_hit_from_entity(entity, distance) for entity, distance in found]
+        vectors = {
+            hit.chunk_id: np.asarray(entity["dense"], dtype=np.float32)
+            for hit, (entity, _) in zip(hits, found, strict=True)
+        }
+        return hits, vectors
+
     def _search(
         self, name: str, query: object, field: str, metric: str, limit: int, excluded_doc_ids: Collection[str]
     ) -> list[Hit]:
+        found = self._found(name, query, field, metric, limit, excluded_doc_ids)
+        return [_hit_from_entity(entity, distance) for entity, distance in found]
+
+    def _found(
+        self,
+        name: str,
+        query: object,
+        field: str,
+        metric: str,
+        limit: int,
+        excluded_doc_ids: Collection[str],
+        extra_fields: Sequence[str] = (),
+    ) -> list[tuple[dict[str, Any], float]]:
         result = self.client.search(
             name,
             data=[query],
             anns_field=field,
             limit=limit,
             filter=_excluding(excluded_doc_ids),
-            output_fields=self._output_fields(name),
+            output_fields=[*self._output_fields(name), *extra_fields],
             search_params={"metric_type": metric},
             timeout=self.timeout,
         )
-        return [_hit_from_entity(h["entity"], h["distance"]) for h in result[0]]
-
-    def dense_vectors(self, name: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored dense vectors of some chunks, to score BM25 hits on the dense scale too."""
-        if not chunk_ids:
-            return {}
-        quoted = ", ".join(f'"{_safe_chunk_id(c)}"' for c in chunk_ids)
-        rows = self.client.query(name, filter=f"id in [{quoted}]", output_fields=["id", "dense"], timeout=self.timeout)
-        return {str(r["id"]): np.asarray(r["dense"], dtype=np.float32) for r in rows}
+        return [(h["entity"], h["distance"]) for h in result[0]]
 
 
 def _excluding(doc_ids: Collection[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -143,3 +144,20 @@ def test_filter_injection_through_ids_changes_nothing(client: TestClient, kb: st
     with pytest.raises(ValueError, match="not an internal id"):
         store.delete_documents(collection, [doc_id])
     assert store.count(collection) == before
+
+
+def test_bm25_hits_come_with_their_stored_dense_vectors(client: TestClient, kb: str) -> None:
+    """Hybrid scores a keyword hit outside the dense candidates on the dense scale with the vector the BM25 search
+    returned (a query by id for it scanned every id of the collection)."""
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    collection = client.get(f"/api/kbs/{kb}").json()["collection_name"]
+    question = "library closed for repairs"
+    hits, vectors = store.search_bm25_with_vectors(collection, question, 20)
+    assert [h.chunk_id for h in hits] == [h.chunk_id for h in store.search_bm25(collection, question, 20)]
+    assert len(hits) >= 5 and set(vectors) == {h.chunk_id for h in hits}
+    ids = ", ".join(f'"{h.chunk_id}"' for h in hits)
+    rows = store.client.query(collection, filter=f"id in [{ids}]", output_fields=["id", "dense"])
+    assert len(rows) == len(hits)
+    for row in rows:
+        np.testing.assert_allclose(vectors[row["id"]], np.asarray(row["dense"], dtype=np.float32))
+        assert abs(float(np.linalg.norm(vectors[row["id"]])) - 1) < 1e-3

@@ -7,6 +7,8 @@ the same gRPC protocol as Milvus standalone, so the code path is the one a Milvu
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -83,3 +85,34 @@ def test_milvus_down_is_503_and_catalog_untouched(
         assert "vector store unavailable at " + server.uri in response.json()["detail"]
         docs = client.get("/api/kbs/断线/documents").json()
         assert [d["status"] for d in docs] == ["ready"]
+
+
+def test_a_milvus_that_stops_answering_is_503_not_500_and_searches_resume(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path
+) -> None:
+    """A Milvus that holds its port but answers nothing (frozen with SIGSTOP: what a server busy loading a
+    1M-chunk collection looked like in bench_scale) times the gRPC call out; that must be a 503, not a 500."""
+    server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-frozen"))
+    server.start()
+    settings = make_settings(
+        tmp_path_factory.mktemp("frozen-data"),
+        embedding_model_dir,
+        storage__milvus_uri=server.uri,
+        storage__milvus_timeout_s=3,
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            create_kb(client, "冻结")
+            doc = upload_ready(client, "冻结", ("a.txt", "冻结测试文档：灯塔在岛的北端。".encode()))[0]
+            os.kill(server.server._p.pid, signal.SIGSTOP)
+            try:
+                response = client.post("/api/kbs/冻结/search", json={"question": "灯塔在哪里"})
+            finally:
+                os.kill(server.server._p.pid, signal.SIGCONT)
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "vector_store_unavailable"
+            assert "vector store unavailable at " + server.uri in response.json()["detail"]
+            hits = client.post("/api/kbs/冻结/search", json={"question": "灯塔在哪里"}).json()["hits"]
+            assert hits[0]["doc_id"] == doc["id"]
+    finally:
+        server.stop()
