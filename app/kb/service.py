@@ -145,7 +145,7 @@ class KnowledgeBaseService:
             return KnowledgeBaseInfo.of(kb, document_counts(session, [kb.id]).get(kb.id, DocumentCounts()))
 
     def require(self, name: str) -> None:
-        """NotFound unless the knowledge base exists (without loading its documents, as `get` does)."""
+        """NotFound unless the knowledge base exists (without counting its documents, as `get` does)."""
         with self.catalog.session() as session:
             self._kb(session, name)
 

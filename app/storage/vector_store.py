@@ -271,12 +271,3 @@ def _excluding(doc_ids: Collection[str]) -> str:
     if not doc_ids:
         return ""
     return f"doc_id not in [{_id_list(sorted(doc_ids))}]"
-
-
-_CHUNK_ID_RE = re.compile(r"^[0-9a-f]{32}_[0-9]+$")
-
-
-def _safe_chunk_id(value: str) -> str:
-    if not _CHUNK_ID_RE.match(value):
-        raise ValueError(f"not an internal chunk id: {value!r}")
-    return value

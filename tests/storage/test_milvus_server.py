@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from pymilvus import MilvusClient
 
 from app.api.main import create_app
+from app.settings import Settings
 from app.storage.vector_store import MilvusStore
 from tests.conftest import Backend, MilvusOverTcp, create_kb, make_settings, upload_ready
 
@@ -63,18 +64,26 @@ def test_closing_one_store_leaves_another_on_the_same_milvus_working(
     second.close()
 
 
-def test_milvus_down_is_503_and_catalog_untouched(
-    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path
-) -> None:
-    """A Milvus server of its own, since this test stops it."""
-    server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-doomed"))
+def own_milvus_server(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, name: str
+) -> tuple[MilvusOverTcp, Settings]:
+    """A started Milvus server for one test that stops or freezes it, and settings that give up on it after 3 s."""
+    server = MilvusOverTcp(tmp_path_factory.mktemp(f"milvus-{name}"))
     server.start()
     settings = make_settings(
-        tmp_path_factory.mktemp("doomed-data"),
+        tmp_path_factory.mktemp(f"{name}-data"),
         embedding_model_dir,
         storage__milvus_uri=server.uri,
         storage__milvus_timeout_s=3,
     )
+    return server, settings
+
+
+def test_milvus_down_is_503_and_catalog_untouched(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path
+) -> None:
+    """A Milvus server of its own, since this test stops it."""
+    server, settings = own_milvus_server(tmp_path_factory, embedding_model_dir, "doomed")
     with TestClient(create_app(settings)) as client:
         create_kb(client, "断线")
         upload_ready(client, "断线", ("a.txt", "断线测试文档。".encode()))
@@ -92,14 +101,7 @@ def test_a_milvus_that_stops_answering_is_503_not_500_and_searches_resume(
 ) -> None:
     """A Milvus that holds its port but answers nothing (frozen with SIGSTOP: what a server busy loading a
     1M-chunk collection looked like in bench_scale) times the gRPC call out; that must be a 503, not a 500."""
-    server = MilvusOverTcp(tmp_path_factory.mktemp("milvus-frozen"))
-    server.start()
-    settings = make_settings(
-        tmp_path_factory.mktemp("frozen-data"),
-        embedding_model_dir,
-        storage__milvus_uri=server.uri,
-        storage__milvus_timeout_s=3,
-    )
+    server, settings = own_milvus_server(tmp_path_factory, embedding_model_dir, "frozen")
     try:
         with TestClient(create_app(settings)) as client:
             create_kb(client, "冻结")
