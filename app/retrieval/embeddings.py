@@ -1,8 +1,9 @@
-"""Sentence embeddings through sentence-transformers, on PyTorch or on ONNX Runtime with int8 weights.
+"""Sentence embeddings through sentence-transformers: OpenVINO or ONNX Runtime with int8 weights, or PyTorch.
 
-Embedding is the slowest step of ingestion on a CPU, so passages are always encoded in batches, and the int8
-ONNX backend (dynamic quantization, AVX-512 VNNI kernels) is the default: 3.5-4.5x the fp32 throughput on
-the eval corpora, with recall@5 within a point of fp32 (see docs/benchmarks.md).
+Embedding is the slowest step of ingestion on a CPU, so passages are always encoded in batches, and the default
+backend is OpenVINO with static int8 weights and activations calibrated at `kbqa models prepare`
+(app/modelprep/openvino_int8.py): 1.5-1.8x ONNX Runtime's dynamic int8 on the eval corpora, itself 1.8-2.5x fp32,
+with recall@5 within a point of fp32 (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.settings import ONNX_INT8_FILE
+from app.settings import ONNX_INT8_FILE, OPENVINO_INT8_FILE
 
 PROGRESS_STEP = 128
 # transformers 4.57 warns about a "Mistral regex" for any large local tokenizer (transformers#44031); the
@@ -21,17 +22,31 @@ PROGRESS_STEP = 128
 _TOKENIZER_KWARGS = {"fix_mistral_regex": False}
 
 
-def _onnx_model_kwargs(threads: int, spin: bool) -> dict[str, object]:
+_PREPARED_FILES = {"openvino-int8": OPENVINO_INT8_FILE, "onnx-int8": ONNX_INT8_FILE}
+
+
+def _onnx_model_kwargs(threads: int, for_queries: bool) -> dict[str, object]:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
-    if not spin:
+    if for_queries:
         # ONNX Runtime's threads busy-wait after each run by default: good for batches of passages, but after a
         # single query they would burn the cores the LLM is about to evaluate its prompt on.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return {"file_name": ONNX_INT8_FILE, "session_options": options}
+
+
+def _openvino_model_kwargs(threads: int, for_queries: bool) -> dict[str, object]:
+    """OpenVINO's worker threads are one pool per process, shared by every model and created with the niceness of
+    the thread that first needs them (the services load every OpenVINO model from a lowered thread). A query is
+    therefore run on one thread, the caller's own: it keeps the caller's priority, and a single short text gains
+    nothing from more (7-8 ms either way on 2 cores)."""
+    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+    if for_queries or threads > 0:
+        config["INFERENCE_NUM_THREADS"] = 1 if for_queries else threads
+    return {"file_name": OPENVINO_INT8_FILE, "ov_config": config}
 
 
 class Embedder:
@@ -40,13 +55,15 @@ class Embedder:
     def __init__(
         self,
         model: str,
-        backend: str = "onnx-int8",
+        backend: str = "openvino-int8",
         batch_size: int = 16,
         threads: int = 0,
         query_prompt: str = "query: ",
         passage_prompt: str = "passage: ",
-        spin: bool = True,
+        for_queries: bool = False,
     ) -> None:
+        """`for_queries`: tuned for single texts between other work (no idle busy-waiting, OpenVINO on the
+        caller's thread) rather than for batches of passages."""
         from sentence_transformers import SentenceTransformer
 
         self.model_name = model
@@ -54,17 +71,20 @@ class Embedder:
         self.batch_size = batch_size
         self.query_prompt = query_prompt
         self.passage_prompt = passage_prompt
-        if backend == "onnx-int8":
-            if not (Path(model) / ONNX_INT8_FILE).exists():
+        if backend in _PREPARED_FILES:
+            if not (Path(model) / _PREPARED_FILES[backend]).exists():
                 raise FileNotFoundError(
-                    f"{Path(model) / ONNX_INT8_FILE} is missing: run `kbqa models prepare`, "
+                    f"{Path(model) / _PREPARED_FILES[backend]} is missing: run `kbqa models prepare`, "
                     "or set embedding.backend: torch"
                 )
+            runtime, kwargs = (
+                ("openvino", _openvino_model_kwargs) if backend == "openvino-int8" else ("onnx", _onnx_model_kwargs)
+            )
             self.model = SentenceTransformer(
                 model,
                 device="cpu",
-                backend="onnx",
-                model_kwargs=_onnx_model_kwargs(threads, spin),
+                backend=runtime,
+                model_kwargs=kwargs(threads, for_queries),
                 tokenizer_kwargs=_TOKENIZER_KWARGS,
             )
         else:
