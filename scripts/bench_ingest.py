@@ -13,7 +13,8 @@ exactly the chunks the server stored (bare chunks/s), and the peer pipeline on t
 Quick mode (`--quick`), on passages of ../shared/eval (one document per passage), through the internal call:
 - peer: RecursiveCharacterTextSplitter(500, 50) + HuggingFaceEmbeddings (the same e5 model, fp32 PyTorch)
   + langchain-milvus on Milvus Lite, i.e. what a user would otherwise write;
-- ours: the real ingestion path (upload -> queue -> loader -> splitter -> int8 ONNX embeddings -> Milvus);
+- ours: the real ingestion path (upload -> queue -> loader -> splitter
+  -> int8 embeddings (embedding.backend: OpenVINO by default) -> Milvus);
 - bare embedding throughput of our int8 model and of the fp32 model on exactly our chunks;
 - recall@5 on the eval questions for the peer, fp32 dense, and our dense / bm25 / hybrid retrieval;
 - search latency p50/p95 per mode (query embedding included) on a 100k-chunk collection made of copies of

