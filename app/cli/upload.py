@@ -13,6 +13,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -22,12 +23,14 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.text import Text
 
 from kbqa_client import ApiError, KbqaClient
+from kbqa_client.client import IDS_PER_REQUEST
 
 BATCH_FILES = 32
 BATCH_MB = 16.0
 PARALLEL_REQUESTS = 3
 REFUSED_STATUSES = {413, 415, 422}  # about a file of the request; anything else stops the upload
 POLL_S = 1.0
+FOLLOW_WINDOW = IDS_PER_REQUEST
 _MULTIPART_ROOM = 64 * 1024  # per-file headers and boundaries, kept free under the server's request limit
 
 
@@ -135,7 +138,7 @@ class Tally:
     files: int
     uploaded: int = 0
     duplicates: int = 0
-    doc_ids: set[str] = field(default_factory=set)
+    doc_ids: dict[str, None] = field(default_factory=dict)  # in the order the server answered: an ordered set
     refused: list[Refused] = field(default_factory=list)
     requests: int = 0
     lock: Lock = field(default_factory=Lock)
@@ -192,7 +195,7 @@ class FolderUpload:
         with tally.lock:
             tally.uploaded += len(outcomes)
             tally.duplicates += sum(1 for o in outcomes if o.get("duplicate"))
-            tally.doc_ids.update(o["document"]["id"] for o in outcomes)
+            tally.doc_ids.update(dict.fromkeys(o["document"]["id"] for o in outcomes))
         progress.update(task, advance=len(batch), **_fields(tally, {}))
 
     def _post(self, batch: list[Path], tally: Tally) -> list[dict[str, Any]]:
@@ -203,11 +206,13 @@ class FolderUpload:
             return self.api.upload_many(self.kb, handles)
 
     def _follow(self, tally: Tally, progress: Progress, task: Any) -> list[dict[str, Any]]:
-        """Poll the documents not yet ready or failed, by id, so a poll costs what is still indexing rather than
-        the size of the knowledge base."""
+        """Poll the oldest documents not yet ready or failed, by id, in one request of at most FOLLOW_WINDOW: the
+        server indexes them in about the order they were sent, so the count moves as it works, while a poll costs
+        the same for 100 files as for 100,000 (polling every pending document cost the server's indexing 10-25%
+        of the CPU at 3,000 files). Every document is asked about before the end."""
         finished: dict[str, dict[str, Any]] = {}
         while True:
-            pending = sorted(tally.doc_ids - finished.keys())
+            pending = list(islice((d for d in tally.doc_ids if d not in finished), FOLLOW_WINDOW))
             docs = self.api.documents_by_id(self.kb, pending)
             for doc_id in set(pending) - docs.keys():  # deleted meanwhile
                 finished[doc_id] = {"id": doc_id, "status": "deleted", "chunk_count": 0}

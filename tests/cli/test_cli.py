@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -13,7 +14,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote
 
 import pytest
+from rich.console import Console
 
+from app.cli import upload
 from app.settings import PROJECT_ROOT
 from kbqa_client import KbqaClient
 from tests import fixtures_ocr as fo
@@ -179,6 +182,25 @@ def test_upload_follows_only_its_own_documents_still_indexing(
     # 1000 ids, the most a list may ask for, fit in the request line `kbqa serve` accepts
     with closing(KbqaClient(f"http://127.0.0.1:{server['KBQA_API__PORT']}")) as api:
         assert {d["id"] for d in api.documents(kb, ids=[*new, *(f"{i:032x}" for i in range(994))])} == new
+
+
+def test_upload_follows_a_window_of_its_oldest_documents(
+    server: dict[str, str], server_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More documents than a poll asks for: each poll asks for at most FOLLOW_WINDOW of them, the oldest not yet
+    finished, and every document is asked for before the upload ends, all ready."""
+    monkeypatch.setattr(upload, "FOLLOW_WINDOW", 2)
+    kb = "窗口"
+    assert kbqa(server, "kb", "create", kb).returncode == 0
+    notes(tmp_path / kb, 7)
+    before = len(server_log.read_text(errors="replace").splitlines())
+    with closing(KbqaClient(f"http://127.0.0.1:{server['KBQA_API__PORT']}")) as api:
+        planned = upload.plan([tmp_path / kb], upload.ServerRules.of(api.status()), batch_files=3)
+        tally, finished = upload.FolderUpload(api, kb, Console(file=io.StringIO())).run(planned, wait=True)
+    polls = [poll["ids"] for poll in list_polls(server_log, kb, before)]
+    assert len(tally.doc_ids) == 7 and {d["status"] for d in finished} == {"ready"} and len(finished) == 7
+    assert polls and all(len(ids) <= 2 for ids in polls), polls
+    assert {i for ids in polls for i in ids} == set(tally.doc_ids)
 
 
 def test_the_same_folder_uploaded_twice_at_once_is_stored_once(server: dict[str, str], tmp_path: Path) -> None:
