@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.modelprep.staging import export_to_staging
 from app.settings import OPENVINO_INT8_FILE
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,8 @@ def export_openvino_int8(target: Path, passage_prompt: str, query_prompt: str) -
         return
     import nncf
     import openvino
-    from sentence_transformers import SentenceTransformer
 
-    staging = target.parent / f".{target.name}.openvino-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    fp32 = SentenceTransformer(
-        str(target), device="cpu", backend="openvino", tokenizer_kwargs={"fix_mistral_regex": False}
-    )
-    fp32.save_pretrained(str(staging))
+    fp32, staging = export_to_staging(target, "openvino")
     model = openvino.Core().read_model(str(staging / "openvino" / "openvino_model.xml"))
     names = [port.get_any_name() for port in model.inputs]
 

