@@ -4,7 +4,7 @@ Dynamic int8 (ONNX Runtime) measures each activation's range at run time, on eve
 them once, here, on `calibration_texts.jsonl` (original Chinese and English paragraphs in the styles of the
 documents people upload: policies, manuals, contracts, reports with numbers, flattened tables, FAQs), read the way
 the product reads them ("passage: " + chunk, "query: " + a first sentence). On this project's CPUs that is
-1.5-1.8x the dynamic int8 model's throughput, and closer to fp32 (docs/benchmarks.md).
+1.2-1.6x the dynamic int8 model's throughput, and closer to fp32 (scripts/bench_embedding.py).
 
 The fp32 graph is exported from the PyTorch weights by optimum-intel (through sentence-transformers), which keeps
 attention as one fused operation: the same model read from the ONNX export ran English chunks at 68 chunks/s
@@ -26,7 +26,6 @@ from app.settings import OPENVINO_INT8_FILE
 log = logging.getLogger(__name__)
 
 CALIBRATION_TEXTS = Path(__file__).with_name("calibration_texts.jsonl")
-MAX_TOKENS = 512
 QUESTION_CHARS = 120
 _FIRST_SENTENCE = re.compile(r".+?(?:[。！？!?]|\.(?=\s)|(?=\n)|$)", re.S)
 
@@ -53,7 +52,7 @@ def export_openvino_int8(target: Path, passage_prompt: str, query_prompt: str) -
     names = [port.get_any_name() for port in model.inputs]
 
     def features(text: str) -> dict[str, object]:
-        encoded = fp32.tokenizer([text], truncation=True, max_length=MAX_TOKENS, return_tensors="np")
+        encoded = fp32.tokenizer([text], truncation=True, max_length=fp32.max_seq_length, return_tensors="np")
         return {name: encoded[name] for name in names}
 
     texts = list(calibration_inputs(passage_prompt, query_prompt))

@@ -22,9 +22,6 @@ PROGRESS_STEP = 128
 _TOKENIZER_KWARGS = {"fix_mistral_regex": False}
 
 
-_PREPARED_FILES = {"openvino-int8": OPENVINO_INT8_FILE, "onnx-int8": ONNX_INT8_FILE}
-
-
 def _onnx_model_kwargs(threads: int, for_queries: bool) -> dict[str, object]:
     import onnxruntime
 
@@ -35,7 +32,7 @@ def _onnx_model_kwargs(threads: int, for_queries: bool) -> dict[str, object]:
         # ONNX Runtime's threads busy-wait after each run by default: good for batches of passages, but after a
         # single query they would burn the cores the LLM is about to evaluate its prompt on.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return {"file_name": ONNX_INT8_FILE, "session_options": options}
+    return {"session_options": options}
 
 
 def _openvino_model_kwargs(threads: int, for_queries: bool) -> dict[str, object]:
@@ -46,7 +43,14 @@ def _openvino_model_kwargs(threads: int, for_queries: bool) -> dict[str, object]
     config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
     if for_queries or threads > 0:
         config["INFERENCE_NUM_THREADS"] = 1 if for_queries else threads
-    return {"file_name": OPENVINO_INT8_FILE, "ov_config": config}
+    return {"ov_config": config}
+
+
+# backend setting -> (sentence-transformers backend, file `kbqa models prepare` writes, its model_kwargs)
+_INT8_RUNTIMES = {
+    "openvino-int8": ("openvino", OPENVINO_INT8_FILE, _openvino_model_kwargs),
+    "onnx-int8": ("onnx", ONNX_INT8_FILE, _onnx_model_kwargs),
+}
 
 
 class Embedder:
@@ -71,20 +75,17 @@ class Embedder:
         self.batch_size = batch_size
         self.query_prompt = query_prompt
         self.passage_prompt = passage_prompt
-        if backend in _PREPARED_FILES:
-            if not (Path(model) / _PREPARED_FILES[backend]).exists():
+        if backend in _INT8_RUNTIMES:
+            runtime, file_name, runtime_kwargs = _INT8_RUNTIMES[backend]
+            if not (Path(model) / file_name).exists():
                 raise FileNotFoundError(
-                    f"{Path(model) / _PREPARED_FILES[backend]} is missing: run `kbqa models prepare`, "
-                    "or set embedding.backend: torch"
+                    f"{Path(model) / file_name} is missing: run `kbqa models prepare`, or set embedding.backend: torch"
                 )
-            runtime, kwargs = (
-                ("openvino", _openvino_model_kwargs) if backend == "openvino-int8" else ("onnx", _onnx_model_kwargs)
-            )
             self.model = SentenceTransformer(
                 model,
                 device="cpu",
                 backend=runtime,
-                model_kwargs=kwargs(threads, for_queries),
+                model_kwargs={"file_name": file_name, **runtime_kwargs(threads, for_queries)},
                 tokenizer_kwargs=_TOKENIZER_KWARGS,
             )
         else:
