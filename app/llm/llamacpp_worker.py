@@ -41,35 +41,71 @@ _DONE = object()
 
 
 class _Llama(llama_cpp.Llama):
-    """`llama_cpp.Llama` whose prompt evaluation asks llama.cpp for the last position's logits only, also when a
-    draft model (speculative decoding) is set.
+    """`llama_cpp.Llama` that evaluates a prompt turn by turn and keeps the turns a new prompt shares with the last.
 
-    With a draft model, llama-cpp-python 0.3.36 wants the logits of every position of every batch and copies them
-    into `scores`, which holds n_batch rows unless `logits_all=True` allocates n_ctx x 152k floats (2.5 GB):
-    a prompt over n_batch tokens then fails, and computing and copying the logits of every prompt token slows
-    the first token. The sampler reads logits inside llama.cpp by batch index, so `scores` is not needed: only
-    the short batches that verify drafted tokens get logits at every position.
+    Reuse without changing answers: llama.cpp's logits depend on how a prompt is split into batches (by up to 0.5
+    here), and greedy decoding flips on near-ties, so llama-cpp-python's own prefix reuse (which evaluates whatever
+    follows the shared tokens as one batch) answered the same RAG prompt differently the second time. Here every
+    prompt is split at the same places whether it is evaluated whole or resumed: after each end-of-turn token
+    (`<|im_end|>`), and every n_batch tokens from the start of a turn. A new prompt resumes at the last such turn end
+    it shares with the last prompt, so the kept cache holds exactly what evaluating it whole would compute; the
+    system message and, in a conversation, every earlier turn are evaluated once.
+
+    With a draft model (speculative decoding), llama-cpp-python 0.3.36 wants the logits of every position of every
+    batch and copies them into `scores`, which holds n_batch rows unless `logits_all=True` allocates n_ctx x 152k
+    floats (2.5 GB): a prompt over n_batch tokens then fails, and computing and copying the logits of every prompt
+    token slows the first token. The sampler reads logits inside llama.cpp by batch index, so `scores` is not
+    needed: only the short batches that verify drafted tokens get logits at every position.
     """
 
     def __init__(self, *args: Any, verify_batch: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.verify_batch = verify_batch  # a sampled token and its drafts: at most this many tokens
         self.evals = 0  # llama.cpp decode calls: one per token without drafts, fewer when drafts are accepted
+        self.prompt_tokens_reused = 0
+        self._evaluated_prompt: list[int] = []  # the last prompt whose evaluation completed
 
     def eval(self, tokens: Sequence[int]) -> None:
         self.evals += 1
-        if self.draft_model is None:
-            super().eval(tokens)
-            return
-        every_position = len(tokens) <= self.verify_batch
+        every_position = self.draft_model is not None and len(tokens) <= self.verify_batch
         self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
-        for start in range(0, len(tokens), self.n_batch):
-            batch = tokens[start : start + self.n_batch]
+        for batch in [tokens] if every_position else self._turn_batches(tokens):
             self._batch.set_batch(batch=batch, n_past=self.n_tokens, logits_all=every_position)
             self._ctx.decode(self._batch)
             self.input_ids[self.n_tokens : self.n_tokens + len(batch)] = batch
             self.n_tokens += len(batch)
         self._requires_eval = False
+
+    def _turn_batches(self, tokens: Sequence[int]) -> Iterator[Sequence[int]]:
+        start = 0
+        for end, token in enumerate(tokens, start=1):
+            if end - start == self.n_batch or self._ends_turn(token):
+                yield tokens[start:end]
+                start = end
+        if start < len(tokens):
+            yield tokens[start:]
+
+    def _ends_turn(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token))
+
+    def resume(self, prompt: list[int]) -> list[int]:
+        """Keep the cache up to the last turn end `prompt` shares with the last evaluated prompt; what is left of
+        `prompt` to evaluate. Call `evaluated(prompt)` once that has been evaluated."""
+        shared = 0
+        for old, new in zip(self._evaluated_prompt, prompt[:-1], strict=False):  # at least one token left
+            if old != new:
+                break
+            shared += 1
+        keep = max((end for end in range(1, shared + 1) if self._ends_turn(prompt[end - 1])), default=0)
+        self._evaluated_prompt = []  # until this prompt's evaluation completes
+        self.n_tokens = keep
+        self._ctx.kv_cache_seq_rm(-1, keep, -1)
+        self._requires_eval = True
+        self.prompt_tokens_reused += keep
+        return prompt[keep:]
+
+    def evaluated(self, prompt: list[int]) -> None:
+        self._evaluated_prompt = prompt
 
 
 @dataclass
@@ -163,6 +199,7 @@ class LlamaCppWorker(BaseModelWorker):
             "call_ct": self.call_ct,
             "tokens_generated": self.tokens_generated,
             "evals": self.llm.evals,
+            "prompt_tokens_reused": self.llm.prompt_tokens_reused,
         }
 
     def get_embeddings(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -190,15 +227,9 @@ class LlamaCppWorker(BaseModelWorker):
         finish_reason = "length"
         text = ""
         with self._model_lock:
-            # Every request is evaluated from scratch. llama-cpp-python would keep the previous request's tokens and
-            # evaluate only what follows the part shared with them; that is correct, but llama.cpp's logits depend on
-            # how the prompt was split into batches (by up to 0.5 here), and greedy decoding flips on near-ties: a
-            # RAG prompt whose first token led by 0.07 answered "1 [n]" after another question, and the same prompt
-            # asked again stopped after "根据已知信息编号 [1]" (tests/llm/test_llm_stack.py and
-            # tests/chat/test_chat_faults.py keep such cases). Two 知识库问答 prompts share ~15 tokens anyway.
-            self.llm.reset()
             tokens = self.llm.generate(
-                prompt_ids,
+                self.llm.resume(prompt_ids),
+                reset=False,
                 top_k=params.top_k if params.top_k > 0 else 0,
                 top_p=params.top_p,
                 min_p=0.0,
@@ -209,6 +240,8 @@ class LlamaCppWorker(BaseModelWorker):
             )
             try:
                 for token in tokens:
+                    if not output_ids:
+                        self.llm.evaluated(prompt_ids)  # the first token comes once the whole prompt is in
                     if cancelled.is_set():
                         finish_reason = "cancelled"
                         break

@@ -82,6 +82,32 @@ def test_the_same_long_prompt_twice_gets_the_same_answer(llm_stack: LLMStack) ->
     assert answers[1] == answers[0] and answers[2] == answers[0]
 
 
+def test_a_conversation_reuses_its_earlier_turns_and_answers_as_if_evaluated_whole(llm_stack: LLMStack) -> None:
+    """The second turn resumes after the turns it shares with the first prompt (its system message and first
+    question are not evaluated again), and its greedy answer is the one the whole prompt gets from scratch."""
+    client = LLMClient(llm_stack.settings)
+    worker = llm_stack.settings.fastchat.workers[0]
+
+    def reused() -> int:
+        url = f"http://{llm_stack.settings.fastchat.host}:{worker.port}/worker_get_status"
+        return httpx.post(url, timeout=60).json()["prompt_tokens_reused"]
+
+    first_turn = [{"role": "user", "content": "长城是什么时候开始修建的？请分朝代说明，每个朝代一句话。" * 3}]
+    first_answer = client.chat(first_turn, max_tokens=48).text
+    second_turn = [*first_turn, {"role": "assistant", "content": first_answer},
+                   {"role": "user", "content": "那么明长城有多长？"}]
+    before = reused()
+    resumed = client.chat(second_turn, max_tokens=48).text
+    first_prompt_tokens = client.chat(first_turn, max_tokens=1).usage["prompt_tokens"]
+    assert reused() - before > first_prompt_tokens // 2, "the first turn was evaluated again"
+
+    client.chat([{"role": "system", "content": "Another system message."}, *EN_QUESTION], max_tokens=1)
+    before = reused()
+    whole = client.chat(second_turn, max_tokens=48).text
+    assert reused() == before, "nothing was shared with the question before: the prompt must be evaluated whole"
+    assert resumed == whole and resumed
+
+
 def test_max_tokens_ends_with_length(llm_stack: LLMStack) -> None:
     result = LLMClient(llm_stack.settings).chat(LONG_ANSWER, max_tokens=8)
     assert result.finish_reason == "length"
