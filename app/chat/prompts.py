@@ -18,8 +18,21 @@ ContextOrder = Literal["best_first", "best_last"]
 
 
 @dataclass(frozen=True)
+class KbTemplate:
+    """`user` gets the context and the question; `system`, where set, goes before everything as the system
+    message: one fixed text the LLM worker evaluates once for every question (its prefix reuse)."""
+
+    user: str
+    system: str = ""
+
+    @classmethod
+    def parse(cls, value: str | dict[str, str]) -> KbTemplate:
+        return cls(user=value) if isinstance(value, str) else cls(user=value["user"], system=value.get("system", ""))
+
+
+@dataclass(frozen=True)
 class PromptBook:
-    kb_templates: dict[str, str]
+    kb_templates: dict[str, KbTemplate]
     rewrite: str
     no_hit_refusal: str
     no_hit_notice: str
@@ -29,14 +42,18 @@ class PromptBook:
         focus_chars: int = 0,
     ) -> str:
         """`focus_chars` > 0: each source's text cut to its sentences that bear on the question (app/chat/focus.py)."""
-        if template not in self.kb_templates:
-            raise InvalidInput(
-                f"unknown prompt template {template!r}; known: {', '.join(sorted(self.kb_templates))}"
-            )
         texts = focus_texts(question, [source.text for source in sources], focus_chars)
         focused = [source.model_copy(update={"text": text}) for source, text in zip(sources, texts, strict=True)]
         context = format_context(focused, order)
-        return self.kb_templates[template].replace("{context}", context).replace("{question}", question)
+        return self.kb_template(template).user.replace("{context}", context).replace("{question}", question)
+
+    def kb_system(self, template: str) -> str:
+        return self.kb_template(template).system
+
+    def kb_template(self, name: str) -> KbTemplate:
+        if name not in self.kb_templates:
+            raise InvalidInput(f"unknown prompt template {name!r}; known: {', '.join(sorted(self.kb_templates))}")
+        return self.kb_templates[name]
 
     def rewrite_prompt(self, history: list[tuple[str, str]], question: str) -> str:
         turns = "\n".join(f"{'用户' if role == 'user' else '助手'}：{text}" for role, text in history)
@@ -71,7 +88,7 @@ def format_context(sources: list[Source], order: ContextOrder = "best_first") ->
 def _load(path: Path, mtime: float) -> PromptBook:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return PromptBook(
-        kb_templates=dict(data["kb_templates"]),
+        kb_templates={name: KbTemplate.parse(value) for name, value in data["kb_templates"].items()},
         rewrite=data["rewrite"],
         no_hit_refusal=data["no_hit_refusal"],
         no_hit_notice=data["no_hit_notice"],

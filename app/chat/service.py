@@ -171,7 +171,6 @@ class ChatService:
             answer.rewritten_question = retrieval_question
             answer.timings_ms.rewrite_ms = _ms_since(t0)
         await self._retrieve(turn, retrieval_question, *options)
-        messages = turn.messages(request.system)
         if answer.sources:
             answer.answered_from_kb = True
             # The standalone (rewritten) question: the follow-up alone may point the model at the wrong source.
@@ -179,17 +178,19 @@ class ChatService:
                 retrieval_question, self.settings.chat.kb_template, self.settings.chat.kb_template_english
             )
             focus = self.settings.chat.focus_chars if request.focus_chars is None else request.focus_chars
-            prompt = self.prompts.kb_prompt(
+            prompts = self.prompts
+            prompt = prompts.kb_prompt(
                 retrieval_question, answer.sources, template, self.settings.chat.context_order, focus
             )
-            messages.append({"role": "user", "content": prompt})
+            system = "\n\n".join(part for part in (prompts.kb_system(template), request.system) if part)
+            messages = [*turn.messages(system), {"role": "user", "content": prompt}]
             most = min(self.settings.chat.kb_max_tokens, self.settings.llm.max_tokens)
             return await self._open_llm(turn, messages, request, most)
         if (request.no_hit_policy or self.settings.chat.no_hit_policy) == "refuse":
             turn.session.fixed_text = self.prompts.no_hit_refusal
             return turn.session
         turn.session.prefix = self.prompts.no_hit_notice
-        messages.append({"role": "user", "content": question})
+        messages = [*turn.messages(request.system), {"role": "user", "content": question}]
         return await self._open_llm(turn, messages, request)
 
     async def test_kbs(self, request: ChatRequest) -> ChatSession:

@@ -53,7 +53,7 @@ def contains_answer(answer: str, expected: tuple[str, ...] | list[str]) -> bool:
 def refusal_phrases(prompts: PromptBook) -> list[str]:
     phrases = [prompts.no_hit_refusal.split("：")[0]]
     for template in prompts.kb_templates.values():
-        phrases += _QUOTED.findall(template)
+        phrases += _QUOTED.findall(template.system + template.user)
     phrases += COMMON_REFUSALS
     return list(dict.fromkeys(p for p in (normalise(p) for p in phrases) if p))
 

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.api.main import create_app
 from app.chat.models import Source
 from app.chat.prompts import default_template, load_prompts
+from app.errors import InvalidInput
 from app.llm.stack import LLMStack
 from app.settings import Settings
 from kbqa_client import sse_events
@@ -240,7 +241,20 @@ def test_best_last_context_keeps_every_chunk_and_its_number_with_the_best_neares
     assert prompt == prompts.kb_prompt("星河计划由谁负责？", sources[::-1], "kb_default", "best_first")
 
 
-@pytest.mark.parametrize("template", ["kb_short", "kb_quote"])
+def test_a_system_template_sends_its_instruction_as_the_system_message_and_only_context_and_question_after() -> None:
+    sources = [_source(n, text) for n, (_name, text) in enumerate(PROJECT_FILES, start=1)]
+    prompts = load_prompts(Settings().chat.prompts_file)
+    system, user = prompts.kb_system("kb_sys"), prompts.kb_prompt("星河计划由谁负责？", sources, "kb_sys")
+    assert "[n]" in system and "已知信息" in system
+    assert user.startswith("已知信息：") and user.endswith("问题是：星河计划由谁负责？")
+    assert all(f"[{s.number}] ({s.file_name}) {s.text}" in user for s in sources)
+    assert "[n]" not in user, "the instruction is sent once, in the system message"
+    assert prompts.kb_system("kb_default") == ""
+    with pytest.raises(InvalidInput, match="unknown prompt template 'kb_none'"):
+        prompts.kb_system("kb_none")
+
+
+@pytest.mark.parametrize("template", ["kb_short", "kb_quote", "kb_sys"])
 def test_short_templates_over_fewer_chunks_still_answer_from_the_chunk(client: TestClient, template: str) -> None:
     result = ask(client, question="星河计划的总预算是多少？", mode="kb", kb_names=[KB], top_k=2, template=template)
     assert len(result["sources"]) == 2 and "三千八百七十万元" in result["sources"][0]["text"]

@@ -73,8 +73,8 @@ def test_speculative_output_is_the_greedy_output_at_temperature_zero(stack: LLMS
     建成的？", the speculative worker ended its answer after "根据已知信息编号 [1]" where greedy decoding went on
     with "，石屿灯塔是1893年建成的。" (llama-cpp-python's own draft path, logits_all=True, does the same). That is
     why speculative_tokens is 0 by default. On 2026-12-03, once prompts were split at turn ends (the worker's
-    prefix reuse), the question "详细介绍石屿灯塔的历史、维护和开放情况" flipped likewise at its second point (东海航标处
-    instead of 石屿岛面积); this one does not."""
+    prefix reuse), the question "详细介绍石屿灯塔的历史、维护和开放情况" flipped likewise at its second point
+    (东海航标处 instead of 石屿岛面积); this one does not."""
     prompt = rag_prompt("详细介绍石屿灯塔的历史和维护情况，尽量引用原文。")
     plain = answer(stack, PLAIN, prompt)
     before = worker_status(stack, SPECULATIVE)
