@@ -26,6 +26,7 @@ share of questions whose expected text survives, and the share of characters kep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import re
@@ -92,6 +93,10 @@ LEVERS = {
     "top3": Lever(request={"top_k": 3}, what="top 3 chunks"),
     "english": Lever(request={"template_en": "kb_english"},
                      what="kb_english for English questions (what chat.kb_template_english does)"),
+    "system": Lever(request={"template": "kb_sys", "template_en": "kb_english_sys"},
+                    what="the templates' instruction as the system message, evaluated once (kb_sys, kb_english_sys)"),
+    "q4_0": Lever(worker={"requantize": "q4_0"},
+                  what="the GGUF requantized to Q4_0 (repacked for this CPU's matrix kernels)"),
     **{f"focus{n}": Lever(request={"focus_chars": n}, what=f"each source cut to its sentences nearest the question, "
                           f"{n} characters (chat.focus_chars)") for n in (100, 150, 200, 300)},
 }
@@ -253,7 +258,37 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 
 
 def worker_key(lever_: Lever) -> str:
-    return "bench-" + "-".join(f"{k}{v}" for k, v in sorted(lever_.worker.items()))
+    """One worker per worker setting and per template: a worker keeps the turns a prompt shares with the last
+    one, so levers with different system messages asked in turn on one worker would never reuse theirs."""
+    template = lever_.request.get("template", "")
+    system = load_prompts(Settings().chat.prompts_file).kb_system(template) if template else ""
+    options = sorted({**lever_.worker, **({"template": template} if system else {})}.items())
+    return "bench-" + "-".join(f"{k}{v}" for k, v in options)
+
+
+def requantized(model: Path, kind: str, folder: Path) -> Path:
+    """`model` requantized to `kind` (llama.cpp's quantizer, allowing requantization), made once per run."""
+    import ctypes
+
+    import llama_cpp
+
+    target = folder / f"{model.stem}.{kind}.gguf"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[kind]
+        params.allow_requantize = True
+        if llama_cpp.llama_model_quantize(str(model).encode(), str(target).encode(), ctypes.byref(params)) != 0:
+            raise SystemExit(f"requantizing {model} to {kind} failed")
+    return target
+
+
+def worker_settings(settings: Settings, name: str, options: dict[str, Any], threads: int) -> WorkerSettings:
+    options = dict(options)
+    model = Path(settings.fastchat.workers[0].model_path)
+    if kind := options.pop("requantize", None):
+        model = requantized(model, kind, settings.storage.data_dir)
+    return WorkerSettings(port=free_port(), model_path=str(model), model_name=name, threads=threads, **options)
 
 
 @contextmanager
@@ -278,9 +313,7 @@ def run(args: argparse.Namespace, levers: dict[str, Lever]) -> tuple[dict[str, l
     settings = bench_settings("kbqa-bench-answers-")
     workers = {worker_key(lv): lv.worker for lv in levers.values()}
     settings = settings.with_changes(fastchat__workers=[
-        WorkerSettings(port=free_port(), model_path=settings.fastchat.workers[0].model_path, model_name=name,
-                       threads=args.threads, **options)
-        for name, options in workers.items()
+        worker_settings(settings, name, options, args.threads) for name, options in workers.items()
     ])
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
     for name, lv in levers.items():
@@ -296,8 +329,10 @@ def run(args: argparse.Namespace, levers: dict[str, Lever]) -> tuple[dict[str, l
             with serving(settings, settings.fastchat.api_url, dict(env)) as client:
                 if n == 0:
                     questions = prepare(client, args, setup)
-                client.ask({"question": questions[0].question, "mode": "kb", "kb_names": [questions[0].kb],
-                            "max_tokens": 8})  # warm-up: loads the worker's pages and the API's embedder
+                # Warm-up: loads the worker's pages and the API's embedder. Not a measured question: the worker would
+                # resume it from its cache.
+                warm_up = dataclasses.replace(questions[0], question="这是一次预热。")
+                client.ask(request_body(warm_up, levers[names[0]], args.temperature) | {"max_tokens": 8})
                 for i, question in enumerate(questions, start=1):
                     asked: dict[str, dict] = {}  # levers sending the same request share its answer (temperature 0)
                     for name in names:
