@@ -245,10 +245,11 @@ def test_a_system_template_sends_its_instruction_as_the_system_message_and_only_
     sources = [_source(n, text) for n, (_name, text) in enumerate(PROJECT_FILES, start=1)]
     prompts = load_prompts(Settings().chat.prompts_file)
     system, user = prompts.kb_system("kb_sys"), prompts.kb_prompt("星河计划由谁负责？", sources, "kb_sys")
-    assert "[n]" in system and "已知信息" in system
-    assert user.startswith("已知信息：") and user.endswith("问题是：星河计划由谁负责？")
-    assert all(f"[{s.number}] ({s.file_name}) {s.text}" in user for s in sources)
-    assert "[n]" not in user, "the instruction is sent once, in the system message"
+    assert "[n]" in system and "不允许在答案中添加编造成分" in system
+    assert user.startswith("已知信息：") and "问题是：星河计划由谁负责？" in user
+    blocks = [user.index(f"[{s.number}] ({s.file_name}) {s.text}") for s in sources]
+    assert max(blocks) < user.index("问题是"), "the question follows the context"
+    assert "不允许在答案中添加编造成分" not in user, "the instruction is in the system message, evaluated once"
     assert prompts.kb_system("kb_default") == ""
     with pytest.raises(InvalidInput, match="unknown prompt template 'kb_none'"):
         prompts.kb_system("kb_none")
