@@ -128,9 +128,8 @@ def stream_chat(http: httpx.Client, url: str, body: dict) -> dict:
     return result
 
 
-def direct_ttft(http: httpx.Client, llm_url: str, model: str, prompt: str) -> float:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": 64,
-            "temperature": 0}
+def direct_ttft(http: httpx.Client, llm_url: str, model: str, messages: list[dict[str, str]]) -> float:
+    body = {"model": model, "messages": messages, "stream": True, "max_tokens": 64, "temperature": 0}
     started = time.perf_counter()
     with http.stream("POST", f"{llm_url}/chat/completions", json=body) as response:
         response.raise_for_status()
@@ -152,12 +151,14 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
         stream_chat(http, url, warm_up)
         kb_runs = [stream_chat(http, url, {"question": q, "mode": "kb", "kb_names": [KB], "top_k": 3})
                    for q in questions]
-        # The same final prompts straight to FastChat, in the same order (so llama.cpp's one-prompt cache
-        # helps neither side).
+        # The same final prompts straight to FastChat, in the same order: the worker resumes each after the turns
+        # it shares with the one before (the system message), on both sides alike.
+        template = settings.chat.kb_template
+        system = [{"role": "system", "content": text}] if (text := prompts.kb_system(template)) else []
         direct = [direct_ttft(http, llm_url, settings.llm.model,
-                              prompts.kb_prompt(q, [Source(**s) for s in run["sources"]],
-                                                settings.chat.kb_template, settings.chat.context_order,
-                                                settings.chat.focus_chars))
+                              [*system, {"role": "user", "content": prompts.kb_prompt(
+                                  q, [Source(**s) for s in run["sources"]], template, settings.chat.context_order,
+                                  settings.chat.focus_chars)}])
                   for q, run in zip(questions, kb_runs, strict=True)]
     ours = [run["end"]["timings_ms"]["llm_request_ms"] for run in kb_runs]
     retrieval = [run["end"]["timings_ms"]["retrieval_ms"] for run in kb_runs]
