@@ -314,6 +314,11 @@ class ChatSettings(Section):
         "chunks. The sources shown with the answer stay whole. 150 from the answers benchmark: zh first token "
         "8.3 -> 3.7 s with more answers right (0.70 -> 0.75) and cited (0.63 -> 0.76)."
     )
+    focus_pooled: bool = Field(
+        False, description="The sources of a 知识库问答 prompt share focus_chars times their number: sentences are "
+        "kept in order of how much they bear on the question, wherever they are, each source keeping its best one "
+        "(a source that bears more keeps more)."
+    )
     context_order: Literal["best_first", "best_last"] = Field(
         "best_first", description="Order of the numbered chunks in the prompt: best_first, or best_last (the best "
         "chunk nearest the question; the numbers stay the ranks)."

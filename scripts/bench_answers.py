@@ -78,7 +78,7 @@ class Lever:
 
 BEFORE = Lever(
     request={"template": "kb_default", "top_k": 5, "max_tokens": 1024, "focus_chars": 0},
-    api={"KBQA_CHAT__CONTEXT_ORDER": "best_first"},
+    api={"KBQA_CHAT__CONTEXT_ORDER": "best_first", "KBQA_CHAT__FOCUS_POOLED": "false"},
     worker={"speculative_tokens": 0},
 )
 LEVERS = {
@@ -95,6 +95,8 @@ LEVERS = {
                      what="kb_english for English questions (what chat.kb_template_english does)"),
     "system": Lever(request={"template": "kb_sys", "template_en": "kb_english_sys"},
                     what="the templates' instruction as the system message, evaluated once (kb_sys, kb_english_sys)"),
+    "pool": Lever(api={"KBQA_CHAT__FOCUS_POOLED": "true"},
+                  what="the sources share focus_chars x 3, the best-bearing sentences first (chat.focus_pooled)"),
     "q4_0": Lever(worker={"requantize": "q4_0"},
                   what="the GGUF requantized to Q4_0 (repacked for this CPU's matrix kernels)"),
     **{f"focus{n}": Lever(request={"focus_chars": n}, what=f"each source cut to its sentences nearest the question, "
@@ -430,8 +432,9 @@ def sample_sizes(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give N or zh=N,en=M") from exc
 
 
-def focus_kept(langs: list[str], budgets: list[int], seed: int) -> str:
-    """The share of questions whose expected text survives chat.focus_chars' sentence choice, per budget."""
+def focus_kept(langs: list[str], budgets: list[str], seed: int) -> str:
+    """The share of questions whose expected text survives chat.focus_chars' sentence choice, per budget ("p120":
+    pooled, chat.focus_pooled)."""
     lines = ["| corpus | questions | " + " | ".join(f"{b} chars: kept (characters)" for b in budgets) + " |",
              "|---|---|" + "---|" * len(budgets)]
     for lang in langs:
@@ -446,7 +449,7 @@ def focus_kept(langs: list[str], budgets: list[int], seed: int) -> str:
         for budget in budgets:
             kept = chars = whole = 0
             for q, texts in cases:
-                focused = focus_texts(q["question"], texts, budget)
+                focused = focus_texts(q["question"], texts, int(budget.removeprefix("p")), budget.startswith("p"))
                 kept += contains_answer(focused[0], q["answers"])
                 chars += sum(map(len, focused))
                 whole += sum(map(len, texts))
@@ -472,8 +475,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads per worker; 0: all cores")
     parser.add_argument("--json", type=Path, help="write every answer and the summaries here")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
-    parser.add_argument("--focus-kept", type=lambda v: [int(b) for b in v.split(",")],
-                        help="budgets: print how often the expected text survives focus_chars (no model)")
+    parser.add_argument("--focus-kept", type=lambda v: v.split(","),
+                        help="budgets (p120: pooled): print how often the expected text survives focus_chars "
+                        "(no model)")
     argv = sys.argv[1:]
     args = parser.parse_args(argv)
     args.lang = list(dict.fromkeys(args.lang or ["zh"]))

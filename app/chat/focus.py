@@ -33,17 +33,46 @@ class _Sentence:
     terms: frozenset[str]
 
 
-def focus_texts(question: str, texts: list[str], budget_chars: int) -> list[str]:
+def focus_texts(question: str, texts: list[str], budget_chars: int, pooled: bool = False) -> list[str]:
     """Each text as it goes into the prompt: whole when it fits `budget_chars` (0: always whole), else its sentences
-    that bear most on the question, at least one, in their order."""
+    that bear most on the question, at least one, in their order. `pooled`: the texts share `budget_chars` times
+    their number, sentence by sentence in order of bearing wherever they are, each text keeping its best one."""
     if budget_chars <= 0 or all(len(text) <= budget_chars for text in texts):
+        return list(texts)
+    if pooled and sum(map(len, texts)) <= budget_chars * len(texts):
         return list(texts)
     split = [_sentences(text) for text in texts]
     weight = _rarity([s for sentences in split for s in sentences])
     wanted = _terms(question)
+    if pooled:
+        return _kept_pooled(texts, split, wanted, weight, budget_chars * len(texts))
     return [
         text if len(text) <= budget_chars else _kept(text, sentences, wanted, weight, budget_chars)
         for text, sentences in zip(texts, split, strict=True)
+    ]
+
+
+def _kept_pooled(
+    texts: list[str], split: list[list[_Sentence]], wanted: frozenset[str], weight: dict[str, float], budget: int
+) -> list[str]:
+    scored = [
+        (-sum(weight[t] for t in wanted & sentence.terms), n, i)
+        for n, sentences in enumerate(split) for i, sentence in enumerate(sentences)
+    ]
+    best_first = [(n, i) for _score, n, i in sorted(scored)]
+    each_best: dict[int, tuple[int, int]] = {}
+    for n, i in best_first:
+        each_best.setdefault(n, (n, i))
+    kept: list[list[int]] = [[] for _ in texts]
+    for n, i in [*each_best.values(), *best_first]:
+        size = split[n][i].end - split[n][i].start
+        if i in kept[n] or (kept[n] and size > budget):
+            continue
+        kept[n].append(i)
+        budget -= size
+    return [
+        _joined(text, sentences, sorted(indices)) if indices else text
+        for text, sentences, indices in zip(texts, split, kept, strict=True)
     ]
 
 

@@ -39,10 +39,11 @@ class PromptBook:
 
     def kb_prompt(
         self, question: str, sources: list[Source], template: str, order: ContextOrder = "best_first",
-        focus_chars: int = 0,
+        focus_chars: int = 0, focus_pooled: bool = False,
     ) -> str:
-        """`focus_chars` > 0: each source's text cut to its sentences that bear on the question (app/chat/focus.py)."""
-        texts = focus_texts(question, [source.text for source in sources], focus_chars)
+        """`focus_chars` > 0: each source's text cut to its sentences that bear on the question (app/chat/focus.py);
+        `focus_pooled`: the sources share that budget times their number."""
+        texts = focus_texts(question, [source.text for source in sources], focus_chars, focus_pooled)
         focused = [source.model_copy(update={"text": text}) for source, text in zip(sources, texts, strict=True)]
         context = format_context(focused, order)
         return self.kb_template(template).user.replace("{context}", context).replace("{question}", question)

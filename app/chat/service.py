@@ -180,7 +180,8 @@ class ChatService:
             focus = self.settings.chat.focus_chars if request.focus_chars is None else request.focus_chars
             prompts = self.prompts
             prompt = prompts.kb_prompt(
-                retrieval_question, answer.sources, template, self.settings.chat.context_order, focus
+                retrieval_question, answer.sources, template, self.settings.chat.context_order, focus,
+                self.settings.chat.focus_pooled,
             )
             system = "\n\n".join(part for part in (prompts.kb_system(template), request.system) if part)
             messages = [*turn.messages(system), {"role": "user", "content": prompt}]

@@ -49,6 +49,21 @@ def test_a_source_sharing_no_word_with_the_question_keeps_its_opening() -> None:
     assert focused.startswith("海棠计划于二〇一九年在宁波立项") and focused.endswith(GAP)
 
 
+def test_pooled_sources_share_the_budget_the_one_that_bears_more_keeping_more() -> None:
+    question = "海棠计划在哪里立项？验收负责人是谁？原型何时通过评审？"
+    per_source = focus_texts(question, [HAITANG, OTHER * 3], 50)
+    pooled = focus_texts(question, [HAITANG, OTHER * 3], 50, pooled=True)
+    answers = ["海棠计划于二〇一九年在宁波立项", "海棠计划的验收负责人是周慕白", "原型在二〇二一年通过了内部评审"]
+    assert sum(a in per_source[0] for a in answers) < 3 and all(a in pooled[0] for a in answers)
+    kept_other = pooled[1].replace(GAP, "")
+    assert kept_other in OTHER and kept_other.count("。") == 1, "every source keeps its best sentence"
+    assert sum(len(t.replace(GAP, "")) for t in pooled) <= 2 * 50
+
+
+def test_pooled_sources_that_fit_the_shared_budget_stay_whole() -> None:
+    assert focus_texts("验收负责人是谁？", [HAITANG, OTHER], 100, pooled=True) == [HAITANG, OTHER]
+
+
 def test_english_sources_are_scored_by_words_not_by_stop_words() -> None:
     text = (
         "The harbour office is on the east side of the lake. "
