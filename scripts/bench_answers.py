@@ -100,7 +100,7 @@ LEVERS = {
     "q4_0": Lever(worker={"requantize": "q4_0"},
                   what="the GGUF requantized to Q4_0 (repacked for this CPU's matrix kernels)"),
     **{f"focus{n}": Lever(request={"focus_chars": n}, what=f"each source cut to its sentences nearest the question, "
-                          f"{n} characters (chat.focus_chars)") for n in (100, 150, 200, 300)},
+                          f"{n} characters (chat.focus_chars)") for n in (100, 120, 150, 200, 300)},
 }
 
 
