@@ -55,7 +55,7 @@ def test_every_setting_lives_in_a_section_and_is_described() -> None:
 BORN_IN_SECTIONS = {
     "ocr.progress_interval_s", "ocr.workers", "preview.cache_mb", "preview.max_pixels",
     "chat.kb_top_k", "chat.kb_template", "chat.kb_template_english", "chat.kb_max_tokens", "chat.context_order",
-    "chat.focus_chars", "ingest.niceness",
+    "chat.focus_chars", "chat.focus_pooled", "ingest.niceness",
 }
 
 
