@@ -158,7 +158,7 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
         direct = [direct_ttft(http, llm_url, settings.llm.model,
                               [*system, {"role": "user", "content": prompts.kb_prompt(
                                   q, [Source(**s) for s in run["sources"]], template, settings.chat.context_order,
-                                  settings.chat.focus_chars)}])
+                                  settings.chat.focus_chars, settings.chat.focus_pooled)}])
                   for q, run in zip(questions, kb_runs, strict=True)]
     ours = [run["end"]["timings_ms"]["llm_request_ms"] for run in kb_runs]
     retrieval = [run["end"]["timings_ms"]["retrieval_ms"] for run in kb_runs]
