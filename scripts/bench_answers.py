@@ -16,7 +16,10 @@ A lever is the behaviour before this benchmark's levers (template kb_default, to
 tokens, no speculation, whole chunks) with its own changes; join levers with "+" (`quote+best_last`). `defaults` is
 what the configuration ships. Levers served by the same API process are asked question by question in turn, so the
 machine's load falls on them alike; compare levers only within one run. Levers that send a question the same
-request (`english` changes only English questions) share one answer: greedy decoding gives the same text.
+request (`english` changes only English questions) share one answer: greedy decoding gives the same text. A lever
+whose template has a system message gets a worker of its own: the worker resumes a prompt after the turns it
+shares with the last one, so levers asked in turn would evict each other's. Two levers asked in turn that build
+the same prompt: the second is resumed almost whole, and its first token says so, not the lever.
 
 `--focus-kept 100,150,200` asks no model: for every eval question, the chunk holding its expected text beside the
 first chunks of two random passages goes through chat.focus_chars' sentence choice at each budget; it prints the
