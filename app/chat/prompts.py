@@ -26,8 +26,12 @@ class KbTemplate:
     system: str = ""
 
     @classmethod
-    def parse(cls, value: str | dict[str, str]) -> KbTemplate:
-        return cls(user=value) if isinstance(value, str) else cls(user=value["user"], system=value.get("system", ""))
+    def parse(cls, name: str, value: str | dict[str, str]) -> KbTemplate:
+        if isinstance(value, str):
+            return cls(user=value)
+        if not isinstance(value, dict) or not isinstance(value.get("user"), str):
+            raise ValueError(f"prompt template {name!r}: a text, or a mapping with a `user` text (and a `system` one)")
+        return cls(user=value["user"], system=value.get("system") or "")
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def format_context(sources: list[Source], order: ContextOrder = "best_first") ->
 def _load(path: Path, mtime: float) -> PromptBook:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return PromptBook(
-        kb_templates={name: KbTemplate.parse(value) for name, value in data["kb_templates"].items()},
+        kb_templates={name: KbTemplate.parse(name, value) for name, value in data["kb_templates"].items()},
         rewrite=data["rewrite"],
         no_hit_refusal=data["no_hit_refusal"],
         no_hit_notice=data["no_hit_notice"],

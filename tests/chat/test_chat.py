@@ -255,6 +255,15 @@ def test_a_system_template_sends_its_instruction_as_the_system_message_and_only_
         prompts.kb_system("kb_none")
 
 
+def test_a_template_mapping_without_a_user_text_is_named_when_the_prompts_are_read(tmp_path: Path) -> None:
+    prompts = Settings().chat.prompts_file.read_text(encoding="utf-8")
+    broken = tmp_path / "prompts.yaml"
+    broken.write_text(prompts.replace("kb_templates:\n", "kb_templates:\n  kb_broken:\n    system: 只有系统消息\n", 1),
+                      encoding="utf-8")
+    with pytest.raises(ValueError, match="prompt template 'kb_broken': a text, or a mapping with a `user` text"):
+        load_prompts(broken)
+
+
 @pytest.mark.parametrize("template", ["kb_short", "kb_quote", "kb_sys"])
 def test_short_templates_over_fewer_chunks_still_answer_from_the_chunk(client: TestClient, template: str) -> None:
     result = ask(client, question="星河计划的总预算是多少？", mode="kb", kb_names=[KB], top_k=2, template=template)
