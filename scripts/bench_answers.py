@@ -33,6 +33,7 @@ import dataclasses
 import json
 import random
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -466,6 +467,8 @@ def _chunks(text: str) -> list[str]:
 
 
 def main() -> None:
+    # A stopped run stops what it started (`kbqa serve`, the FastChat stack): SIGTERM unwinds like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", type=sample_sizes, default="25",
                         help="questions per language (gold passage retrieved): N, or per language as zh=100,en=50")
