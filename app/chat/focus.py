@@ -45,16 +45,18 @@ def focus_texts(question: str, texts: list[str], budget_chars: int, pooled: bool
     weight = _rarity([s for sentences in split for s in sentences])
     wanted = _terms(question)
     if pooled:
-        return _kept_pooled(texts, split, wanted, weight, budget_chars * len(texts))
+        return _kept(texts, split, wanted, weight, budget_chars * len(texts))
     return [
-        text if len(text) <= budget_chars else _kept(text, sentences, wanted, weight, budget_chars)
+        text if len(text) <= budget_chars else _kept([text], [sentences], wanted, weight, budget_chars)[0]
         for text, sentences in zip(texts, split, strict=True)
     ]
 
 
-def _kept_pooled(
+def _kept(
     texts: list[str], split: list[list[_Sentence]], wanted: frozenset[str], weight: dict[str, float], budget: int
 ) -> list[str]:
+    """The texts sharing `budget`: sentences taken best-bearing first wherever they are (ties, and a text sharing
+    nothing with the question, in reading order), each text keeping at least its best one."""
     scored = [
         (-sum(weight[t] for t in wanted & sentence.terms), n, i)
         for n, sentences in enumerate(split) for i, sentence in enumerate(sentences)
@@ -74,23 +76,6 @@ def _kept_pooled(
         _joined(text, sentences, sorted(indices)) if indices else text
         for text, sentences, indices in zip(texts, split, kept, strict=True)
     ]
-
-
-def _kept(text: str, sentences: list[_Sentence], wanted: frozenset[str], weight: dict[str, float], budget: int) -> str:
-    scores = [sum(weight[t] for t in wanted & s.terms) for s in sentences]
-    if not any(scores):  # nothing in common with the question: the source's opening sentences
-        ranked = list(range(len(sentences)))
-    else:
-        ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
-    kept: list[int] = []
-    used = 0
-    for i in ranked:
-        size = sentences[i].end - sentences[i].start
-        if kept and used + size > budget:
-            continue
-        kept.append(i)
-        used += size
-    return _joined(text, sentences, sorted(kept))
 
 
 def _joined(text: str, sentences: list[_Sentence], kept: list[int]) -> str:
