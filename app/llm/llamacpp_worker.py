@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import threading
@@ -56,17 +57,33 @@ class _Llama(llama_cpp.Llama):
     floats (2.5 GB): a prompt over n_batch tokens then fails, and computing and copying the logits of every prompt
     token slows the first token. The sampler reads logits inside llama.cpp by batch index, so `scores` is not
     needed: only the short batches that verify drafted tokens get logits at every position.
+
+    With a prefill model (a bf16 copy of the same GGUF), a prompt but its last token is read in that model's own
+    context, split as above, and its cache is copied into this context, which reads the last token and decodes: on
+    a CPU that multiplies bf16 in hardware, bf16 weights read prompts faster and the quantized ones decode faster.
+    The prefill context keeps the last prompt but its last token, so a new prompt resumes there the same way.
     """
 
-    def __init__(self, *args: Any, verify_batch: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, verify_batch: int = 0, prefill_model_path: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.verify_batch = verify_batch  # a sampled token and its drafts: at most this many tokens
         self.evals = 0  # llama.cpp decode calls: one per token without drafts, fewer when drafts are accepted
         self.prompt_tokens_reused = 0
-        self._evaluated_prompt: list[int] = []  # the last prompt whose evaluation completed
+        self._evaluated_prompt: list[int] = []  # the tokens whose evaluation the kept cache holds
+        self._prompt_pending = False  # the next eval() reads the rest of a prompt
+        self.prefill: llama_cpp.Llama | None = None
+        if prefill_model_path:
+            options = {k: v for k, v in kwargs.items() if k not in ("model_path", "draft_model")}
+            self.prefill = llama_cpp.Llama(model_path=prefill_model_path, **options)
+        self._state = ctypes.create_string_buffer(0)
 
     def eval(self, tokens: Sequence[int]) -> None:
         self.evals += 1
+        if self._prompt_pending:
+            self._prompt_pending = False
+            if self.prefill is not None and len(tokens) > 1:
+                self._prefill_with_copy(tokens[:-1])
+                tokens = tokens[-1:]
         every_position = self.draft_model is not None and len(tokens) <= self.verify_batch
         self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
         for batch in [tokens] if every_position else self._turn_batches(tokens):
@@ -75,6 +92,26 @@ class _Llama(llama_cpp.Llama):
             self.input_ids[self.n_tokens : self.n_tokens + len(batch)] = batch
             self.n_tokens += len(batch)
         self._requires_eval = False
+
+    def _prefill_with_copy(self, tokens: Sequence[int]) -> None:
+        """Read `tokens` after the kept cache in the prefill context, then copy its cache into this context."""
+        assert self.prefill is not None
+        context, batch = self.prefill._ctx, self.prefill._batch
+        context.kv_cache_seq_rm(-1, self.n_tokens, -1)
+        n_past = self.n_tokens
+        for part in self._turn_batches(tokens):
+            batch.set_batch(batch=part, n_past=n_past, logits_all=False)
+            context.decode(batch)
+            n_past += len(part)
+        size = llama_cpp.llama_state_seq_get_size(context.ctx, 0)
+        if len(self._state) < size:
+            self._state = ctypes.create_string_buffer(size)
+        state = ctypes.cast(self._state, ctypes.POINTER(ctypes.c_uint8))
+        written = llama_cpp.llama_state_seq_get_data(context.ctx, state, size, 0)
+        if llama_cpp.llama_state_seq_set_data(self._ctx.ctx, state, written, 0) != written:
+            raise RuntimeError("the prefill model's cache does not fit this model's context (not the same model?)")
+        self.input_ids[self.n_tokens : n_past] = tokens
+        self.n_tokens = n_past
 
     def _turn_batches(self, tokens: Sequence[int]) -> Iterator[Sequence[int]]:
         start = 0
@@ -101,11 +138,12 @@ class _Llama(llama_cpp.Llama):
         self.n_tokens = keep
         self._ctx.kv_cache_seq_rm(-1, keep, -1)
         self._requires_eval = True
+        self._prompt_pending = True
         self.prompt_tokens_reused += keep
         return prompt[keep:]
 
     def evaluated(self, prompt: list[int]) -> None:
-        self._evaluated_prompt = prompt
+        self._evaluated_prompt = prompt[:-1] if self.prefill is not None else prompt
 
 
 @dataclass
@@ -151,6 +189,7 @@ class LlamaCppWorker(BaseModelWorker):
         threads: int,
         concurrency: int,
         speculative_tokens: int = 0,
+        prefill_model_path: str = "",
     ) -> None:
         super().__init__(
             controller_addr,
@@ -174,6 +213,7 @@ class LlamaCppWorker(BaseModelWorker):
             n_threads=threads or os.cpu_count(),
             n_threads_batch=threads or os.cpu_count(),
             n_batch=512,
+            prefill_model_path=prefill_model_path,
             verbose=False,
         )
         self.context_len = self.llm.n_ctx()
@@ -200,6 +240,7 @@ class LlamaCppWorker(BaseModelWorker):
             "tokens_generated": self.tokens_generated,
             "evals": self.llm.evals,
             "prompt_tokens_reused": self.llm.prompt_tokens_reused,
+            "prefill_model": self.llm.prefill.model_path if self.llm.prefill is not None else "",
         }
 
     def get_embeddings(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -392,6 +433,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--limit-worker-concurrency", type=int, default=1)
     parser.add_argument("--speculative-tokens", type=int, default=0, help="prompt-lookup drafts per step; 0: off")
+    parser.add_argument("--prefill-model-path", default="", help="a bf16 copy of the model that reads prompts")
     return parser.parse_args(argv)
 
 
@@ -409,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         concurrency=args.limit_worker_concurrency,
         speculative_tokens=args.speculative_tokens,
+        prefill_model_path=args.prefill_model_path,
     )
     worker.init_heart_beat()
     uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level="warning")

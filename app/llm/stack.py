@@ -29,7 +29,13 @@ from typing import IO
 import httpx
 import psutil
 
-from app.modelprep.llm_gguf import require_model_file
+from app.modelprep.llm_gguf import (
+    ModelFileError,
+    prefill_gguf_path,
+    prepare_prefill_gguf,
+    reads_prompts_in_bf16,
+    require_model_file,
+)
 from app.settings import PROJECT_ROOT, Settings, WorkerSettings
 
 ENTRYPOINT = "app.llm.entrypoints"
@@ -90,6 +96,12 @@ class LLMStack:
         if worker.kind != "llamacpp":
             raise StackError(f"a {worker.kind} worker needs model_path (a Hugging Face model folder or name)")
         return str(self.settings.storage.default_llm_file)
+
+    def worker_prefill_path(self, worker: WorkerSettings) -> str:
+        """The bf16 copy of the GGUF that reads this worker's prompts, or "" (WorkerSettings.prefill_weights)."""
+        if worker.kind != "llamacpp" or not reads_prompts_in_bf16(worker.prefill_weights):
+            return ""
+        return str(prefill_gguf_path(Path(self.worker_model_path(worker))))
 
     def worker_model_name(self, worker: WorkerSettings) -> str:
         return worker.model_name or self.settings.llm.model
@@ -167,6 +179,8 @@ class LLMStack:
                 str(worker.threads),
                 "--speculative-tokens",
                 str(worker.speculative_tokens),
+                "--prefill-model-path",
+                self.worker_prefill_path(worker),
             ]
         if worker.kind == "hf":
             return ["model_worker", *common, "--device", worker.device, *worker.extra_args]
@@ -199,7 +213,13 @@ class LLMStack:
                 raise StackError(f"port {s.fastchat.host}:{port} is in use; free it or change the port in settings")
         for worker in s.fastchat.workers:
             if worker.kind == "llamacpp":
-                require_model_file(Path(self.worker_model_path(worker)))
+                model = Path(self.worker_model_path(worker))
+                require_model_file(model)
+                if self.worker_prefill_path(worker):
+                    try:
+                        prepare_prefill_gguf(model, report=self.report)
+                    except (ModelFileError, OSError) as exc:
+                        raise StackError(str(exc)) from exc
 
     def start(self, *, detach: bool = False) -> None:
         """Start everything and wait until the API lists every model; on any failure stop what was started."""

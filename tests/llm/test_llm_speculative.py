@@ -48,7 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llm_model_file: Path) -> Ite
     )
     workers = [
         WorkerSettings(port=free_port(), model_path=str(llm_model_file), model_name=name, context_length=2048,
-                       threads=1, speculative_tokens=drafted)
+                       threads=1, speculative_tokens=drafted, prefill_weights="model")
         for name, drafted in ((PLAIN, 0), (SPECULATIVE, DRAFTED))
     ]
     with running_llm_stack(settings.with_changes(fastchat__workers=workers)) as running:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from app.cli import app as cli_app
 from app.llm.client import LLMClient, LLMRequestRejected, LLMStreamError, LLMUnavailable
 from app.llm.stack import LLMStack, port_is_free, running_processes, stop_running
+from app.modelprep.llm_gguf import prefill_gguf_path, reads_prompts_in_bf16
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import free_port, llm_settings, running_llm_stack, wait_until
 
@@ -106,6 +107,27 @@ def test_a_conversation_reuses_its_earlier_turns_and_answers_as_if_evaluated_who
     whole = client.chat(second_turn, max_tokens=48).text
     assert reused() == before, "nothing was shared with the question before: the prompt must be evaluated whole"
     assert resumed == whole and resumed
+
+
+def test_prompts_are_read_by_the_bf16_copy_and_answers_decoded_by_the_gguf(
+    llm_stack: LLMStack, llm_model_file: Path
+) -> None:
+    """prefill_weights bf16 (the fixture's): the worker reads prompts with the copy made beside the GGUF; the
+    conversation and regression tests above run on this path, and the answer here is right."""
+    worker = llm_stack.settings.fastchat.workers[0]
+    url = f"http://{llm_stack.settings.fastchat.host}:{worker.port}/worker_get_status"
+    assert httpx.post(url, timeout=60).json()["prefill_model"] == str(prefill_gguf_path(llm_model_file))
+    assert "北京" in LLMClient(llm_stack.settings).chat(ZH_QUESTION).text
+
+
+@pytest.mark.parametrize("choice", ["auto", "bf16", "model"])
+def test_prefill_weights_choose_the_copy_that_reads_prompts(tmp_path: Path, choice: str) -> None:
+    settings = Settings(storage__data_dir=tmp_path,  # type: ignore[arg-type]
+                        fastchat__workers=[{"kind": "llamacpp", "port": 21002, "prefill_weights": choice}])
+    argv = LLMStack(settings).plan()[-1].argv
+    assert reads_prompts_in_bf16(choice) == (choice == "bf16") or choice == "auto"
+    expected = str(prefill_gguf_path(settings.storage.default_llm_file)) if reads_prompts_in_bf16(choice) else ""
+    assert argv[argv.index("--prefill-model-path") + 1] == expected
 
 
 def test_max_tokens_ends_with_length(llm_stack: LLMStack) -> None:

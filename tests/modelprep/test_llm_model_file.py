@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from app.modelprep.llm_gguf import DEFAULT_LLM, ChunkedGGUF, ModelFileError, check_model_file, prepare_llm_model
+from app.modelprep.llm_gguf import (
+    DEFAULT_LLM,
+    ChunkedGGUF,
+    ModelFileError,
+    check_model_file,
+    prefill_gguf_path,
+    prepare_llm_model,
+    prepare_prefill_gguf,
+)
 from app.modelprep.lock import LOCK_FILE, preparing
 
 LAST_PART = ChunkedGGUF(
@@ -33,6 +41,23 @@ def test_default_model_is_the_22_recorded_parts() -> None:
 
 def test_prepared_default_model_verifies(llm_model_file: Path) -> None:
     check_model_file(llm_model_file)  # size and sha256 as recorded
+
+
+def test_the_bf16_prompt_reading_copy_is_made_once(llm_model_file: Path) -> None:
+    copy = prepare_prefill_gguf(llm_model_file)
+    assert copy == prefill_gguf_path(llm_model_file) and copy.stat().st_size > 3 * llm_model_file.stat().st_size
+    made = copy.stat().st_mtime_ns
+    lines: list[str] = []
+    assert prepare_prefill_gguf(llm_model_file, report=lines.append) == copy
+    assert copy.stat().st_mtime_ns == made and lines == []
+
+
+def test_a_model_llama_cpp_cannot_read_gets_no_copy_and_a_named_error(tmp_path: Path) -> None:
+    model = tmp_path / "broken.gguf"
+    model.write_bytes(b"GGUF" + bytes(range(256)) * 64)  # a GGUF magic, then nothing llama.cpp can parse
+    with pytest.raises(ModelFileError, match=r"could not write a bf16 copy of .*broken.gguf.*prefill_weights"):
+        prepare_prefill_gguf(model, report=lambda _line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "broken.gguf"]
 
 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
