@@ -45,9 +45,9 @@ class _LazyEmbedder:
 
     def _load(self) -> Embedder:
         s = self.settings
-        # Threads start with the niceness of the one that creates them. OpenVINO's pool is shared by the query
-        # and passage models, so both load lowered; queries run on the caller's own thread (Embedder).
-        lowered = self.role == "passage" or s.embedding.backend == "openvino-int8"
+        # Threads start with the niceness of the one that creates them. Where the query and passage models share
+        # one pool (OpenVINO), both load lowered; queries then run on the caller's own thread (Embedder).
+        lowered = self.role == "passage" or Embedder.shares_process_thread_pool(s.embedding.backend)
         niceness = s.ingest.niceness if lowered else 0
         key = (
             self.role,

@@ -97,6 +97,12 @@ class Embedder:
         self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
         self._lock = threading.Lock()
 
+    @staticmethod
+    def shares_process_thread_pool(backend: str) -> bool:
+        """Whether every model of `backend` runs on one pool of threads per process (OpenVINO's), created with the
+        niceness of the thread that first needs it: a process lowers either all of them or none."""
+        return backend == "openvino-int8"
+
     def encode_query(self, text: str) -> np.ndarray:
         return self._encode([text], self.query_prompt)[0]
 
