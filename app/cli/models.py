@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.cli.output import console, fail
-from app.settings import DEFAULT_EMBEDDING_DIRNAME, get_settings
+from app.settings import DEFAULT_EMBEDDING_DIRNAME, Settings, get_settings
 
 app = typer.Typer(help="Prepare the offline models.", no_args_is_help=True)
 
@@ -24,7 +24,6 @@ def models_prepare(
     Each step is done once: later runs only verify (the chat model by its recorded sha256) and rebuild what is
     missing or damaged.
     """
-    from app.modelprep.llm_gguf import ModelFileError, prepare_llm_model, prepare_prefill_gguf, reads_prompts_in_bf16
     from app.modelprep.prepare import prepare_embedding_model
 
     settings = get_settings()
@@ -34,13 +33,21 @@ def models_prepare(
     console.print(f"embedding model ready at {target} ({time.perf_counter() - started:.1f} s)")
     if llm:
         started = time.perf_counter()
-        def report(line: str) -> None:
-            console.print(line, highlight=False, soft_wrap=True)
-
-        try:
-            model = prepare_llm_model(settings.storage.models_dir, report=report)
-            if prefill and reads_prompts_in_bf16(settings.fastchat.workers[0].prefill_weights):
-                prepare_prefill_gguf(model, report=report)
-        except ModelFileError as exc:
-            fail(str(exc))
+        _prepare_chat_model(settings, prefill)
         console.print(f"chat model step took {time.perf_counter() - started:.1f} s")
+
+
+def _report(line: str) -> None:
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+def _prepare_chat_model(settings: Settings, prefill: bool) -> None:
+    """The GGUF, then its bf16 prompt-reading copy where the first worker asks for it (app.modelprep.llm_gguf)."""
+    from app.modelprep.llm_gguf import ModelFileError, prepare_llm_model, prepare_prefill_for
+
+    try:
+        model = prepare_llm_model(settings.storage.models_dir, report=_report)
+        if prefill:
+            prepare_prefill_for(model, settings.fastchat.workers[0].prefill_weights, report=_report)
+    except ModelFileError as exc:
+        fail(str(exc))

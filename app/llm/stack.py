@@ -32,7 +32,7 @@ import psutil
 from app.modelprep.llm_gguf import (
     ModelFileError,
     prefill_gguf_path,
-    prepare_prefill_gguf,
+    prepare_prefill_for,
     reads_prompts_in_bf16,
     require_model_file,
 )
@@ -85,6 +85,7 @@ class LLMStack:
         self.report = report
         self.processes: list[RunningProcess] = []
         self._watches: dict[str, WorkerWatch] = {}
+        self._gguf_only: set[int] = set()  # ports of auto workers whose bf16 copy could not be written
 
     @property
     def pid_file(self) -> Path:
@@ -99,7 +100,9 @@ class LLMStack:
 
     def worker_prefill_path(self, worker: WorkerSettings) -> str:
         """The bf16 copy of the GGUF that reads this worker's prompts, or "" (WorkerSettings.prefill_weights)."""
-        if worker.kind != "llamacpp" or not reads_prompts_in_bf16(worker.prefill_weights):
+        if worker.kind != "llamacpp" or worker.port in self._gguf_only or not reads_prompts_in_bf16(
+            worker.prefill_weights
+        ):
             return ""
         return str(prefill_gguf_path(Path(self.worker_model_path(worker))))
 
@@ -217,8 +220,9 @@ class LLMStack:
                 require_model_file(model)
                 if self.worker_prefill_path(worker):
                     try:
-                        prepare_prefill_gguf(model, report=self.report)
-                    except (ModelFileError, OSError) as exc:
+                        if prepare_prefill_for(model, worker.prefill_weights, report=self.report) is None:
+                            self._gguf_only.add(worker.port)
+                    except ModelFileError as exc:
                         raise StackError(str(exc)) from exc
 
     def start(self, *, detach: bool = False) -> None:

@@ -193,6 +193,23 @@ def prefill_gguf_path(model: Path) -> Path:
     return model.with_name(model.stem + PREFILL_SUFFIX)
 
 
+def prepare_prefill_for(
+    model: Path, prefill_weights: str, *, report: Callable[[str], None] = log.info
+) -> Path | None:
+    """The bf16 copy of `model` where `prefill_weights` asks for one on this machine, else None. A copy that auto
+    chose but that cannot be written (a full disk, a GGUF llama.cpp cannot convert) is reported and None: prompts are
+    then read with the GGUF, as on a CPU without bf16. Asked for explicitly (bf16), it is a ModelFileError."""
+    if not reads_prompts_in_bf16(prefill_weights):
+        return None
+    try:
+        return prepare_prefill_gguf(model, report=report)
+    except (ModelFileError, OSError) as exc:
+        if prefill_weights == "bf16":
+            raise ModelFileError(str(exc)) from exc
+        report(f"{exc}; prompts are read with the GGUF itself")
+        return None
+
+
 def prepare_prefill_gguf(model: Path, *, report: Callable[[str], None] = log.info) -> Path:
     """The bf16 copy of `model` that the llama.cpp worker reads prompts with, made once beside it (llama.cpp's
     quantizer dequantizing each tensor; Q4_K_M values lose only bf16's rounding) and remade when `model` is newer."""

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from app.cli import app as cli_app
 from app.llm.client import LLMClient, LLMRequestRejected, LLMStreamError, LLMUnavailable
-from app.llm.stack import LLMStack, port_is_free, running_processes, stop_running
+from app.llm.stack import LLMStack, StackError, port_is_free, running_processes, stop_running
 from app.modelprep.llm_gguf import prefill_gguf_path, reads_prompts_in_bf16
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import free_port, llm_settings, running_llm_stack, wait_until
@@ -128,6 +128,36 @@ def test_prefill_weights_choose_the_copy_that_reads_prompts(tmp_path: Path, choi
     assert reads_prompts_in_bf16(choice) == (choice == "bf16") or choice == "auto"
     expected = str(prefill_gguf_path(settings.storage.default_llm_file)) if reads_prompts_in_bf16(choice) else ""
     assert argv[argv.index("--prefill-model-path") + 1] == expected
+
+
+def _stack_on(model: Path, prefill_weights: str, data_dir: Path, lines: list[str]) -> LLMStack:
+    worker = {"kind": "llamacpp", "port": free_port(), "model_path": str(model), "prefill_weights": prefill_weights}
+    settings = Settings(storage__data_dir=data_dir, fastchat__controller_port=free_port(),  # type: ignore[arg-type]
+                        fastchat__api_port=free_port(), fastchat__workers=[worker])
+    return LLMStack(settings, report=lines.append)
+
+
+def _unconvertible_gguf(folder: Path) -> Path:
+    model = folder / "unconvertible.gguf"
+    model.write_bytes(b"GGUF" + bytes(4096))  # llama.cpp's quantizer cannot read it
+    return model
+
+
+def test_a_bf16_copy_that_cannot_be_written_stops_a_worker_set_to_bf16(tmp_path: Path) -> None:
+    stack = _stack_on(_unconvertible_gguf(tmp_path), "bf16", tmp_path, [])
+    with pytest.raises(StackError, match=r"could not write a bf16 copy of .*unconvertible.gguf"):
+        stack.preflight()
+
+
+@pytest.mark.skipif(not reads_prompts_in_bf16("auto"), reason="auto reads prompts with the GGUF on this machine "
+                    "(no bf16 in hardware, or under 16 GiB of memory), so it never writes a copy")
+def test_a_bf16_copy_auto_cannot_write_leaves_the_worker_on_the_gguf(tmp_path: Path) -> None:
+    lines: list[str] = []
+    stack = _stack_on(_unconvertible_gguf(tmp_path), "auto", tmp_path, lines)
+    stack.preflight()
+    assert "could not write a bf16 copy" in lines[-1] and "prompts are read with the GGUF itself" in lines[-1]
+    argv = stack.plan()[-1].argv
+    assert argv[argv.index("--prefill-model-path") + 1] == ""
 
 
 def test_max_tokens_ends_with_length(llm_stack: LLMStack) -> None:
