@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 
@@ -12,7 +13,7 @@ from app.eval.service import EvaluationService
 from app.kb.ingestion import DocumentIndexer, IngestionQueue
 from app.kb.loaders import LoadLimits
 from app.kb.preview.service import PreviewService
-from app.kb.priority import run_lowered
+from app.kb.priority import lower_current_thread, run_lowered
 from app.kb.service import KnowledgeBaseService
 from app.llm.client import LLMClient
 from app.retrieval.embeddings import Embedder
@@ -24,6 +25,8 @@ from app.settings import Settings
 from app.storage.catalog import Catalog
 from app.storage.diskspace import DiskSpace
 from app.storage.vector_store import MilvusStore
+
+log = logging.getLogger(__name__)
 
 _EMBEDDERS: dict[tuple[object, ...], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
@@ -42,6 +45,10 @@ class _LazyEmbedder:
         if self._embedder is None:
             self._embedder = self._load()
         return self._embedder
+
+    @property
+    def loaded(self) -> bool:
+        return self._embedder is not None
 
     def _load(self) -> Embedder:
         s = self.settings
@@ -99,6 +106,22 @@ class Services:
             progress_interval_s=settings.ocr.progress_interval_s,
         )
         self.queue = IngestionQueue(self.indexer, niceness=settings.ingest.niceness)
+
+    def warm_passage_embedder(self) -> threading.Thread:
+        """Load the passage model in the background, lowered like indexing, so that the first upload does not wait
+        for it: loading it took ~4 s of CPU inside the first upload before. A model that cannot load is reported
+        here and again, as that document's error, by the first upload."""
+
+        def warm() -> None:
+            lower_current_thread(self.settings.ingest.niceness)
+            try:
+                self.passage_embedder().encode_passages(["预热 warm-up"])
+            except Exception:
+                log.exception("the passage embedding model could not be loaded")
+
+        thread = threading.Thread(target=warm, name="kbqa-warm-passages", daemon=True)
+        thread.start()
+        return thread
 
     @cached_property
     def knowledge_bases(self) -> KnowledgeBaseService:

@@ -16,7 +16,7 @@ from app.retrieval.retriever import RetrievalMode
 from app.retrieval.scoring import ScoreCalibration
 from app.services import Services
 from app.storage.catalog import DocumentStatus
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,17 @@ def test_knowledge_base_counts_come_from_the_catalog_per_status(services: Servic
     other_chunks = kbs.get_document("计数乙", other.document.id).chunk_count
     assert counts == {"计数甲": (3, 2, ready_chunks), "计数乙": (1, 1, other_chunks), "计数空": (0, 0, 0)}
     assert kbs.get("计数甲") == listed["计数甲"]
+
+
+def test_the_api_loads_the_passage_model_at_start_not_at_the_first_upload(
+    tmp_path: Path, embedding_model_dir: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+
+    # batch_size 7: a model instance no other test has loaded in this process (instances are shared per settings)
+    settings = make_settings(tmp_path, embedding_model_dir, embedding__batch_size=7)
+    with TestClient(create_app(settings)) as client:
+        services: Services = client.app.state.services  # type: ignore[attr-defined]
+        wait_until(lambda: services.passage_embedder.loaded, "the passage model loaded without any upload")

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services(settings)
         app.state.services = services
         services.query_embedder()
+        warmup = services.warm_passage_embedder()
         try:
             resumed = services.queue.resume_unfinished()
         except Exception as exc:  # started on a full disk: the heartbeat's sweep resumes them once there is room
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            warmup.join(120)  # a process leaving while a thread is inside OpenVINO's compiler may crash on exit
             services.close()
 
     app = FastAPI(
