@@ -3,9 +3,11 @@ writing each script's own section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,8 +43,10 @@ def bench_settings(prefix: str, **worker: object) -> Settings:
     """A temporary data folder, the prepared embedding model, free FastChat ports and one llama.cpp worker on
     the prepared chat model (`worker` overrides its settings)."""
     prepared = Settings()
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # the run's knowledge bases and logs go with it
     return Settings(  # type: ignore[arg-type]
-        storage__data_dir=Path(tempfile.mkdtemp(prefix=prefix)) / "data",
+        storage__data_dir=folder / "data",
         embedding__model=str(prepared.storage.models_dir / DEFAULT_EMBEDDING_DIRNAME),
         fastchat__controller_port=free_port(),
         fastchat__api_port=free_port(),
