@@ -171,9 +171,11 @@ def measure(pieces: Iterator[str], count_completion, prompt_tokens: int) -> dict
 def run_interleaved(model_file: Path, runs: int, max_tokens: int, threads: int) -> tuple[list[dict], list[dict]]:
     """Direct and FastChat take turns on prompts of the same length, so drift in the machine hits both alike."""
     direct = Direct(model_file, threads)
+    # prefill_weights model: the worker reads prompts with the same weights as the direct path, so the difference
+    # is the serving alone (bf16 prompt reading is measured by scripts/bench_answers.py, lever bf16).
     settings = bench_settings(
         "kbqa-bench-llm-", model_path=str(model_file), context_length=CONTEXT, threads=threads,
-        conv_template=CONV_TEMPLATE,
+        conv_template=CONV_TEMPLATE, prefill_weights="model",
     )
     stack = LLMStack(settings, report=print)
     stack.start()
