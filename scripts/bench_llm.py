@@ -223,13 +223,17 @@ def render(args: argparse.Namespace, direct: dict, fastchat: dict) -> str:
         f"| FastChat API -> controller -> llama.cpp worker (streamed) | {fastchat['ttft_ms']:.0f} | "
         f"{fastchat['short_ttft_ms']:.0f} | {fastchat['decode_tps']:.1f} | {fastchat['completion_tokens']:.0f} |",
         "",
-        f"FastChat costs {overhead * 100:.1f}% of decode throughput (target < 10%) and adds {extra_ttft:.0f} ms to "
-        "the first token (target < 50 ms), measured on a one-line prompt. With the RAG prompt the first token "
-        f"is mostly the evaluation of {direct['prompt_tokens']:.0f} prompt tokens, which varies by a few hundred "
-        "ms from run to run on this machine, more than the serving cost; a one-line prompt is evaluated in about "
-        "0.2 s, which leaves the serving cost visible: FastChat's checks with the controller and the worker, two "
-        "extra HTTP hops and the streaming. Both paths evaluate every prompt from scratch (see the worker: "
-        "llama-cpp-python's prompt-cache reuse answered repeated long prompts wrongly).",
+        f"The worker path costs {overhead * 100:.1f}% of decode throughput (target < 10%) and adds "
+        f"{extra_ttft:.0f} ms to the first token (target < 50 ms), measured on a one-line prompt. With the RAG "
+        f"prompt the first token is mostly the evaluation of {direct['prompt_tokens']:.0f} prompt tokens, which "
+        "varies by a few hundred ms from run to run on this machine; a one-line prompt is evaluated in about "
+        "0.3 s, which leaves the rest visible: FastChat's checks with the controller and the worker, two extra "
+        "HTTP hops and the streaming, and the worker's turn batches. Every prompt here is new to both paths, but "
+        "the worker reads it turn by turn (system, user, the answer's start: 3 llama.cpp batches for a one-line "
+        "chat prompt, where the direct path reads 1) so that a later prompt can resume after the turns it shares "
+        "with exactly the answer a whole reading gives; each extra batch streams the weights once more (in "
+        "process, 29 tokens: 386 ms in turn batches, 262 ms in one). The worker reads prompts with the GGUF here "
+        "(prefill_weights model), as the direct path does.",
     ])
 
 
