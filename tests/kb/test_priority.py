@@ -36,7 +36,7 @@ def cpu_ticks() -> dict[int, int]:
     for tid in os.listdir("/proc/self/task"):
         try:
             fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # the thread ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile (either, by when it ended)
             continue
         ticks[int(tid)] = int(fields[11]) + int(fields[12])
     return ticks
