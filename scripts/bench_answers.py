@@ -277,18 +277,17 @@ def worker_key(lever_: Lever) -> str:
 
 def requantized(model: Path, kind: str, folder: Path) -> Path:
     """`model` requantized to `kind` (llama.cpp's quantizer, allowing requantization), made once per run."""
-    import ctypes
-
     import llama_cpp
+
+    from app.modelprep.llm_gguf import ModelFileError, requantize
 
     target = folder / f"{model.stem}.{kind}.gguf"
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[kind]
-        params.allow_requantize = True
-        if llama_cpp.llama_model_quantize(str(model).encode(), str(target).encode(), ctypes.byref(params)) != 0:
-            raise SystemExit(f"requantizing {model} to {kind} failed")
+        try:
+            requantize(model, target, {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[kind], kind)
+        except ModelFileError as exc:
+            raise SystemExit(str(exc)) from exc
     return target
 
 

@@ -220,22 +220,33 @@ def prepare_prefill_gguf(model: Path, *, report: Callable[[str], None] = log.inf
     with preparing(model.parent):
         if target.is_file() and target.stat().st_mtime >= model.stat().st_mtime:
             return target
-        import ctypes
-
         import llama_cpp
-        from llama_cpp._logger import set_verbose
 
-        set_verbose(False)  # the quantizer logs every tensor
         report(f"writing the bf16 prompt-reading copy of {model.name} (once)")
-        partial = target.with_name(target.name + ".partial")
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_BF16
-        params.allow_requantize = True
-        failed = llama_cpp.llama_model_quantize(str(model).encode(), str(partial).encode(), ctypes.byref(params))
-        if failed or not partial.is_file():
-            partial.unlink(missing_ok=True)
-            raise ModelFileError(f"could not write a bf16 copy of {model} (llama.cpp's quantizer returned {failed}); "
-                                 "set the worker's prefill_weights to model to read prompts with the model itself")
-        partial.replace(target)
+        try:
+            requantize(model, target, llama_cpp.LLAMA_FTYPE_MOSTLY_BF16, "bf16")
+        except ModelFileError as exc:
+            raise ModelFileError(f"{exc}; set the worker's prefill_weights to model to read prompts with the model "
+                                 "itself") from exc
     report(f"bf16 prompt-reading copy ready: {target}")
     return target
+
+
+def requantize(model: Path, target: Path, ftype: int, kind: str) -> None:
+    """`model` written to `target` with llama.cpp's quantizer as `ftype` (a LLAMA_FTYPE_*, named `kind` in errors;
+    quantized tensors are requantized), through a .partial file so that `target` is whole or absent."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)  # the quantizer logs every tensor
+    partial = target.with_name(target.name + ".partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    failed = llama_cpp.llama_model_quantize(str(model).encode(), str(partial).encode(), ctypes.byref(params))
+    if failed or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        raise ModelFileError(f"could not write a {kind} copy of {model} (llama.cpp's quantizer returned {failed})")
+    partial.replace(target)
