@@ -99,6 +99,9 @@ LEVERS = {
                      what="kb_english for English questions (what chat.kb_template_english does)"),
     "system": Lever(request={"template": "kb_sys", "template_en": "kb_english_sys"},
                     what="the templates' instruction as the system message, evaluated once (kb_sys, kb_english_sys)"),
+    "examples": Lever(request={"template": "kb_examples", "template_en": "kb_english_examples"},
+                      what=("two worked questions before the real one, evaluated once (kb_examples, "
+                           "kb_english_examples)")),
     "pool": Lever(api={"KBQA_CHAT__FOCUS_POOLED": "true"},
                   what="the sources share focus_chars x 3, the best-bearing sentences first (chat.focus_pooled)"),
     "q4_0": Lever(worker={"requantize": "q4_0"},
@@ -268,10 +271,12 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 
 def worker_key(lever_: Lever) -> str:
     """One worker per worker setting and per template: a worker keeps the turns a prompt shares with the last
-    one, so levers with different system messages asked in turn on one worker would never reuse theirs."""
+    one, so levers with different system messages or examples asked in turn on one worker would never reuse
+    theirs."""
     template = lever_.request.get("template", "")
-    system = load_prompts(Settings().chat.prompts_file).kb_system(template) if template else ""
-    options = sorted({**lever_.worker, **({"template": template} if system else {})}.items())
+    prompts = load_prompts(Settings().chat.prompts_file)
+    fixed = template and (prompts.kb_system(template) or prompts.kb_examples(template))
+    options = sorted({**lever_.worker, **({"template": template} if fixed else {})}.items())
     return "bench-" + "-".join(f"{k}{v}" for k, v in options)
 
 

@@ -155,8 +155,9 @@ def measure_overhead(url: str, llm_url: str, settings: Settings, questions: list
         # it shares with the one before (the system message), on both sides alike.
         template = settings.chat.kb_template
         system = [{"role": "system", "content": text}] if (text := prompts.kb_system(template)) else []
+        fixed = [*system, *prompts.kb_examples(template)]
         direct = [direct_ttft(http, llm_url, settings.llm.model,
-                              [*system, {"role": "user", "content": prompts.kb_prompt(
+                              [*fixed, {"role": "user", "content": prompts.kb_prompt(
                                   q, [Source(**s) for s in run["sources"]], template, settings.chat.context_order,
                                   settings.chat.focus_chars, settings.chat.focus_pooled)}])
                   for q, run in zip(questions, kb_runs, strict=True)]

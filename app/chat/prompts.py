@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -18,20 +18,42 @@ ContextOrder = Literal["best_first", "best_last"]
 
 
 @dataclass(frozen=True)
+class KbExample:
+    """A worked question: `context` as format_context writes it, the question, and the answer wanted."""
+
+    context: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class KbTemplate:
     """`user` gets the context and the question; `system`, where set, goes before everything as the system
-    message: one fixed text the LLM worker evaluates once for every question (its prefix reuse)."""
+    message, and `examples` follow it as earlier turns (the user text filled like a real question's, then the
+    answer wanted): fixed turns the LLM worker evaluates once for every question (its prefix reuse)."""
 
     user: str
     system: str = ""
+    examples: tuple[KbExample, ...] = ()
 
     @classmethod
-    def parse(cls, name: str, value: str | dict[str, str]) -> KbTemplate:
+    def parse(cls, name: str, value: str | dict[str, Any]) -> KbTemplate:
         if isinstance(value, str):
             return cls(user=value)
         if not isinstance(value, dict) or not isinstance(value.get("user"), str):
             raise ValueError(f"prompt template {name!r}: a text, or a mapping with a `user` text (and a `system` one)")
-        return cls(user=value["user"], system=value.get("system") or "")
+        examples = value.get("examples") or []
+        fields = ("context", "question", "answer")
+        if not isinstance(examples, list) or not all(
+            isinstance(e, dict) and all(isinstance(e.get(f), str) for f in fields) for e in examples
+        ):
+            raise ValueError(f"prompt template {name!r}: `examples` is a list of mappings with a `context`, a "
+                             "`question` and an `answer` text")
+        return cls(user=value["user"], system=value.get("system") or "",
+                   examples=tuple(KbExample(*(e[f] for f in fields)) for e in examples))
+
+    def fill(self, context: str, question: str) -> str:
+        return self.user.replace("{context}", context).replace("{question}", question)
 
 
 @dataclass(frozen=True)
@@ -49,11 +71,20 @@ class PromptBook:
         `focus_pooled`: the sources share that budget times their number."""
         texts = focus_texts(question, [source.text for source in sources], focus_chars, focus_pooled)
         focused = [source.model_copy(update={"text": text}) for source, text in zip(sources, texts, strict=True)]
-        context = format_context(focused, order)
-        return self.kb_template(template).user.replace("{context}", context).replace("{question}", question)
+        return self.kb_template(template).fill(format_context(focused, order), question)
 
     def kb_system(self, template: str) -> str:
         return self.kb_template(template).system
+
+    def kb_examples(self, template: str) -> list[dict[str, str]]:
+        """The template's worked examples as earlier chat turns (user, assistant), to follow the system message."""
+        kb = self.kb_template(template)
+        return [
+            message
+            for example in kb.examples
+            for message in ({"role": "user", "content": kb.fill(example.context, example.question)},
+                            {"role": "assistant", "content": example.answer})
+        ]
 
     def kb_template(self, name: str) -> KbTemplate:
         if name not in self.kb_templates:

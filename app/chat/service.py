@@ -116,10 +116,11 @@ class _Turn:
     def answer(self) -> ChatAnswer:
         return self.session.answer
 
-    def messages(self, system: str | None) -> list[Message]:
-        """The system message, if any, and the earlier turns: what every prompt starts with."""
+    def messages(self, system: str | None, examples: list[Message] | None = None) -> list[Message]:
+        """The system message, if any, a template's worked examples, and the earlier turns: what every prompt
+        starts with."""
         messages = [{"role": "system", "content": system}] if system else []
-        return messages + [{"role": m.role, "content": m.content} for m in self.history]
+        return messages + (examples or []) + [{"role": m.role, "content": m.content} for m in self.history]
 
 
 class ChatService:
@@ -184,7 +185,7 @@ class ChatService:
                 self.settings.chat.focus_pooled,
             )
             system = "\n\n".join(part for part in (prompts.kb_system(template), request.system) if part)
-            messages = [*turn.messages(system), {"role": "user", "content": prompt}]
+            messages = [*turn.messages(system, prompts.kb_examples(template)), {"role": "user", "content": prompt}]
             most = min(self.settings.chat.kb_max_tokens, self.settings.llm.max_tokens)
             return await self._open_llm(turn, messages, request, most)
         if (request.no_hit_policy or self.settings.chat.no_hit_policy) == "refuse":

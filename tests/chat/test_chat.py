@@ -5,6 +5,7 @@ The knowledge base holds facts the model cannot know (an invented project, its l
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,7 +265,33 @@ def test_a_template_mapping_without_a_user_text_is_named_when_the_prompts_are_re
         load_prompts(broken)
 
 
-@pytest.mark.parametrize("template", ["kb_short", "kb_quote", "kb_sys"])
+def test_an_example_template_sends_its_worked_questions_as_earlier_turns_filled_like_the_real_one() -> None:
+    sources = [_source(n, text) for n, (_name, text) in enumerate(PROJECT_FILES, start=1)]
+    prompts = load_prompts(Settings().chat.prompts_file)
+    examples = prompts.kb_examples("kb_examples")
+    assert [m["role"] for m in examples] == ["user", "assistant"] * (len(examples) // 2) and examples
+    real = prompts.kb_prompt("星河计划由谁负责？", sources, "kb_examples")
+    instruction = real[real.index("根据上述已知信息"):real.index("问题是")]
+    for asked, answer in zip(examples[::2], examples[1::2], strict=True):
+        assert asked["content"].startswith("已知信息：\n[1] (") and instruction in asked["content"]
+        assert "问题是：" in asked["content"] and "{" not in asked["content"]
+        assert re.search(r"\[\d\]", answer["content"]), "a worked answer cites its piece"
+    assert prompts.kb_examples("kb_default") == []
+
+
+def test_template_examples_without_an_answer_are_named_when_the_prompts_are_read(tmp_path: Path) -> None:
+    prompts = Settings().chat.prompts_file.read_text(encoding="utf-8")
+    broken = tmp_path / "prompts.yaml"
+    broken.write_text(prompts.replace(
+        "kb_templates:\n",
+        "kb_templates:\n  kb_broken:\n    user: '{context} {question}'\n"
+        "    examples:\n      - {context: c, question: q}\n",
+        1), encoding="utf-8")
+    with pytest.raises(ValueError, match="prompt template 'kb_broken': `examples` is a list of mappings"):
+        load_prompts(broken)
+
+
+@pytest.mark.parametrize("template", ["kb_short", "kb_quote", "kb_sys", "kb_examples"])
 def test_short_templates_over_fewer_chunks_still_answer_from_the_chunk(client: TestClient, template: str) -> None:
     result = ask(client, question="星河计划的总预算是多少？", mode="kb", kb_names=[KB], top_k=2, template=template)
     assert len(result["sources"]) == 2 and "三千八百七十万元" in result["sources"][0]["text"]
