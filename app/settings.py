@@ -371,8 +371,9 @@ class WorkerSettings(BaseModel):
     # llamacpp only: prompt-lookup speculative decoding, tokens drafted per step from the prompt; 0: off.
     speculative_tokens: int = Field(0, ge=0, le=64)
     # llamacpp only: the weights that read prompts. bf16: a bf16 copy of the GGUF made once beside it (prompts read
-    # ~1.3x as fast where the CPU multiplies bf16 in hardware; answers still decoded with the GGUF's own weights);
-    # model: the GGUF itself; auto: bf16 where the CPU has AVX512-BF16 or AMX-BF16 and 16 GiB of memory.
+    # ~1.3x as fast on an AMD EPYC with AVX512-BF16, half as fast on an Intel Xeon with AMX; answers still decoded
+    # with the GGUF's own weights); model: the GGUF itself; auto: bf16 where the CPU has AVX512-BF16 or AMX-BF16,
+    # 16 GiB of memory, and the copy read a prompt faster than the GGUF when measured once on this machine.
     prefill_weights: Literal["auto", "bf16", "model"] = "auto"
     device: str = "cpu"  # hf only: cpu, cuda, mps
     extra_args: list[str] = []  # passed as-is to FastChat's model_worker / vllm_worker

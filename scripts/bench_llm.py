@@ -127,9 +127,12 @@ class Direct:
     def __init__(self, model_file: Path, threads: int) -> None:
         from llama_cpp import Llama
 
+        from app.modelprep.llama_cpu import llama_loading
+
         cores = threads or os.cpu_count()
-        self.llm = Llama(model_path=str(model_file), n_ctx=CONTEXT, n_threads=cores, n_threads_batch=cores,
-                         n_batch=512, verbose=False)
+        with llama_loading():  # as the worker loads it (no AMX buffers where they crash)
+            self.llm = Llama(model_path=str(model_file), n_ctx=CONTEXT, n_threads=cores, n_threads_batch=cores,
+                             n_batch=512, verbose=False)
 
     def count(self, messages: list[dict[str, str]]) -> int:
         return len(self.llm.tokenize(fastchat_prompt(messages).encode(), add_bos=True, special=True))

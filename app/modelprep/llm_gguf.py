@@ -11,7 +11,9 @@ Beside it, where the llama.cpp worker reads prompts in bf16 (`prefill_weights`),
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -20,9 +22,11 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from app.modelprep.llama_cpu import cpu_model, native_bf16
 from app.modelprep.lock import preparing
 from app.settings import DEFAULT_LLM_FILENAME
 
@@ -173,22 +177,17 @@ PREFILL_SUFFIX = ".prefill-bf16.gguf"
 AUTO_BF16_MIN_MEMORY = 16 << 30
 
 
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16). There, llama.cpp reads a prompt
-    with bf16 weights ~1.3x as fast as with the Q4_K_M ones, while decoding stays faster on Q4_K_M (the bf16 weights
-    are 3x the bytes to stream per token); without it, bf16 is the slower of the two."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
-
-
 def reads_prompts_in_bf16(prefill_weights: str) -> bool:
-    """What a llama.cpp worker's `prefill_weights` setting (auto, bf16, model) means on this machine."""
+    """Whether a llama.cpp worker's `prefill_weights` setting (auto, bf16, model) may read prompts with the bf16
+    copy on this machine: auto where the CPU multiplies bf16 in hardware and the memory holds the copy, and then
+    only if the copy measured faster here (prepare_prefill_for)."""
     if prefill_weights == "auto":
         return native_bf16() and psutil.virtual_memory().total >= AUTO_BF16_MIN_MEMORY
     return prefill_weights == "bf16"
+
+
+def prefill_choice_path(model: Path) -> Path:
+    return model.with_name(model.stem + ".prefill-choice.json")
 
 
 def prefill_gguf_path(model: Path) -> Path:
@@ -198,18 +197,67 @@ def prefill_gguf_path(model: Path) -> Path:
 def prepare_prefill_for(
     model: Path, prefill_weights: str, *, report: Callable[[str], None] = log.info
 ) -> Path | None:
-    """The bf16 copy of `model` where `prefill_weights` asks for one on this machine, else None. A copy that auto
+    """The bf16 copy of `model` where `prefill_weights` asks for one on this machine, else None. auto keeps the copy
+    only where it read a prompt faster than `model` here (measured once, `measured_prefill_choice`). A copy that auto
     chose but that cannot be written (a full disk, a GGUF llama.cpp cannot convert) is reported and None: prompts are
     then read with the GGUF, as on a CPU without bf16. Asked for explicitly (bf16), it is a ModelFileError."""
     if not reads_prompts_in_bf16(prefill_weights):
         return None
+    if prefill_weights == "auto" and (known := _recorded_choice(model)) is not None and not known["bf16_faster"]:
+        return None
     try:
-        return prepare_prefill_gguf(model, report=report)
+        copy = prepare_prefill_gguf(model, report=report)
+        if prefill_weights == "auto" and not measured_prefill_choice(model, copy, report=report)["bf16_faster"]:
+            copy.unlink(missing_ok=True)  # 3.3 GiB this machine would never read
+            return None
+        return copy
     except (ModelFileError, OSError) as exc:
         if prefill_weights == "bf16":
             raise ModelFileError(str(exc)) from exc
         report(f"{exc}; prompts are read with the GGUF itself")
         return None
+
+
+def _choice_key(model: Path) -> dict[str, object]:
+    """What the measurement depends on: this CPU, llama.cpp's build, the GGUF."""
+    from importlib.metadata import version
+
+    stat = model.stat()
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "llama_cpp_python": version("llama-cpp-python"),
+            "gguf_size": stat.st_size, "gguf_mtime": stat.st_mtime}
+
+
+def _recorded_choice(model: Path) -> dict[str, Any] | None:
+    try:
+        recorded = json.loads(prefill_choice_path(model).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) and recorded.get("key") == _choice_key(model) else None
+
+
+def measured_prefill_choice(
+    model: Path, copy: Path, *, report: Callable[[str], None] = log.info
+) -> dict[str, Any]:
+    """Whether `copy` (bf16) reads a prompt faster than `model` on this machine: measured once in a process of its
+    own (app/modelprep/llama_cpu.py, ~20 s), recorded beside `model` for this CPU, llama.cpp build and GGUF."""
+    if (known := _recorded_choice(model)) is not None:
+        return known
+    report("measuring which weights read prompts faster on this CPU (once)")
+    done = subprocess.run([sys.executable, "-m", "app.modelprep.llama_cpu", str(model), str(copy)],
+                          capture_output=True, text=True, check=False)
+    try:
+        seconds = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise ModelFileError(f"could not measure the bf16 copy's prompt reading (exit {done.returncode}): "
+                             f"{done.stderr.strip()[-300:]}") from None
+    choice = {"key": _choice_key(model), **seconds, "bf16_faster": seconds["bf16_s"] < seconds["model_s"]}
+    record = prefill_choice_path(model)
+    partial = record.with_name(record.name + ".partial")
+    partial.write_text(json.dumps(choice, indent=1), encoding="utf-8")
+    partial.replace(record)
+    report(f"a 256-token prompt read in {seconds['bf16_s']:.2f} s with bf16 weights, {seconds['model_s']:.2f} s "
+           f"with the GGUF: prompts are read with the {'bf16 copy' if choice['bf16_faster'] else 'GGUF itself'}")
+    return choice
 
 
 def prepare_prefill_gguf(model: Path, *, report: Callable[[str], None] = log.info) -> Path:
