@@ -68,7 +68,7 @@ class _Llama(llama_cpp.Llama):
     """
 
     def __init__(self, *args: Any, verify_batch: int = 0, prefill_model_path: str = "", **kwargs: Any) -> None:
-        # On a CPU with AMX, llama.cpp's AMX buffers crash on batches but decode single tokens ~1.4x as fast: this
+        # On a CPU with AMX, llama.cpp's AMX buffers crash on batches but decode single tokens ~1.13x as fast: this
         # context keeps them where it never reads a batch (a prefill context reads the prompts, the GGUF itself if
         # no copy was given, and no drafts are verified here).
         single_tokens = kwargs.get("draft_model") is None and (bool(prefill_model_path) or has_amx())

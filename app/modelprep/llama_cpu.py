@@ -5,9 +5,10 @@ Two facts measured on the machines this project runs on decide this module:
 - On an Intel Xeon with AMX (a Firecracker VM, 2026-12-03), llama.cpp's AMX weight buffers crash the process
   (SIGSEGV in `ggml_backend_amx_mul_mat`) on the first batch of more than one token of a Q4_K_M model, while
   single-token decoding works; loaded without llama.cpp's extra buffer types (`use_extra_bufts`), the same model
-  reads prompts correctly, but decodes at 12.3 tokens/s where the AMX buffers decode at 17. So on a CPU that
-  reports AMX, a model that reads prompts loads without them (`llama_loading`), and the worker decodes in a second
-  context that keeps them and never reads a batch (app/llm/llamacpp_worker.py).
+  reads prompts correctly, but decodes at 12.7 tokens/s where the AMX buffers decode at 14.3 (60 tokens after a
+  330-token prompt, in process, interleaved runs). So on a CPU that reports AMX, a model that reads prompts loads
+  without them (`llama_loading`), and the worker decodes in a second context that keeps them and never reads a
+  batch (app/llm/llamacpp_worker.py).
 - Whether a bf16 copy of the GGUF reads prompts faster than the GGUF itself depends on the CPU: on an AMD EPYC
   with AVX512-BF16, 360 tokens in 2.2-2.65 s against 3.0-3.3 s; on that Intel Xeon, 368 tokens in 5.8 s against
   2.8 s. So `prefill_weights: auto` measures it once per machine (`python -m app.modelprep.llama_cpu`).
@@ -62,7 +63,7 @@ def has_amx() -> bool:
 def llama_loading(extra_buffers: bool = False) -> Iterator[None]:
     """Wrap the construction of a `llama_cpp.Llama`: on a CPU that reports AMX, the model loads without llama.cpp's
     extra buffer types (see the module's docstring), unless `extra_buffers` (for a context that only ever decodes
-    one token at a time: there they work, and decode ~1.4x as fast). llama-cpp-python 0.3.36 takes the model
+    one token at a time: there they work, and decode ~1.13x as fast). llama-cpp-python 0.3.36 takes the model
     parameters from `llama_model_default_params()` inside its constructor and has no argument for this one."""
     if extra_buffers or not has_amx():
         yield
